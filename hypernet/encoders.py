@@ -1,0 +1,92 @@
+"""Task conditioning blocks: what a hypernetwork is conditioned on.
+
+* `TaskEmbedding`: a learned table, one vector per task id (continual learning,
+  multi-task); entries start N(0, 1), the second moment hyperfan assumes.
+* `SetEncoder`: a permutation-invariant encoder of a support set of (x, y)
+  pairs (Deep Sets: `rho(pool_k phi([x_k, y_k]))`), with mean pooling or
+  attention pooling by learned seed queries (PMA, Set Transformer). A mask
+  allows padded sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hypernet.hypernets.base import MLP, check_positive
+
+POOLINGS = ('mean', 'attention')
+
+
+class TaskEmbedding(nn.Module):
+  """`task_id` (int scalar) -> `[features]`. Ids must be in `[0, num_tasks)`."""
+  num_tasks: int
+  features: int
+
+  def __post_init__(self):
+    check_positive('num_tasks', self.num_tasks)
+    check_positive('features', self.features)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, task_id: jax.Array) -> jax.Array:
+    task_id = jnp.asarray(task_id)
+    if task_id.ndim != 0 or not jnp.issubdtype(task_id.dtype, jnp.integer):
+      raise ValueError(f'task_id: expected an integer scalar (vmap for many tasks), received '
+                       f'shape {task_id.shape} dtype {task_id.dtype}.')
+    table = self.param('embedding', nn.initializers.normal(1.0), (self.num_tasks, self.features))
+    return table[task_id]
+
+
+class SetEncoder(nn.Module):
+  """Support set `x [K, dx]`, `y [K, dy]` -> task code `[features]`, invariant to order.
+
+  Attributes:
+    features: output size.
+    hidden: sizes of the per-element network `phi`.
+    pooling: 'mean' or 'attention'.
+    num_heads: attention heads (attention pooling).
+    rho_hidden: sizes of the network after pooling (before the output layer).
+  """
+  features: int
+  hidden: Sequence[int] = (64, 64)
+  pooling: str = 'mean'
+  num_heads: int = 4
+  rho_hidden: Sequence[int] = (64,)
+
+  def __post_init__(self):
+    if self.pooling not in POOLINGS:
+      raise ValueError(f'pooling: expected one of {POOLINGS}, received {self.pooling!r}.')
+    check_positive('features', self.features)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, y: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """One task's support set -> `[features]`.
+
+    Args:
+      x: `[K, dx]` inputs (`[K]` is taken as `[K, 1]`).
+      y: `[K, dy]` targets or one-hot labels (`[K]` is taken as `[K, 1]`).
+      mask: optional `[K]` bool, False for padding elements.
+    """
+    x = x[:, None] if x.ndim == 1 else x
+    y = y[:, None] if y.ndim == 1 else y
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
+      raise ValueError(f'x, y: expected [K, dx] and [K, dy] with the same K, received '
+                       f'{x.shape} and {y.shape}.')
+    if mask is not None and mask.shape != (x.shape[0],):
+      raise ValueError(f'mask: expected shape ({x.shape[0]},), received {mask.shape}.')
+    h = MLP(tuple(self.hidden), name='phi')(jnp.concatenate([x, y.astype(x.dtype)], -1))  # [K, H]
+    if self.pooling == 'mean':
+      w = jnp.ones(x.shape[0]) if mask is None else mask.astype(h.dtype)
+      pooled = (w @ h) / jnp.maximum(w.sum(), 1.0)  # [H]
+    else:
+      seed = self.param('seed', nn.initializers.normal(1.0), (1, h.shape[-1]))
+      attn_mask = None if mask is None else mask[None, None, None, :]  # [1, heads, q, K]
+      pooled = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, name='pool')(
+          seed[None], h[None], mask=attn_mask)[0, 0]  # [H]
+    h = MLP(tuple(self.rho_hidden), name='rho')(pooled)
+    return nn.Dense(self.features, name='out')(h)

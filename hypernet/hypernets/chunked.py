@@ -1,0 +1,120 @@
+"""Chunked hypernetwork (von Oswald, Henning, Sacramento & Grewe, ICLR 2020).
+
+One shared generator `g([cond, c_i]) -> [chunk_size]` is applied to learned
+chunk embeddings `c_i`, `i < ceil(P / chunk_size)`; the chunks are concatenated,
+the padding cut off and the result unravelled onto the target spec. The number
+of hypernetwork parameters no longer scales with `P` times the hidden size, so
+the hypernetwork can be smaller than its target (`compression_ratio < 1`).
+
+Initialisation: since one generator serves every leaf, per-leaf variance cannot
+be put into the head weights. Instead the generator is initialised for unit
+output variance and its output `u` is mapped through a fixed (not learned)
+per-value affine map, `w = offset + scale * u`, with `scale_j^2` the hyperfan
+variance of value j (`hypernet.init.leaf_variances`) and `offset` the target's
+initial value on vector leaves (a small learned parameter, as long as the
+biases and scales together). Vector leaves use the scale of the kernel next
+to them (`1 / sqrt(fan_in)`, close to PyTorch's bias init), or
+`1 / sqrt(size)` when they have none. `head_init='target'` zero-initialises the
+generator's output layer and learns an offset over every value, starting at a
+draw of the target's init (so that mode holds a full copy of the target and
+its compression ratio is above 1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hypernet import init as init_lib
+from hypernet.hypernets.base import MLP, check_cond, check_positive, draw_fn, shared_param
+from hypernet.layout import ParamLayout, Selection, layout_for
+from hypernet.target import PyTree, Target
+
+
+def output_scale(layout: ParamLayout, mode: str, gain: float) -> np.ndarray:
+  """`[num_generated]` fixed output scale of a chunked hypernetwork (see module doc)."""
+  if mode == 'naive':
+    return np.ones(layout.num_generated, np.float32)
+  if mode == 'target':
+    mode = 'hyperfan_in'
+  var = init_lib.leaf_variances(layout, mode, gain)
+  for l in layout.generated:
+    if not l.is_kernel:
+      sib = layout.by_path.get(l.kernel_sibling) if l.kernel_sibling else None
+      v = gain / sib.fan_in if sib is not None else 1.0 / max(l.size, 1)
+      var[l.offset:l.offset + l.size] = v
+  return np.sqrt(var).astype(np.float32)
+
+
+class ChunkedHypernet(nn.Module):
+  """`cond [cond_dim] -> target params` through a generator shared by all chunks.
+
+  Attributes:
+    target: the `Target`.
+    cond_dim: size of the conditioning vector.
+    chunk_size: values generated per chunk (> 0).
+    chunk_emb_dim: size of the learned chunk embeddings (> 0).
+    hidden: generator trunk sizes (ReLU).
+    generate: which target leaves to generate.
+    head_init: one of `hypernet.init.HEAD_INITS` (see module doc).
+    gain: variance gain.
+    cond_second_moment: `E[cond^2]`; chunk embeddings are N(0, 1).
+  """
+  target: Target
+  cond_dim: int
+  chunk_size: int
+  chunk_emb_dim: int = 8
+  hidden: Sequence[int] = (64,)
+  generate: Selection = None
+  head_init: str = 'hyperfan_in'
+  gain: float = 1.0
+  cond_second_moment: float = 1.0
+
+  def __post_init__(self):
+    check_positive('chunk_size', self.chunk_size)
+    check_positive('chunk_emb_dim', self.chunk_emb_dim)
+    init_lib.check_init(self.head_init)
+    layout_for(self.target, self.generate)
+    super().__post_init__()
+
+  @property
+  def num_chunks(self) -> int:
+    return math.ceil(layout_for(self.target, self.generate).num_generated / self.chunk_size)
+
+  @nn.compact
+  def __call__(self, cond: jax.Array) -> PyTree:
+    """One task: `cond [cond_dim]` -> params matching `target.param_spec`."""
+    layout = layout_for(self.target, self.generate)
+    cond = check_cond(cond, self.cond_dim)
+    n = self.num_chunks
+    chunk_embs = self.param('chunk_embeddings', nn.initializers.normal(1.0),
+                            (n, self.chunk_emb_dim))  # [C, E]
+    inputs = jnp.concatenate([jnp.broadcast_to(cond, (n, self.cond_dim)), chunk_embs], -1)
+    h = MLP(tuple(self.hidden), name='trunk')(inputs)  # [C, d]
+    d = h.shape[-1]
+    m2 = (self.cond_dim * self.cond_second_moment + self.chunk_emb_dim) / (
+        self.cond_dim + self.chunk_emb_dim)
+    if self.head_init == 'target':
+      kernel_init = nn.initializers.zeros
+    elif self.head_init == 'naive':
+      kernel_init = nn.initializers.lecun_normal()
+    else:
+      kernel_init = init_lib.scaled_normal(1.0 / math.sqrt(d * m2))
+    u = nn.Dense(self.chunk_size, kernel_init=kernel_init, name='head')(h)  # [C, chunk]
+    u = u.reshape(-1)[:layout.num_generated]  # [P]
+    scale = output_scale(layout, self.head_init, self.gain)
+    flat = scale * u
+    draw = draw_fn(self.target, layout)
+    if self.head_init == 'target':
+      flat = flat + self.param('offset', draw)  # [P]: the whole draw
+    elif self.head_init != 'naive':
+      vec_idx = np.flatnonzero(~layout.kernel_mask())  # vector leaves only
+      if vec_idx.size:
+        offset = self.param('offset', lambda key: draw(key)[vec_idx])  # [V]
+        flat = flat.at[vec_idx].add(offset)
+    return layout.unflatten(flat, shared_param(self, self.target, layout))

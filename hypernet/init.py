@@ -1,0 +1,111 @@
+"""Principled initialisation of hypernetwork output heads.
+
+Hyperfan-in and hyperfan-out (Chang, Flokas & Lipson, "Principled weight
+initialization for hypernetworks", ICLR 2020). A head `Dense(P)` maps the
+hypernetwork's last hidden features `e` `[d]` to generated values. With head
+weights `H_jk ~ N(0, s_j^2)`, a generated value `w_j = sum_k H_jk e_k` has
+variance `d * E[e^2] * s_j^2`. Hyperfan chooses
+
+    s_j^2 = v_j / (d * E[e^2]),   v_j = gain / fan_in(leaf of j)     ('hyperfan_in')
+                                  v_j = gain / fan_out(leaf of j)    ('hyperfan_out')
+
+so generated kernels start with the variance the target's own initialiser
+gives (Flax's LeCun-normal default is `1 / fan_in`, i.e. `gain=1`; use `gain=2`
+for He). `E[e^2]` is propagated analytically: the hypernetwork trunks
+(`hypernet.hypernets.MLP`) are He-initialised ReLU layers with zero biases, which
+keep the second moment of their input, so `E[e^2] = E[cond^2]`
+(`cond_second_moment`, 1 for unit-variance task embeddings).
+
+Vector leaves (biases, normalisation scales): their head columns start at zero
+and their head bias at the target's own initial value (zeros for biases, ones
+for scales), so every generated vector leaf starts where the target's
+initialiser puts it; the paper's "hyperbias" variance split is not used,
+because Flax targets initialise biases to zero. (The chunked hypernetwork,
+whose generator is shared by all leaves, uses a fixed output scale instead;
+see `hypernet.hypernets.chunked`.)
+
+Other modes (the `head_init` attribute of the hypernetworks): `'target'` makes the initial generated parameters *equal* a draw
+of the target's default initialisation for every conditioning input (zero head
+kernel, head bias = the flattened draw); `'naive'` is Flax's default
+(LeCun-normal head, zero bias), for comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hypernet.layout import ParamLayout
+
+HEAD_INITS = ('hyperfan_in', 'hyperfan_out', 'target', 'naive')
+
+Initializer = Callable[..., jax.Array]
+
+
+def check_init(init: str) -> None:
+  if init not in HEAD_INITS:
+    raise ValueError(f'init: expected one of {HEAD_INITS}, received {init!r}.')
+
+
+def leaf_variances(layout: ParamLayout, mode: str = 'hyperfan_in', gain: float = 1.0) -> np.ndarray:
+  """`[num_generated]` target variance of each generated value.
+
+  `gain / fan_in` (or `/ fan_out` for `mode='hyperfan_out'`) on kernel values,
+  0 on vector values.
+  """
+  out = []
+  for l in layout.generated:
+    if l.is_kernel:
+      fan = l.fan_out if mode == 'hyperfan_out' else l.fan_in
+      out.append(np.full(l.size, gain / fan, np.float64))
+    else:
+      out.append(np.zeros(l.size, np.float64))
+  return np.concatenate(out)
+
+
+def scaled_normal(std: np.ndarray | float) -> Initializer:
+  """Initialiser of a `[d, n]` kernel whose column j is `N(0, std_j^2)` (std `[n]` or scalar)."""
+  std = np.asarray(std, np.float32)
+
+  def init(key, shape, dtype=jnp.float32):
+    return (jax.random.normal(key, shape, jnp.float32) * std).astype(dtype)
+
+  return init
+
+
+def head_inits(layout: ParamLayout, draw_fn: Callable[[jax.Array], jax.Array], *, init: str,
+               fan_in: int, cond_second_moment: float = 1.0, gain: float = 1.0,
+               start: int = 0, stop: int | None = None) -> tuple[Initializer, Initializer]:
+  """Kernel and bias initialisers for a head producing generated values `[start:stop]`.
+
+  Args:
+    layout: the target's layout.
+    draw_fn: `key -> [num_generated]`, a flattened draw of the target's init.
+    init: one of `HEAD_INITS`.
+    fan_in: the head's input size `d`.
+    cond_second_moment: `E[e^2]` of the head's input.
+    gain: variance gain (1 = LeCun, the Flax default; 2 = He).
+    start, stop: the slice of generated values this head produces.
+
+  Returns:
+    `(kernel_init, bias_init)` for `flax.linen.Dense`.
+  """
+  check_init(init)
+  stop = layout.num_generated if stop is None else stop
+  vector = ~layout.kernel_mask()[start:stop]
+  if init == 'naive':
+    return jax.nn.initializers.lecun_normal(), jax.nn.initializers.zeros
+  if init == 'target':
+    def bias_init(key, shape, dtype=jnp.float32):
+      return draw_fn(key)[start:stop].astype(dtype)
+    return jax.nn.initializers.zeros, bias_init
+  var = leaf_variances(layout, init, gain)[start:stop]
+  std = np.sqrt(var / (fan_in * cond_second_moment))
+
+  def bias_init(key, shape, dtype=jnp.float32):
+    return jnp.where(vector, draw_fn(key)[start:stop], 0.0).astype(dtype)
+
+  return scaled_normal(std), bias_init

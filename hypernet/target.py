@@ -1,0 +1,266 @@
+"""The stateless target network: `apply(params, x, ...)` plus its parameter spec.
+
+A `Target` is what a hypernetwork generates parameters for. It holds
+
+* `param_spec`: a pytree of `jax.ShapeDtypeStruct`, the exact tree, shapes and
+  dtypes that `apply` accepts as `params`;
+* `apply(params, *args, **kwargs)`: a pure function (no state in, no state out);
+* `init(key)`: a draw of the target's own default initialisation, used by the
+  hypernetworks for base weights, shared leaves and the `init='target'` option.
+
+Build one from a Flax Linen module (`Target.from_linen`), a Flax NNX module
+(`Target.from_nnx`) or a plain function (`Target.from_fn`).
+
+BatchNorm and other mutable collections
+---------------------------------------
+Only the `params` collection is ever generated. Other collections (Linen's
+`batch_stats`, NNX's `BatchStat`) are handled by an explicit policy,
+`batch_stats=`:
+
+* `'task'` (default; the MAML convention): every call normalises with the
+  statistics of the batch it is given. Under `jax.vmap` over tasks that is each
+  task's own batch, so tasks never share statistics. Running averages are never
+  read and their updates are discarded: `apply` stays pure. A Linen module must
+  be called in training mode for this (e.g. `apply_kwargs={'train': True}`);
+  `from_linen` checks that the output does not depend on the running averages
+  and raises otherwise. NNX modules are switched to `use_running_average=False`
+  automatically.
+* `'frozen'`: the stored statistics (from the module's init or given by the
+  caller) are constants of the target; Linen modules must then be called in
+  evaluation mode, NNX modules are switched to `use_running_average=True`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PyTree = Any
+
+BATCH_STATS_POLICIES = ('task', 'frozen')
+
+
+def _spec_of(tree: PyTree) -> PyTree:
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), tree)
+
+
+def path_str(path: tuple[Any, ...]) -> str:
+  """'/'-joined names of a pytree key path, e.g. `'Dense_0/kernel'`."""
+  parts = []
+  for k in path:
+    for attr in ('key', 'name', 'idx'):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+    else:
+      parts.append(str(k))
+  return '/'.join(parts)
+
+
+def check_tree_matches_spec(tree: PyTree, spec: PyTree, name: str,
+                            batch_dims: int = 0) -> None:
+  """Raises a ValueError naming `name` unless `tree` has exactly `spec`'s structure.
+
+  Args:
+    tree: the pytree to check (arrays or `ShapeDtypeStruct`s).
+    spec: the expected pytree of `jax.ShapeDtypeStruct`.
+    name: the argument name used in the error message.
+    batch_dims: number of extra leading axes allowed (and required) on every leaf.
+  """
+  got_def = jax.tree.structure(tree)
+  want_def = jax.tree.structure(spec)
+  if got_def != want_def:
+    got = sorted(path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0])
+    want = sorted(path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(spec)[0])
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    raise ValueError(
+        f'{name}: pytree structure does not match the target spec; expected leaves '
+        f'{want}, received {got} (missing {missing}, unexpected {extra}).')
+  flat_tree = jax.tree_util.tree_flatten_with_path(tree)[0]
+  flat_spec = jax.tree.leaves(spec)
+  for (path, leaf), want in zip(flat_tree, flat_spec):
+    shape = tuple(np.shape(leaf))
+    dtype = jnp.result_type(leaf)
+    lead, rest = shape[:batch_dims], shape[batch_dims:]
+    if len(lead) != batch_dims or rest != tuple(want.shape) or dtype != want.dtype:
+      raise ValueError(
+          f'{name}: leaf {path_str(path)!r} expected shape '
+          f'{("<batch>",) * batch_dims + tuple(want.shape)} dtype {want.dtype}, '
+          f'received shape {shape} dtype {dtype}.')
+
+
+def default_init(spec: PyTree) -> Callable[[jax.Array], PyTree]:
+  """Flax's defaults by shape: LeCun-normal for leaves with ndim >= 2
+  (fan-in = prod(shape[:-1])), zeros for vectors and scalars."""
+  lecun = jax.nn.initializers.lecun_normal()
+
+  def init(key: jax.Array) -> PyTree:
+    leaves, treedef = jax.tree.flatten(spec)
+    keys = jax.random.split(key, len(leaves))
+    out = [lecun(k, s.shape, s.dtype) if len(s.shape) >= 2 else jnp.zeros(s.shape, s.dtype)
+           for k, s in zip(keys, leaves)]
+    return jax.tree.unflatten(treedef, out)
+
+  return init
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Target:
+  """A stateless target network.
+
+  Attributes:
+    apply_fn: `apply_fn(params, *args, **kwargs) -> outputs`, pure.
+    param_spec: pytree of `jax.ShapeDtypeStruct` that `params` must match.
+    init_fn: `init_fn(key) -> params`, the target's own default initialisation.
+    name: a label for messages and tables.
+  """
+  apply_fn: Callable[..., Any]
+  param_spec: PyTree
+  init_fn: Callable[[jax.Array], PyTree]
+  name: str = 'target'
+
+  def apply(self, params: PyTree, *args, **kwargs) -> Any:
+    """Runs the target with `params` (checked against `param_spec` at trace time)."""
+    check_tree_matches_spec(params, self.param_spec, 'params')
+    return self.apply_fn(params, *args, **kwargs)
+
+  def init(self, key: jax.Array) -> PyTree:
+    """A draw of the target's default initialisation (matches `param_spec`)."""
+    return self.init_fn(key)
+
+  @property
+  def num_params(self) -> int:
+    return int(sum(np.prod(s.shape, dtype=np.int64) for s in jax.tree.leaves(self.param_spec)))
+
+  # ---------------------------------------------------------------- builders
+  @classmethod
+  def from_fn(cls, apply_fn: Callable[..., Any], param_spec: PyTree,
+              init_fn: Callable[[jax.Array], PyTree] | None = None,
+              name: str = 'fn') -> 'Target':
+    """A target from a plain function `apply_fn(params, *args)`.
+
+    Args:
+      apply_fn: pure function of `params` (a pytree matching `param_spec`).
+      param_spec: pytree of `jax.ShapeDtypeStruct` (or arrays, whose shapes and
+        dtypes are taken).
+      init_fn: default initialisation; if None, `default_init(param_spec)`.
+      name: label.
+    """
+    spec = _spec_of(param_spec)
+    return cls(apply_fn=apply_fn, param_spec=spec,
+               init_fn=init_fn if init_fn is not None else default_init(spec), name=name)
+
+  @classmethod
+  def from_linen(cls, module, *sample_args, key: jax.Array,
+                 batch_stats: str = 'task', state: Mapping[str, PyTree] | None = None,
+                 apply_kwargs: Mapping[str, Any] | None = None,
+                 name: str | None = None) -> 'Target':
+    """A target from a Flax Linen module.
+
+    Args:
+      module: the `flax.linen.Module`.
+      *sample_args: example inputs for `module.init` (shapes only matter).
+      key: PRNG key for the initialisation used to read the spec (and, with the
+        'frozen' policy, the default statistics).
+      batch_stats: 'task' or 'frozen'; see the module docstring.
+      state: with 'frozen', the non-param collections to use (default: init's).
+      apply_kwargs: keyword arguments always passed to `module.apply` (e.g.
+        `{'train': True}` for the 'task' policy).
+      name: label (default: the module's class name).
+    """
+    if batch_stats not in BATCH_STATS_POLICIES:
+      raise ValueError(f'batch_stats: expected one of {BATCH_STATS_POLICIES}, received {batch_stats!r}.')
+    apply_kwargs = dict(apply_kwargs or {})
+    init_kwargs = {k: v for k, v in apply_kwargs.items() if k != 'rngs'}
+    variables = module.init(key, *sample_args, **init_kwargs)
+    if 'params' not in variables:
+      raise ValueError(f'module: {type(module).__name__} has no parameters to generate.')
+    variables = dict(variables)
+    params = variables.pop('params')
+    others = dict(state) if state is not None else variables
+    spec = _spec_of(params)
+
+    def init_fn(k):
+      return module.init(k, *sample_args, **init_kwargs)['params']
+
+    if not others:
+      def apply_fn(p, *args, **kwargs):
+        return module.apply({'params': p}, *args, **{**apply_kwargs, **kwargs})
+    elif batch_stats == 'frozen':
+      def apply_fn(p, *args, **kwargs):
+        return module.apply({'params': p, **others}, *args, **{**apply_kwargs, **kwargs})
+    else:
+      mutable = list(others)
+
+      def apply_fn(p, *args, **kwargs):
+        out, _ = module.apply({'params': p, **others}, *args, mutable=mutable,
+                              **{**apply_kwargs, **kwargs})
+        return out
+
+      shifted = jax.tree.map(lambda a: a + 1.0, others)
+      a = module.apply({'params': params, **others}, *sample_args, mutable=mutable, **apply_kwargs)[0]
+      b = module.apply({'params': params, **shifted}, *sample_args, mutable=mutable, **apply_kwargs)[0]
+      if not all(bool(jnp.allclose(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))):
+        raise ValueError(
+            "batch_stats='task': the module's output depends on its stored running statistics "
+            f'(collections {mutable}); call it in training mode (e.g. apply_kwargs={{"train": True}}) '
+            "or use batch_stats='frozen'.")
+    return cls(apply_fn=apply_fn, param_spec=spec, init_fn=init_fn,
+               name=name or type(module).__name__)
+
+  @classmethod
+  def from_nnx(cls, module_or_factory, *, key: jax.Array | None = None,
+               batch_stats: str = 'task', name: str | None = None) -> 'Target':
+    """A target from a Flax NNX module, through `nnx.split` / `nnx.merge`.
+
+    Args:
+      module_or_factory: an `nnx.Module`, or `factory(rngs: nnx.Rngs) -> nnx.Module`.
+        With a factory, `init(key)` builds a fresh module from `nnx.Rngs(key)`;
+        with an instance, `init(key)` returns the instance's own parameters
+        (the key is not used).
+      key: with a factory, the key of the instance that fixes structure and
+        (with 'frozen') the statistics. Required for a factory.
+      batch_stats: 'task' or 'frozen'; BatchNorm layers are switched to
+        `use_running_average=False` or `True` accordingly.
+      name: label.
+    """
+    from flax import nnx  # pylint: disable=g-import-not-at-top
+    if batch_stats not in BATCH_STATS_POLICIES:
+      raise ValueError(f'batch_stats: expected one of {BATCH_STATS_POLICIES}, received {batch_stats!r}.')
+    if isinstance(module_or_factory, nnx.Module):
+      module, factory = module_or_factory, None
+    else:
+      if key is None:
+        raise ValueError('key: required when module_or_factory is a factory, received None.')
+      factory = module_or_factory
+      module = factory(nnx.Rngs(key))
+    module = nnx.view(module, use_running_average=(batch_stats == 'frozen'),
+                      raise_if_not_found=False)
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+    spec = _spec_of(nnx.to_pure_dict(params))
+
+    def apply_fn(p, *args, **kwargs):
+      # Fresh Variable objects inside the current trace; the template is untouched.
+      p_state = jax.tree.map(lambda a: a, params)
+      nnx.replace_by_pure_dict(p_state, p)
+      r_state = jax.tree.map(lambda a: a, rest)
+      return nnx.merge(graphdef, p_state, r_state)(*args, **kwargs)
+
+    if factory is None:
+      own = nnx.to_pure_dict(params)
+
+      def init_fn(k):
+        del k
+        return jax.tree.map(jnp.asarray, own)
+    else:
+      def init_fn(k):
+        return nnx.to_pure_dict(nnx.state(factory(nnx.Rngs(k)), nnx.Param))
+
+    return cls(apply_fn=apply_fn, param_spec=spec, init_fn=init_fn,
+               name=name or type(module).__name__)
