@@ -16,13 +16,13 @@ for He). `E[e^2]` is propagated analytically: the hypernetwork trunks
 keep the second moment of their input, so `E[e^2] = E[cond^2]`
 (`cond_second_moment`, 1 for unit-variance task embeddings).
 
-Vector leaves (biases, normalisation scales): their head columns start at zero
-and their head bias at the target's own initial value (zeros for biases, ones
-for scales), so every generated vector leaf starts where the target's
-initialiser puts it; the paper's "hyperbias" variance split is not used,
-because Flax targets initialise biases to zero. (The chunked hypernetwork,
-whose generator is shared by all leaves, uses a fixed output scale instead;
-see `hypernet.hypernets.chunked`.)
+Vector leaves (biases, normalisation scales): their head bias starts at the
+target's own initial value (zeros for biases, ones for scales) and their head
+columns give a small spread around it, `gain / fan_in` of the kernel beside
+them (see `leaf_variances`); the paper's "hyperbias" variance split is not
+used, because Flax targets initialise biases to zero. (The chunked
+hypernetwork, whose generator is shared by all leaves, puts the same variances
+into a fixed output scale; see `hypernet.hypernets.chunked`.)
 
 Other modes (the `head_init` attribute of the hypernetworks): `'target'` makes the initial generated parameters *equal* a draw
 of the target's default initialisation for every conditioning input (zero head
@@ -47,22 +47,27 @@ Initializer = Callable[..., jax.Array]
 
 def check_init(init: str) -> None:
   if init not in HEAD_INITS:
-    raise ValueError(f'init: expected one of {HEAD_INITS}, received {init!r}.')
+    raise ValueError(f'head_init: expected one of {HEAD_INITS}, received {init!r}.')
 
 
 def leaf_variances(layout: ParamLayout, mode: str = 'hyperfan_in', gain: float = 1.0) -> np.ndarray:
-  """`[num_generated]` target variance of each generated value.
+  """`[num_generated]` initial variance of each generated value.
 
-  `gain / fan_in` (or `/ fan_out` for `mode='hyperfan_out'`) on kernel values,
-  0 on vector values.
+  Kernel values: `gain / fan_in` (`gain / fan_out` for `mode='hyperfan_out'`).
+  Vector values (biases, scales) vary around the target's own initial value
+  with `gain / fan_in` of the kernel beside them (`1 / size` if there is none):
+  small, like PyTorch's default bias init, but not zero, so that every head
+  and trunk parameter receives a gradient from the first step.
   """
   out = []
   for l in layout.generated:
     if l.is_kernel:
       fan = l.fan_out if mode == 'hyperfan_out' else l.fan_in
-      out.append(np.full(l.size, gain / fan, np.float64))
+      v = gain / fan
     else:
-      out.append(np.zeros(l.size, np.float64))
+      sib = layout.by_path.get(l.kernel_sibling) if l.kernel_sibling else None
+      v = gain / sib.fan_in if sib is not None else 1.0 / max(l.size, 1)
+    out.append(np.full(l.size, v, np.float64))
   return np.concatenate(out)
 
 

@@ -178,16 +178,25 @@ class Target:
       raise ValueError(f'batch_stats: expected one of {BATCH_STATS_POLICIES}, received {batch_stats!r}.')
     apply_kwargs = dict(apply_kwargs or {})
     init_kwargs = {k: v for k, v in apply_kwargs.items() if k != 'rngs'}
-    variables = module.init(key, *sample_args, **init_kwargs)
-    if 'params' not in variables:
+    init_jit = jax.jit(lambda k, *a: module.init(k, *a, **init_kwargs))
+    shapes = dict(jax.eval_shape(init_jit, key, *sample_args))
+    if 'params' not in shapes:
       raise ValueError(f'module: {type(module).__name__} has no parameters to generate.')
-    variables = dict(variables)
-    params = variables.pop('params')
-    others = dict(state) if state is not None else variables
-    spec = _spec_of(params)
+    spec = _spec_of(shapes.pop('params'))
+    if state is not None:
+      others = dict(state)
+    elif shapes:  # non-param collections (e.g. batch_stats): their initial values
+      others = dict(init_jit(key, *sample_args))
+      others.pop('params')
+    else:
+      others = {}
 
-    def init_fn(k):
-      return module.init(k, *sample_args, **init_kwargs)['params']
+    arg_specs = _spec_of(sample_args)
+
+    @jax.jit
+    def init_fn(k):  # only the shapes of the sample inputs matter
+      zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), arg_specs)
+      return module.init(k, *zeros, **init_kwargs)['params']
 
     if not others:
       def apply_fn(p, *args, **kwargs):
@@ -203,10 +212,16 @@ class Target:
                               **{**apply_kwargs, **kwargs})
         return out
 
-      shifted = jax.tree.map(lambda a: a + 1.0, others)
-      a = module.apply({'params': params, **others}, *sample_args, mutable=mutable, **apply_kwargs)[0]
-      b = module.apply({'params': params, **shifted}, *sample_args, mutable=mutable, **apply_kwargs)[0]
-      if not all(bool(jnp.allclose(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))):
+      @jax.jit
+      def uses_running_stats(k, *a):
+        p = init_fn(k)
+        shifted = jax.tree.map(lambda s: s + 1.0, others)
+        y0 = apply_fn(p, *a)
+        y1 = module.apply({'params': p, **shifted}, *a, mutable=mutable, **apply_kwargs)[0]
+        return jnp.any(jnp.array([jnp.any(jnp.abs(u - v) > 1e-5 * (1 + jnp.abs(u)))
+                                  for u, v in zip(jax.tree.leaves(y0), jax.tree.leaves(y1))]))
+
+      if bool(uses_running_stats(key, *sample_args)):
         raise ValueError(
             "batch_stats='task': the module's output depends on its stored running statistics "
             f'(collections {mutable}); call it in training mode (e.g. apply_kwargs={{"train": True}}) '
@@ -259,6 +274,7 @@ class Target:
         del k
         return jax.tree.map(jnp.asarray, own)
     else:
+      @jax.jit
       def init_fn(k):
         return nnx.to_pure_dict(nnx.state(factory(nnx.Rngs(k)), nnx.Param))
 

@@ -12,9 +12,7 @@ output variance and its output `u` is mapped through a fixed (not learned)
 per-value affine map, `w = offset + scale * u`, with `scale_j^2` the hyperfan
 variance of value j (`hypernet.init.leaf_variances`) and `offset` the target's
 initial value on vector leaves (a small learned parameter, as long as the
-biases and scales together). Vector leaves use the scale of the kernel next
-to them (`1 / sqrt(fan_in)`, close to PyTorch's bias init), or
-`1 / sqrt(size)` when they have none. `head_init='target'` zero-initialises the
+biases and scales together). `head_init='target'` zero-initialises the
 generator's output layer and learns an offset over every value, starting at a
 draw of the target's init (so that mode holds a full copy of the target and
 its compression ratio is above 1).
@@ -43,11 +41,6 @@ def output_scale(layout: ParamLayout, mode: str, gain: float) -> np.ndarray:
   if mode == 'target':
     mode = 'hyperfan_in'
   var = init_lib.leaf_variances(layout, mode, gain)
-  for l in layout.generated:
-    if not l.is_kernel:
-      sib = layout.by_path.get(l.kernel_sibling) if l.kernel_sibling else None
-      v = gain / sib.fan_in if sib is not None else 1.0 / max(l.size, 1)
-      var[l.offset:l.offset + l.size] = v
   return np.sqrt(var).astype(np.float32)
 
 

@@ -1,0 +1,199 @@
+"""Every hypernetwork family against every test target (MLP, Conv-4, NNX, BatchNorm).
+
+For each pair: generated trees equal the target spec (tree, shapes, dtypes) for
+one task and vmapped over tasks; vmap over tasks equals a Python loop;
+gradients of a loss through `vmap(target.apply)` reach every hypernetwork
+parameter.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hypernet as hn
+from conftest import TARGETS, make_target
+
+NUM_TASKS = 3
+COND_DIM = 6
+FAMILIES = ('full', 'chunked', 'per_tensor', 'per_tensor_emb', 'additive', 'multiplicative',
+            'film', 'lowrank', 'dynamic', 'weight_conditioned')
+
+
+@dataclasses.dataclass
+class Case:
+  """A family bound to a target: how to init it, generate for one task and run one task."""
+  module: Any
+  init: Callable[[jax.Array, Any], Any]      # (key, args of one task) -> variables
+  generate: Callable[[Any, Any], Any]        # (variables, args of one task) -> target params
+  run: Callable[[Any, Any], jax.Array]       # (variables, args of one task) -> outputs
+  task_args: Any                             # args of NUM_TASKS tasks, leading axis = task
+  gen_batch_dims: int = 0                    # leading axes of generated leaves for one task
+
+
+def make_case(family: str, target_name: str) -> Case:
+  if family == 'dynamic' and target_name == 'conv4_bn':
+    # One example at a time: batch statistics are meaningless, use stored ones.
+    target, x = make_target(target_name, batch_stats='frozen')
+  else:
+    target, x = make_target(target_name)
+  conds = jax.random.normal(jax.random.key(7), (NUM_TASKS, COND_DIM))
+
+  def conditioned(module):
+    return Case(module, jax.jit(module.init), module.apply,
+                lambda v, c: target.apply(module.apply(v, c), x), conds)
+
+  if family == 'full':
+    return conditioned(hn.FullHypernet(target, COND_DIM, hidden=(16,)))
+  if family == 'chunked':
+    return conditioned(hn.ChunkedHypernet(target, COND_DIM, chunk_size=97, hidden=(16,)))
+  if family == 'per_tensor':
+    return conditioned(hn.PerTensorHypernet(target, COND_DIM, hidden=(16,), head_hidden=(8,)))
+  if family == 'per_tensor_emb':
+    return conditioned(hn.PerTensorHypernet(target, COND_DIM, hidden=(16,), tensor_emb_dim=3))
+  if family in ('additive', 'multiplicative', 'film', 'lowrank'):
+    return conditioned(hn.ModulationHypernet(target, COND_DIM, kind=family, hidden=(16,), rank=2,
+                                             init_scale=0.1))
+  if family == 'dynamic':
+    d = int(np.prod(x.shape[1:]))
+    hnet = hn.ModulationHypernet(target, d, kind='film', hidden=(8,), init_scale=0.1)
+    module = hn.InputConditioned(hnet, target)
+    xs = x[None] + 0.1 * jax.random.normal(jax.random.key(3), (NUM_TASKS, *x.shape))
+    return Case(module, jax.jit(module.init),
+                lambda v, xt: module.apply(v, xt, method=module.generate),
+                lambda v, xt: module.apply(v, xt), xs, gen_batch_dims=1)
+  if family == 'weight_conditioned':
+    module = hn.WeightConditionedHypernet(target, hidden=(8,), init_scale=0.1)
+    params = jax.vmap(target.init)(jax.random.split(jax.random.key(5), NUM_TASKS))
+
+    def support_grads(p):
+      return jax.grad(lambda q: jnp.mean(target.apply(q, x) ** 2))(p)
+
+    args = (params, jax.vmap(support_grads)(params))
+    return Case(module, jax.jit(lambda k, a: module.init(k, *a)), lambda v, a: module.apply(v, *a),
+                lambda v, a: target.apply(module.apply(v, *a), x), args)
+  raise ValueError(family)
+
+
+def first_task(tree):
+  return jax.tree.map(lambda a: a[0], tree)
+
+
+@pytest.mark.parametrize('target_name', TARGETS)
+@pytest.mark.parametrize('family', FAMILIES)
+def test_family_contract(family, target_name):
+  case = make_case(family, target_name)
+  target = case.module.target
+  variables = case.init(jax.random.key(0), first_task(case.task_args))
+
+  # One task: exactly the target's tree, shapes and dtypes.
+  gen = jax.jit(case.generate)
+  one = gen(variables, first_task(case.task_args))
+  hn.check_tree_matches_spec(one, target.param_spec, 'generated', batch_dims=case.gen_batch_dims)
+  chex.assert_trees_all_equal_structs(one, target.param_spec)
+
+  # vmapped over tasks: a leading task axis on every leaf.
+  batched = jax.jit(jax.vmap(case.generate, in_axes=(None, 0)))(variables, case.task_args)
+  hn.check_tree_matches_spec(batched, target.param_spec, 'generated',
+                             batch_dims=case.gen_batch_dims + 1)
+
+  # vmap over tasks equals a Python loop over tasks.
+  for t in range(NUM_TASKS):
+    loop = gen(variables, jax.tree.map(lambda a, t=t: a[t], case.task_args))
+    chex.assert_trees_all_close(jax.tree.map(lambda a, t=t: a[t], batched), loop,
+                                rtol=1e-5, atol=1e-6)
+  # ... and tasks really get different parameters.
+  diff = sum(float(jnp.abs(a[0] - a[1]).sum()) for a in jax.tree.leaves(batched))
+  assert diff > 0, 'all tasks were given the same parameters'
+
+  # Gradients through vmap(target.apply) reach every hypernetwork parameter.
+  def loss(params):
+    out = jax.vmap(case.run, in_axes=({'params': None, **{k: None for k in variables if
+                                                          k != 'params'}}, 0))(
+        {**variables, 'params': params}, case.task_args)
+    return jnp.mean((out - 1.0) ** 2)
+
+  grads = jax.jit(jax.grad(loss))(variables['params'])
+  for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
+    assert bool(jnp.all(jnp.isfinite(g))), jax.tree_util.keystr(path)
+    assert float(jnp.abs(g).max()) > 0, f'no gradient reaches {jax.tree_util.keystr(path)}'
+
+
+def test_jitted_batched_generate_and_apply_traces_once():
+  target, x = make_target('mlp')
+  hnet = hn.FullHypernet(target, COND_DIM, hidden=(16,))
+  variables = hnet.init(jax.random.key(0), jnp.zeros(COND_DIM))
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def step(variables, conds, x):
+    params = jax.vmap(hnet.apply, in_axes=(None, 0))(variables, conds)  # [T, ...] leaves
+    return jax.vmap(target.apply, in_axes=(0, None))(params, x)  # [T, N, out]
+
+  outs = [step(variables, jax.random.normal(jax.random.key(i), (NUM_TASKS, COND_DIM)), x + i)
+          for i in range(3)]
+  assert outs[0].shape == (NUM_TASKS, 8, 4)
+  assert not np.allclose(outs[0], outs[1])
+
+
+def test_generate_only_selected_leaves():
+  target, x = make_target('mlp')
+  hnet = hn.FullHypernet(target, COND_DIM, hidden=(16,), generate=('Dense_2',))
+  variables = hnet.init(jax.random.key(0), jnp.zeros(COND_DIM))
+  layout = hn.layout_for(target, ('Dense_2',))
+  assert [l.path for l in layout.generated] == ['Dense_2/bias', 'Dense_2/kernel']
+  assert variables['params']['head']['kernel'].shape == (16, 4 + 32 * 4)
+  conds = jax.random.normal(jax.random.key(1), (NUM_TASKS, COND_DIM))
+  params = jax.vmap(hnet.apply, in_axes=(None, 0))(variables, conds)
+  # Shared leaves are the same for every task; generated ones differ.
+  np.testing.assert_array_equal(params['Dense_0']['kernel'][0], params['Dense_0']['kernel'][1])
+  assert not np.allclose(params['Dense_2']['kernel'][0], params['Dense_2']['kernel'][1])
+  # A predicate selects too.
+  pred = hn.layout_for(target, lambda path, leaf: path.endswith('kernel'))
+  assert all(l.path.endswith('kernel') for l in pred.generated) and len(pred.generated) == 3
+
+
+def test_compression_ratio_below_one_for_mlp_784_100_100_10():
+  import flax.linen as nn
+
+  class Big(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      x = nn.relu(nn.Dense(100)(x))
+      x = nn.relu(nn.Dense(100)(x))
+      return nn.Dense(10)(x)
+
+  target = hn.Target.from_linen(Big(), jnp.zeros((1, 784)), key=jax.random.key(0))
+  assert target.num_params == 784 * 100 + 100 + 100 * 100 + 100 + 100 * 10 + 10
+  hnet = hn.ChunkedHypernet(target, cond_dim=8, chunk_size=2000, chunk_emb_dim=8, hidden=(32,))
+  variables = hnet.init(jax.random.key(0), jnp.zeros(8))
+  ratio = hn.compression_ratio(variables, target)
+  assert ratio < 1, ratio
+  full = hn.FullHypernet(target, cond_dim=8, hidden=(32,))
+  assert hn.compression_ratio(full.init(jax.random.key(0), jnp.zeros(8)), target) > 1
+
+
+@pytest.mark.parametrize('head_init', ['target'])
+@pytest.mark.parametrize('cls', [hn.FullHypernet, hn.ChunkedHypernet, hn.PerTensorHypernet])
+def test_target_init_mode_starts_at_a_draw_of_the_target_init(cls, head_init):
+  target, x = make_target('mlp')
+  kw = {'chunk_size': 100} if cls is hn.ChunkedHypernet else {}
+  hnet = cls(target, COND_DIM, hidden=(16,), head_init=head_init, **kw)
+  variables = hnet.init(jax.random.key(0), jnp.zeros(COND_DIM))
+  conds = jax.random.normal(jax.random.key(1), (NUM_TASKS, COND_DIM))
+  params = jax.vmap(hnet.apply, in_axes=(None, 0))(variables, conds)
+  # The same parameters for every task, whatever the condition ...
+  for leaf in jax.tree.leaves(params):
+    np.testing.assert_array_equal(leaf[0], leaf[1])
+  # ... and they are a draw of the target's own init: zero biases, LeCun kernels.
+  one = first_task(params)
+  assert float(jnp.abs(one['Dense_0']['bias']).max()) == 0
+  ref = target.init(jax.random.key(0))
+  for layer in ('Dense_0', 'Dense_1'):
+    assert not np.allclose(one[layer]['kernel'], ref[layer]['kernel'])  # a fresh draw
+    np.testing.assert_allclose(one[layer]['kernel'].std(), ref[layer]['kernel'].std(), rtol=0.2)
