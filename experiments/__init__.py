@@ -1,0 +1,1 @@
+"""Experiments: one module per experiment, run as `python -m experiments.<name>`."""
