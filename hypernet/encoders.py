@@ -5,7 +5,8 @@
 * `SetEncoder`: a permutation-invariant encoder of a support set of (x, y)
   pairs (Deep Sets: `rho(pool_k phi([x_k, y_k]))`), with mean pooling or
   attention pooling by learned seed queries (PMA, Set Transformer). A mask
-  allows padded sets.
+  allows padded sets. Its output is layer-normalised by default, so that codes
+  have the unit second moment that hyperfan initialisation assumes.
 """
 
 from __future__ import annotations
@@ -50,12 +51,16 @@ class SetEncoder(nn.Module):
     pooling: 'mean' or 'attention'.
     num_heads: attention heads (attention pooling).
     rho_hidden: sizes of the network after pooling (before the output layer).
+    normalize: end with a LayerNorm, so that the code has zero mean and unit
+      second moment over its features at init: the `E[cond^2] = 1` that the
+      hyperfan initialisation of the hypernetworks assumes.
   """
   features: int
   hidden: Sequence[int] = (64, 64)
   pooling: str = 'mean'
   num_heads: int = 4
   rho_hidden: Sequence[int] = (64,)
+  normalize: bool = True
 
   def __post_init__(self):
     if self.pooling not in POOLINGS:
@@ -89,4 +94,5 @@ class SetEncoder(nn.Module):
       pooled = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, name='pool')(
           seed[None], h[None], mask=attn_mask)[0, 0]  # [H]
     h = MLP(tuple(self.rho_hidden), name='rho')(pooled)
-    return nn.Dense(self.features, name='out')(h)
+    code = nn.Dense(self.features, name='out')(h)
+    return nn.LayerNorm(name='norm')(code) if self.normalize else code

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import functools
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Union
 
@@ -173,9 +173,8 @@ class ParamLayout:
                      [l.size for l in self.generated])
 
 
-@functools.lru_cache(maxsize=256)
-def _layout_cached(target: Target, generate) -> ParamLayout:
-  return ParamLayout(target.param_spec, generate)
+# Per target (weakly held: a dropped Target frees its layouts), per selection.
+_LAYOUTS: 'weakref.WeakKeyDictionary[Target, dict]' = weakref.WeakKeyDictionary()
 
 
 def layout_for(target: Target, generate: Selection = None) -> ParamLayout:
@@ -184,4 +183,7 @@ def layout_for(target: Target, generate: Selection = None) -> ParamLayout:
     raise TypeError(f'target: expected a hypernet.Target, received {type(target).__name__}.')
   if isinstance(generate, list):
     generate = tuple(generate)
-  return _layout_cached(target, generate)
+  per_target = _LAYOUTS.setdefault(target, {})
+  if generate not in per_target:
+    per_target[generate] = ParamLayout(target.param_spec, generate)
+  return per_target[generate]

@@ -10,7 +10,6 @@ from flax import nnx
 
 import hypernet as hn
 
-jax.config.update('jax_threefry_partitionable', True)
 
 
 class MLP(nn.Module):
