@@ -1,0 +1,8 @@
+"""Meta-learning: one interface (`MetaLearner`), a vmapped meta-loss, a jitted meta-step."""
+
+from hypernet.meta.base import MetaLearner, TrainState, evaluate, init_state, make_meta_step, meta_loss
+from hypernet.meta.inner import inner_sgd
+from hypernet.meta.maml import ANIL, MAML, MetaSGD, Reptile
+
+__all__ = ['MetaLearner', 'TrainState', 'evaluate', 'init_state', 'make_meta_step', 'meta_loss',
+           'inner_sgd', 'ANIL', 'MAML', 'MetaSGD', 'Reptile']

@@ -1,0 +1,159 @@
+"""One interface for meta-learners; the vmapped meta-loss; the jitted meta-step; evaluation.
+
+A `MetaLearner` is written for ONE task:
+
+* `init(key) -> meta_params`: everything the outer loop learns (a pytree);
+* `adapt(meta_params, x_support, y_support, num_steps) -> adapted`: per-task
+  adaptation (inner gradient steps, a hypernetwork's forward pass, or both);
+  `adapted` is whatever `predict` needs, usually the target's parameters;
+* `predict(meta_params, adapted, x) -> outputs`;
+* `task_loss(meta_params, task, num_steps) -> (loss, metrics)`: the query loss
+  after adaptation (scalar) and a dict of scalars.
+
+Around it, for batches of tasks (leading task axis `[T, ...]`):
+
+* `meta_loss(learner, meta_params, tasks)`: `jax.vmap(task_loss)` over tasks, averaged;
+* `make_meta_step(learner, tx)`: `meta_step(state, tasks) -> (state, metrics)`,
+  jitted once with the state donated;
+* `evaluate(learner, meta_params, tasks, steps)`: per-task query loss (and
+  accuracy for classification) after each number of inner steps in `steps`,
+  which may differ from training.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from hypernet.meta import losses
+from hypernet.target import PyTree
+from hypernet.tasks.base import Task
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MetaLearner(abc.ABC):
+  """Base class. Subclasses set the fields below and implement init/adapt/predict.
+
+  Attributes:
+    loss: 'mse' (regression) or 'xent' (classification, integer labels).
+    inner_steps: number of adaptation steps used in training (static; >= 0).
+  """
+  loss: str = 'mse'
+  inner_steps: int = 1
+
+  def __post_init__(self):
+    losses.get_loss(self.loss)
+    if not isinstance(self.inner_steps, int) or self.inner_steps < 0:
+      raise ValueError(f'inner_steps: expected an integer >= 0, received {self.inner_steps!r}.')
+
+  @property
+  def loss_fn(self):
+    return losses.get_loss(self.loss)
+
+  @abc.abstractmethod
+  def init(self, key: jax.Array) -> PyTree:
+    """The meta-parameters."""
+
+  @abc.abstractmethod
+  def adapt(self, meta_params: PyTree, x_support: jax.Array, y_support: jax.Array,
+            num_steps: int) -> Any:
+    """ONE task: adapt to its support set `[K, ...]` with `num_steps` steps."""
+
+  @abc.abstractmethod
+  def predict(self, meta_params: PyTree, adapted: Any, x: jax.Array) -> jax.Array:
+    """ONE task: outputs at `x [N, ...]` of the adapted model."""
+
+  def task_loss(self, meta_params: PyTree, task: Task,
+                num_steps: int | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """ONE task: query loss after adapting on the support set, and metrics."""
+    num_steps = self.inner_steps if num_steps is None else num_steps
+    adapted = self.adapt(meta_params, task.x_support, task.y_support, num_steps)
+    out = self.predict(meta_params, adapted, task.x_query)
+    loss = self.loss_fn(out, task.y_query)
+    metrics = {'loss': loss}
+    if self.loss == 'xent':
+      metrics['accuracy'] = losses.accuracy(out, task.y_query)
+    return loss, metrics
+
+  def meta_grad(self, meta_params: PyTree, tasks: Task) -> tuple[PyTree, dict[str, jax.Array]]:
+    """Gradient of the mean query loss over a batch of tasks (Reptile overrides this)."""
+    (_, metrics), grads = jax.value_and_grad(meta_loss, argnums=1, has_aux=True)(
+        self, meta_params, tasks)
+    return grads, metrics
+
+
+def meta_loss(learner: MetaLearner, meta_params: PyTree, tasks: Task,
+              num_steps: int | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Mean of `learner.task_loss` over a batch of tasks `[T, ...]` (vmapped)."""
+  per_task = jax.vmap(learner.task_loss, in_axes=(None, 0, None))
+  loss, metrics = per_task(meta_params, tasks, num_steps)  # [T], {name: [T]}
+  return jnp.mean(loss), jax.tree.map(jnp.mean, metrics)
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Outer-loop state: `step` (int32 scalar, updates done), `meta_params`, `opt_state`."""
+  step: jax.Array
+  meta_params: PyTree
+  opt_state: optax.OptState
+
+
+def init_state(learner: MetaLearner, tx: optax.GradientTransformation,
+               key: jax.Array) -> TrainState:
+  meta_params = learner.init(key)
+  return TrainState(jnp.zeros((), jnp.int32), meta_params, tx.init(meta_params))
+
+
+def make_meta_step(learner: MetaLearner, tx: optax.GradientTransformation):
+  """`meta_step(state, tasks) -> (state, metrics)`, jitted, the state donated.
+
+  `metrics` holds the batch's mean query loss (before the update) and the
+  global norm of the meta-gradient.
+  """
+
+  def meta_step(state: TrainState, tasks: Task) -> tuple[TrainState, dict[str, jax.Array]]:
+    grads, metrics = learner.meta_grad(state.meta_params, tasks)
+    updates, opt_state = tx.update(grads, state.opt_state, state.meta_params)
+    meta_params = optax.apply_updates(state.meta_params, updates)
+    metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+    return TrainState(state.step + 1, meta_params, opt_state), metrics
+
+  return jax.jit(meta_step, donate_argnums=(0,))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _eval_batch(learner, meta_params, tasks, num_steps):
+  per_task = jax.vmap(learner.task_loss, in_axes=(None, 0, None))
+  return per_task(meta_params, tasks, num_steps)[1]
+
+
+def evaluate(learner: MetaLearner, meta_params: PyTree, tasks: Task, steps: Sequence[int],
+             batch_size: int = 250) -> dict[int, dict[str, jax.Array]]:
+  """Per-task metrics after each number of inner steps.
+
+  Args:
+    learner: the meta-learner.
+    meta_params: its meta-parameters.
+    tasks: `n` tasks, leading axis `[n, ...]`.
+    steps: the numbers of inner steps to evaluate (may differ from training).
+    batch_size: tasks per jitted call (bounds memory).
+
+  Returns:
+    `{num_steps: {'loss': [n], ('accuracy': [n])}}`.
+  """
+  n = jax.tree.leaves(tasks)[0].shape[0]
+  out = {}
+  for k in steps:
+    parts = [_eval_batch(learner, meta_params,
+                         jax.tree.map(lambda a, i=i: a[i:i + batch_size], tasks), int(k))
+             for i in range(0, n, batch_size)]
+    out[int(k)] = jax.tree.map(lambda *a: jnp.concatenate(a), *parts)
+  return out

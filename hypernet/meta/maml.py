@@ -1,0 +1,135 @@
+"""Gradient-based baselines: MAML (second and first order), Meta-SGD, ANIL, Reptile.
+
+All adapt the target's own parameters with `hypernet.meta.inner.inner_sgd` and
+predict with `target.apply`; they differ in what is meta-learned and how the
+meta-gradient is formed:
+
+* `MAML` (Finn et al. 2017): meta-learns the initialisation; second order by
+  default, `first_order=True` for FOMAML; `remat=True` bounds memory.
+* `MetaSGD` (Li et al. 2017): also meta-learns a per-parameter inner learning
+  rate (a pytree like the params, initialised at `inner_lr`).
+* `ANIL` (Raghu et al. 2020): the inner loop adapts only the leaves selected by
+  `adapt_leaves=` (default: the last layer's leaves); the rest is shared.
+* `Reptile` (Nichol et al. 2018): first-order; the meta-"gradient" is
+  `params - adapted` averaged over tasks, handed to the outer optimiser.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from hypernet.layout import Selection, layout_for
+from hypernet.meta.base import MetaLearner, meta_loss
+from hypernet.meta.inner import inner_sgd
+from hypernet.target import PyTree, Target
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MAML(MetaLearner):
+  """MAML over a target's parameters.
+
+  Attributes:
+    target: the `Target`.
+    inner_lr: inner SGD step size.
+    first_order: FOMAML.
+    remat: rematerialise inner steps.
+  """
+  target: Target | None = None
+  inner_lr: float = 0.01
+  first_order: bool = False
+  remat: bool = False
+
+  def __post_init__(self):
+    super().__post_init__()
+    if not isinstance(self.target, Target):
+      raise TypeError(f'target: expected a hypernet.Target, received {type(self.target).__name__}.')
+
+  def init(self, key: jax.Array) -> PyTree:
+    return self.target.init(key)
+
+  def _inner_lr(self, meta_params):
+    return self.inner_lr
+
+  def _init_params(self, meta_params):
+    return meta_params
+
+  def adapt(self, meta_params, x_support, y_support, num_steps):
+    def support_loss(p):
+      return self.loss_fn(self.target.apply(p, x_support), y_support)
+
+    params, _ = inner_sgd(support_loss, self._init_params(meta_params),
+                          self._inner_lr(meta_params), num_steps,
+                          first_order=self.first_order, remat=self.remat)
+    return params
+
+  def predict(self, meta_params, adapted, x):
+    return self.target.apply(adapted, x)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MetaSGD(MAML):
+  """MAML with a meta-learned per-parameter inner learning rate."""
+
+  def init(self, key):
+    params = self.target.init(key)
+    return {'params': params, 'lr': jax.tree.map(lambda p: jnp.full_like(p, self.inner_lr), params)}
+
+  def _inner_lr(self, meta_params):
+    return meta_params['lr']
+
+  def _init_params(self, meta_params):
+    return meta_params['params']
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ANIL(MAML):
+  """MAML whose inner loop adapts only the `adapt_leaves` (default: the last layer).
+
+  Attributes:
+    adapt_leaves: a `hypernet.layout.Selection` of the leaves adapted per task.
+  """
+  adapt_leaves: Selection = None
+
+  def _layout(self):
+    sel = self.adapt_leaves
+    if sel is None:  # the leaves of the last layer in pytree order
+      paths = [l.path for l in layout_for(self.target).leaves]
+      parent = paths[-1].rpartition('/')[0]
+      sel = (parent,) if parent else (paths[-1],)
+    return layout_for(self.target, sel)
+
+  def adapt(self, meta_params, x_support, y_support, num_steps):
+    layout = self._layout()
+    shared = layout.shared_values(meta_params)
+    head = [jax.tree.leaves(meta_params)[l.index] for l in layout.generated]
+
+    def support_loss(h):
+      return self.loss_fn(self.target.apply(layout.merge(h, shared), x_support), y_support)
+
+    head, _ = inner_sgd(support_loss, head, self.inner_lr, num_steps,
+                        first_order=self.first_order, remat=self.remat)
+    return layout.merge(head, shared)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Reptile(MAML):
+  """Reptile: outer "gradient" `params - adapted(support ∪ query)`, averaged over tasks.
+
+  The inner loop runs on all of a task's points (support and query), as in the
+  paper; the query loss reported is measured after adapting on the support set
+  alone, like every other learner.
+  """
+
+  def meta_grad(self, meta_params, tasks):
+    def direction(task):
+      x = jnp.concatenate([task.x_support, task.x_query])
+      y = jnp.concatenate([task.y_support, task.y_query])
+      adapted = self.adapt(meta_params, x, y, self.inner_steps)
+      return jax.tree.map(lambda p, a: p - a, meta_params, adapted)
+
+    grads = jax.tree.map(lambda d: jnp.mean(d, 0), jax.vmap(direction)(tasks))
+    _, metrics = meta_loss(self, jax.lax.stop_gradient(meta_params), tasks)
+    return grads, metrics

@@ -1,0 +1,7 @@
+"""Task families; a task is a `Task` pytree, a batch of tasks has a leading task axis."""
+
+from hypernet.tasks.base import Task, check_split
+from hypernet.tasks.regression import FAMILIES, Harmonic, Polynomial, RegressionFamily, Sinusoid, make_family
+
+__all__ = ['Task', 'check_split', 'FAMILIES', 'Harmonic', 'Polynomial', 'RegressionFamily',
+           'Sinusoid', 'make_family']
