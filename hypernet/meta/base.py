@@ -123,7 +123,7 @@ def make_meta_step(learner: MetaLearner, tx: optax.GradientTransformation):
     grads, metrics = learner.meta_grad(state.meta_params, tasks)
     updates, opt_state = tx.update(grads, state.opt_state, state.meta_params)
     meta_params = optax.apply_updates(state.meta_params, updates)
-    metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
     return TrainState(state.step + 1, meta_params, opt_state), metrics
 
   return jax.jit(meta_step, donate_argnums=(0,))

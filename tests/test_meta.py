@@ -1,0 +1,183 @@
+"""The meta-learning core: vmapped meta-loss, MAML's meta-gradient, the meta-step, baselines."""
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import hypernet as hn
+from hypernet import meta
+from hypernet.tasks import Sinusoid, Task, make_family
+
+
+def linear_target():
+  """`y = x w + b` with w `[1, 1]`, b `[1]`: small enough to differentiate by hand."""
+  spec = {'w': jax.ShapeDtypeStruct((1, 1), jnp.float32), 'b': jax.ShapeDtypeStruct((1,), jnp.float32)}
+  return hn.Target.from_fn(lambda p, x: x @ p['w'] + p['b'], spec)
+
+
+def mlp_target():
+  mlp = nn.Sequential([nn.Dense(16), nn.relu, nn.Dense(1)])
+  return hn.Target.from_linen(mlp, jnp.zeros((1, 1)), key=jax.random.key(0))
+
+
+def tasks(n=4, num_points=12, num_support=6, seed=0):
+  return Sinusoid().sample_batch(jax.random.key(seed), n, num_points, num_support)
+
+
+LEARNERS = {
+    'maml': lambda t: meta.MAML(target=t, inner_lr=0.01, inner_steps=2),
+    'fomaml': lambda t: meta.MAML(target=t, inner_lr=0.01, inner_steps=2, first_order=True),
+    'metasgd': lambda t: meta.MetaSGD(target=t, inner_lr=0.01, inner_steps=2),
+    'anil': lambda t: meta.ANIL(target=t, inner_lr=0.05, inner_steps=2),
+    'reptile': lambda t: meta.Reptile(target=t, inner_lr=0.01, inner_steps=3),
+}
+
+
+@pytest.mark.parametrize('name', LEARNERS)
+def test_vmapped_meta_loss_equals_python_loop(name):
+  learner = LEARNERS[name](mlp_target())
+  meta_params = learner.init(jax.random.key(1))
+  batch = tasks()
+  loss, _ = jax.jit(lambda p, t: meta.meta_loss(learner, p, t))(meta_params, batch)
+  loop = [learner.task_loss(meta_params, jax.tree.map(lambda a, i=i: a[i], batch))[0]
+          for i in range(4)]
+  np.testing.assert_allclose(loss, np.mean(loop), rtol=1e-5)
+
+
+def _maml_grad_by_hand(w, b, alpha, task, first_order):
+  """MAML's meta-gradient for one step on `y = w x + b`, from the formulas (numpy, float64)."""
+  xs, ys = np.asarray(task.x_support[:, 0], np.float64), np.asarray(task.y_support[:, 0], np.float64)
+  xq, yq = np.asarray(task.x_query[:, 0], np.float64), np.asarray(task.y_query[:, 0], np.float64)
+  rs = w * xs + b - ys
+  grad_s = np.array([2 * np.mean(rs * xs), 2 * np.mean(rs)])
+  hess_s = 2 * np.array([[np.mean(xs * xs), np.mean(xs)], [np.mean(xs), 1.0]])
+  w1, b1 = np.array([w, b]) - alpha * grad_s
+  rq = w1 * xq + b1 - yq
+  grad_q = np.array([2 * np.mean(rq * xq), 2 * np.mean(rq)])
+  return grad_q if first_order else (np.eye(2) - alpha * hess_s) @ grad_q
+
+
+@pytest.mark.parametrize('first_order', [False, True])
+def test_maml_meta_gradient_matches_the_formula(first_order):
+  target = linear_target()
+  alpha = 0.1
+  learner = meta.MAML(target=target, inner_lr=alpha, inner_steps=1, first_order=first_order)
+  params = {'w': jnp.array([[0.7]]), 'b': jnp.array([-0.3])}
+  batch = tasks(n=3)
+  grads, _ = jax.jit(learner.meta_grad)(params, batch)
+  want = np.mean([_maml_grad_by_hand(0.7, -0.3, alpha, jax.tree.map(lambda a, i=i: a[i], batch),
+                                     first_order) for i in range(3)], axis=0)
+  np.testing.assert_allclose([grads['w'][0, 0], grads['b'][0]], want, rtol=1e-4)
+
+
+def test_first_order_differs_from_second_order():
+  target = mlp_target()
+  params = target.init(jax.random.key(0))
+  batch = tasks()
+  second = meta.MAML(target=target, inner_lr=0.1, inner_steps=1).meta_grad(params, batch)[0]
+  first = meta.MAML(target=target, inner_lr=0.1, inner_steps=1, first_order=True).meta_grad(
+      params, batch)[0]
+  diff = optax.tree.norm(jax.tree.map(lambda a, b: a - b, second, first))
+  assert float(diff) > 1e-3 * float(optax.tree.norm(second))
+
+
+def test_remat_gives_the_same_meta_gradient():
+  target = mlp_target()
+  params = target.init(jax.random.key(0))
+  batch = tasks()
+  plain = meta.MAML(target=target, inner_lr=0.05, inner_steps=3).meta_grad(params, batch)[0]
+  remat = meta.MAML(target=target, inner_lr=0.05, inner_steps=3, remat=True).meta_grad(
+      params, batch)[0]
+  chex.assert_trees_all_close(plain, remat, rtol=1e-5, atol=1e-6)
+
+
+def test_meta_step_traces_once_and_learns():
+  learner = meta.MAML(target=mlp_target(), inner_lr=0.01)
+  tx = optax.adam(1e-2)
+  state = meta.init_state(learner, tx, jax.random.key(0))
+  step = meta.make_meta_step(learner, tx)
+  held_out = tasks(n=64, num_points=30, num_support=10, seed=99)
+  before = float(meta.meta_loss(learner, state.meta_params, held_out)[0])
+  for i in range(150):
+    state, metrics = step(state, tasks(n=8, seed=i))
+  assert step._cache_size() == 1  # one trace and compile across 150 batches
+  assert int(state.step) == 150 and set(metrics) == {'loss', 'grad_norm'}
+  after = float(meta.meta_loss(learner, state.meta_params, held_out)[0])
+  assert after < 0.8 * before, (before, after)
+
+
+def test_metasgd_learns_its_rates_and_anil_adapts_only_the_head():
+  target = mlp_target()
+  sgd = meta.MetaSGD(target=target, inner_lr=0.01)
+  mp = sgd.init(jax.random.key(0))
+  grads, _ = sgd.meta_grad(mp, tasks())
+  assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads['lr']))
+
+  anil = meta.ANIL(target=target, inner_lr=0.1, inner_steps=2)
+  params = anil.init(jax.random.key(0))
+  t = jax.tree.map(lambda a: a[0], tasks())
+  adapted = anil.adapt(params, t.x_support, t.y_support, 2)
+  np.testing.assert_array_equal(adapted['layers_0']['kernel'], params['layers_0']['kernel'])
+  assert not np.allclose(adapted['layers_2']['kernel'], params['layers_2']['kernel'])
+
+
+def test_reptile_direction_is_params_minus_adapted():
+  target = linear_target()
+  learner = meta.Reptile(target=target, inner_lr=0.05, inner_steps=2)
+  params = {'w': jnp.array([[0.2]]), 'b': jnp.array([0.1])}
+  batch = tasks(n=2)
+  grads, _ = learner.meta_grad(params, batch)
+  want = []
+  for i in range(2):
+    t = jax.tree.map(lambda a, i=i: a[i], batch)
+    x = jnp.concatenate([t.x_support, t.x_query])
+    y = jnp.concatenate([t.y_support, t.y_query])
+    adapted = learner.adapt(params, x, y, 2)
+    want.append(jax.tree.map(lambda p, a: p - a, params, adapted))
+  chex.assert_trees_all_close(grads, jax.tree.map(lambda *d: jnp.mean(jnp.stack(d), 0), *want),
+                              rtol=1e-5)
+
+
+def test_evaluate_with_other_step_counts():
+  learner = meta.MAML(target=mlp_target(), inner_lr=0.01, inner_steps=1)
+  params = learner.init(jax.random.key(0))
+  out = meta.evaluate(learner, params, tasks(n=7), steps=[0, 1, 5], batch_size=3)
+  assert set(out) == {0, 1, 5} and all(v['loss'].shape == (7,) for v in out.values())
+  assert not np.allclose(out[0]['loss'], out[5]['loss'])
+
+
+def test_tasks_are_deterministic_and_checked():
+  a = Sinusoid().sample_batch(jax.random.key(3), 5, 20, 10)
+  b = Sinusoid().sample_batch(jax.random.key(3), 5, 20, 10)
+  chex.assert_trees_all_equal(a, b)
+  assert a.x_support.shape == (5, 10, 1) and a.y_query.shape == (5, 10, 1)
+  assert float(a.info['amplitude'].min()) >= 0.1 and float(a.x_query.max()) <= 5.0
+  np.testing.assert_allclose(a.y_support, a.info['amplitude'][:, None, None] * jnp.sin(
+      a.x_support - a.info['phase'][:, None, None]), rtol=1e-5, atol=1e-6)
+  for name in ('harmonic', 'polynomial'):
+    t = make_family(name).sample_batch(jax.random.key(0), 3, 8, 4)
+    assert isinstance(t, Task) and t.x_query.shape == (3, 4, 1)
+  with pytest.raises(ValueError, match=r'num_support: expected fewer support shots than the '
+                                       r"task's 10 points.*received 10"):
+    Sinusoid().sample(jax.random.key(0), 10, 10)
+  with pytest.raises(ValueError, match=r'num_support: expected a positive integer, received 0'):
+    Sinusoid().sample(jax.random.key(0), 10, 0)
+  with pytest.raises(ValueError, match=r"task family: expected one of .*received 'cosine'"):
+    make_family('cosine')
+  with pytest.raises(ValueError, match=r"unknown options \['amplitude'\]"):
+    make_family('sinusoid', amplitude=(1, 2))
+
+
+def test_bad_learner_settings():
+  with pytest.raises(ValueError, match=r'inner_steps: expected an integer >= 0, received -1'):
+    meta.MAML(target=mlp_target(), inner_steps=-1)
+  with pytest.raises(ValueError, match=r"loss: expected one of \('mse', 'xent'\), received 'l1'"):
+    meta.MAML(target=mlp_target(), loss='l1')
+  with pytest.raises(TypeError, match='target: expected a hypernet.Target'):
+    meta.MAML(target=None)
+  with pytest.raises(ValueError, match=r'num_steps: expected an integer >= 0, received -2'):
+    meta.inner_sgd(lambda p: p ** 2, 1.0, 0.1, -2)
