@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import numpy as np
 
@@ -9,8 +11,9 @@ from hypernet.target import PyTree, Target
 
 
 def count_params(tree: PyTree) -> int:
-  """Number of scalar values in a pytree of arrays."""
-  return int(sum(np.size(x) for x in jax.tree.leaves(tree)))
+  """Number of scalar values in a pytree of arrays or `jax.ShapeDtypeStruct`s
+  (so `count_params(jax.eval_shape(hnet.init, ...))` counts without allocating)."""
+  return int(sum(math.prod(np.shape(x)) for x in jax.tree.leaves(tree)))
 
 
 def compression_ratio(hnet_params: PyTree, target: Target, *extra: PyTree) -> float:

@@ -197,3 +197,11 @@ def test_target_init_mode_starts_at_a_draw_of_the_target_init(cls, head_init):
   for layer in ('Dense_0', 'Dense_1'):
     assert not np.allclose(one[layer]['kernel'], ref[layer]['kernel'])  # a fresh draw
     np.testing.assert_allclose(one[layer]['kernel'].std(), ref[layer]['kernel'].std(), rtol=0.2)
+
+
+def test_count_params_works_on_shapes_without_allocating():
+  target, _ = make_target('mlp')
+  hnet = hn.FullHypernet(target, COND_DIM, hidden=(16,))
+  shapes = jax.eval_shape(hnet.init, jax.random.key(0), jnp.zeros(COND_DIM))
+  real = hnet.init(jax.random.key(0), jnp.zeros(COND_DIM))
+  assert hn.count_params(shapes) == hn.count_params(real) == 16 * COND_DIM + 16 + 17 * 1732
