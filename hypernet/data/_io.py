@@ -121,7 +121,7 @@ def missing_error(dataset: str, folder: Path, options: Sequence[Sequence[KnownFi
 
 @contextlib.contextmanager
 def corrupt_file_errors(path: Path, what: str) -> Iterator[None]:
-  """Re-raises a parsing error as `CorruptFileError` naming `path`, what was expected and the fix."""
+  """Re-raises a parsing error as `CorruptFileError` naming `path`, the format and the fix."""
   try:
     yield
   except (MissingDataError, ChecksumError, CorruptFileError):
@@ -182,7 +182,7 @@ def load_npz(path: Path, keys: Sequence[str], what: str) -> dict[str, np.ndarray
 
 
 def download(known: KnownFile, folder: Path) -> Path:
-  """Fetches `known.url` into `folder / known.name`, verifying sha256 before it is moved in place."""
+  """Fetches `known.url` to `folder / known.name`; sha256 is checked before it is moved there."""
   if not known.url:
     raise ValueError(f'{known.name}: no official URL is known; place the file by hand.')
   dest = folder / known.name

@@ -77,11 +77,12 @@ FASHION_MNIST_FILES = {
         '346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073',
         '67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5')),
 }
-MNIST1D_NPZ = KnownFile('mnist1d_data.npz',
-                        'b1adc2b5206f50ab6f7dea5e16da94cabd5294c20563a6f631ab3615a9cb2e10', 1_544_892)
-MNIST1D_PKL = KnownFile('mnist1d_data.pkl',
-                        'e95257676e9fb04568e46dda007da22cc8664ccba1451456afde55d7f6dd6aa5', 1_642_012,
-                        MNIST1D_URL)
+MNIST1D_NPZ = KnownFile(
+    'mnist1d_data.npz', 'b1adc2b5206f50ab6f7dea5e16da94cabd5294c20563a6f631ab3615a9cb2e10',
+    1_544_892)
+MNIST1D_PKL = KnownFile(
+    'mnist1d_data.pkl', 'e95257676e9fb04568e46dda007da22cc8664ccba1451456afde55d7f6dd6aa5',
+    1_642_012, MNIST1D_URL)
 MNIST1D_KEYS = ('x', 'y', 'x_test', 'y_test', 't', 'templates_x', 'templates_t', 'templates_y')
 
 _IDX_DTYPES = {0x08: np.dtype('u1'), 0x09: np.dtype('i1'), 0x0B: np.dtype('>i2'),

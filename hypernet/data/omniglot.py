@@ -4,17 +4,19 @@ Sources, in `<data_dir>/omniglot/` (see `hypernet.data._io` for the data directo
 
 * `omniglot.npz`, the compact staged copy (uint8 105x105, 1 = white paper, 0 = stroke; layout in
   `shared/data/omniglot/README.md`), sha256 `38247e80...`; or
-* the official `images_background.zip` and `images_evaluation.zip` of github.com/brendenlake/omniglot
-  (`python/`), PNGs at `images_<split>/<alphabet>/characterNN/XXXX_YY.png`. Their sha256 and
-  sizes are those listed by TensorFlow Datasets (`url_checksums/omniglot.txt`), which also list
-  the staged `images_background_small{1,2}.zip` with the same sha256 as our README; the sizes
-  and md5s agree with the published ones (torchvision). `download=True` fetches these two zips
-  from `https://raw.githubusercontent.com/brendenlake/omniglot/master/python/`.
+* the official `images_background.zip` and `images_evaluation.zip` of
+  github.com/brendenlake/omniglot (`python/`), mode-'1' PNGs at
+  `images_<split>/<alphabet>/characterNN/XXXX_YY.png`. Their sha256 and sizes are the ones
+  TensorFlow Datasets lists (`url_checksums/omniglot.txt`; it lists the staged
+  `images_background_small{1,2}.zip` with the same sha256 as our README), and the sizes agree
+  with the published ones. `download=True` fetches the two zips from
+  `https://raw.githubusercontent.com/brendenlake/omniglot/master/python/` (as torchvision does).
 
 `load_omniglot` returns `OmniglotData`: `images [1623, 20, 28, 28]` uint8 *ink* (0 = paper,
 255 = stroke; `float_images()` gives `ink / 255` as float32 in [0, 1]), with per-character
 `char_id` (official 1..1623, sorted), `alphabet`, `character_number` (NN) and `split`
-('background' for ids 1..964, 'evaluation' for 965..1623). Both sources give identical arrays.
+('background' for ids 1..964, 'evaluation' for 965..1623). Both sources give the same arrays
+(checked pixel for pixel on the official small set `images_background_small1.zip`).
 
 Preprocessing (version `PREPROCESS_VERSION`), done once and cached: each 1-bit drawing is
 converted to 8-bit grayscale ('L', paper = 255) *before* resizing, then resized to 28x28 with
@@ -79,8 +81,8 @@ NUM_EVALUATION = 659
 NUM_CHARACTERS = NUM_BACKGROUND + NUM_EVALUATION
 
 _OFFICIAL_URL = 'https://raw.githubusercontent.com/brendenlake/omniglot/master/python/'
-NPZ_FILE = KnownFile('omniglot.npz', '38247e800f27f77e0d938079f0785ca8f0940a29ad58e74a36ea7cc556840919',
-                     5_757_659)
+NPZ_FILE = KnownFile(
+    'omniglot.npz', '38247e800f27f77e0d938079f0785ca8f0940a29ad58e74a36ea7cc556840919', 5_757_659)
 ZIP_FILES = (
     KnownFile('images_background.zip',
               'ad41ab679c8b5d90b271ef46be6987cc81211774a695c29dcc5367b2b26ee640', 9_464_212,
@@ -153,26 +155,27 @@ def _metadata(char_id, alphabet, character_number, split) -> dict[str, np.ndarra
           'split': np.asarray(split, str)}
 
 
+def _read_npz_split(path: Path, split: str) -> OmniglotData:
+  """One official split ('background' or 'evaluation') of the staged npz, at full size."""
+  keys = [f'{k}_{split}' for k in ('images', 'char_id', 'alphabet_index', 'character_number',
+                                   'alphabet_names')]
+  d = _io.load_npz(path, keys, 'the Omniglot npz')
+  images = d[keys[0]]
+  with _io.corrupt_file_errors(path, 'the Omniglot npz'):
+    if images.ndim != 4 or images.shape[1:] != (DRAWINGS, RAW_SIZE, RAW_SIZE):
+      raise ValueError(f'{keys[0]} has shape {images.shape}, expected [C, 20, 105, 105]')
+    if images.max(initial=0) > 1:
+      raise ValueError(f'{keys[0]} has values above 1, expected 1 = paper, 0 = stroke')
+    np.subtract(1, images, out=images)  # in place (245 MB for the background split)
+    images *= 255  # [C, 20, 105, 105] ink: 0 / 255
+    meta = _metadata(d[keys[1]], d[keys[4]][d[keys[2]]], d[keys[3]],
+                     np.full(images.shape[0], split))
+  return OmniglotData(images, **meta)
+
+
 def read_omniglot_npz(path: str | os.PathLike) -> OmniglotData:
   """The staged `omniglot.npz` at full size: `images [1623, 20, 105, 105]` uint8 ink (0 or 255)."""
-  path = Path(path)
-  parts, meta = [], {k: [] for k in ('char_id', 'alphabet', 'character_number', 'split')}
-  for split in ('background', 'evaluation'):
-    keys = [f'{k}_{split}' for k in ('images', 'char_id', 'alphabet_index', 'character_number',
-                                     'alphabet_names')]
-    d = _io.load_npz(path, keys, 'the Omniglot npz')
-    images = d[keys[0]]
-    with _io.corrupt_file_errors(path, 'the Omniglot npz'):
-      if images.ndim != 4 or images.shape[1:] != (DRAWINGS, RAW_SIZE, RAW_SIZE):
-        raise ValueError(f'{keys[0]} has shape {images.shape}, expected [C, 20, 105, 105]')
-      if images.max(initial=0) > 1:
-        raise ValueError(f'{keys[0]} has values above 1, expected 1 = paper, 0 = stroke')
-      parts.append((1 - images) * np.uint8(255))  # [C, 20, 105, 105]: ink 0 / 255
-      meta['char_id'].append(d[keys[1]])
-      meta['alphabet'].append(d[keys[4]][d[keys[2]]])
-      meta['character_number'].append(d[keys[3]])
-      meta['split'].append(np.full(images.shape[0], split))
-  return OmniglotData(np.concatenate(parts), **_metadata(*(np.concatenate(meta[k]) for k in meta)))
+  return _merge([_read_npz_split(Path(path), s) for s in ('background', 'evaluation')], path)
 
 
 def read_omniglot_zip(path: str | os.PathLike) -> OmniglotData:
@@ -265,15 +268,24 @@ def cache_path(cache_dir: Path, source_hashes: Sequence[str], size: int) -> Path
   return cache_dir / f'omniglot_{size}x{size}_v{PREPROCESS_VERSION}_{key}.npz'
 
 
-def _read_sources(kind: str, paths: Sequence[Path]) -> OmniglotData:
-  if kind == 'npz':
-    return read_omniglot_npz(paths[0])
-  parts = [read_omniglot_zip(p) for p in paths]
+def _merge(parts: Sequence[OmniglotData], where) -> OmniglotData:
+  """Concatenates parts (e.g. the two official splits), sorted by char id."""
   merged = {k: np.concatenate([p.arrays()[k] for p in parts]) for k in parts[0].arrays()}
   order = np.argsort(merged['char_id'], kind='stable')
   if len(np.unique(merged['char_id'])) != len(order):
-    raise _io.CorruptFileError(f'{[str(p) for p in paths]}: the zips share character ids.')
+    raise _io.CorruptFileError(f'{where}: the same character id occurs in two sources.')
+  if np.array_equal(order, np.arange(len(order))):
+    return OmniglotData(**merged)
   return OmniglotData(**{k: v[order] for k, v in merged.items()})
+
+
+def _build(kind: str, paths: Sequence[Path], size: int) -> OmniglotData:
+  """Reads and resizes the sources one part at a time (a full-size part is freed once resized)."""
+  if kind == 'npz':
+    parts = [resize(_read_npz_split(paths[0], s), size) for s in ('background', 'evaluation')]
+  else:
+    parts = [resize(read_omniglot_zip(p), size) for p in paths]
+  return _merge(parts, [str(p) for p in paths])
 
 
 def load_omniglot(data_dir: str | os.PathLike | None = None, *,
@@ -310,7 +322,7 @@ def load_omniglot(data_dir: str | os.PathLike | None = None, *,
                                          'an Omniglot cache file'))
     except (_io.CorruptFileError, ValueError) as e:
       warnings.warn(f'{cached}: unreadable cache, rebuilding it ({e}).', stacklevel=2)
-  data = resize(_read_sources(kind, paths), size)
+  data = _build(kind, paths, size)
   _io.save_npz(cached, data.arrays())
   return data
 
@@ -361,7 +373,8 @@ def official_split(data: OmniglotData, *, seed: int = 0,
           'test': np.flatnonzero(data.split == 'evaluation')}
 
 
-def class_images(data: OmniglotData, char_index: np.ndarray, *, rotations: bool = True) -> np.ndarray:
+def class_images(data: OmniglotData, char_index: np.ndarray, *,
+                 rotations: bool = True) -> np.ndarray:
   """Classes from characters: `[len(char_index) * (4 if rotations else 1), 20, H, W]` uint8.
 
   With rotations, class `4 * i + k` is character `char_index[i]` rotated by `90 * k` degrees
