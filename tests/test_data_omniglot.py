@@ -233,6 +233,11 @@ def test_tiny_build_cache_reproducible_and_reused(tiny, tmp_path, monkeypatch):
   np.testing.assert_array_equal(d3.images, d1.images)
   data.load_omniglot(root, cache_dir=c1, size=20, verify=False)  # another size: another entry
   assert len(calls) == 2 and len(list(c1.iterdir())) == 2  # one resize per zip
+  f1.write_bytes(f1.read_bytes()[:100])  # a damaged cache file is rebuilt, with a warning
+  with pytest.warns(UserWarning, match='unreadable cache, rebuilding it'):
+    d4 = data.load_omniglot(root, cache_dir=c1, verify=False)
+  np.testing.assert_array_equal(d4.images, d1.images)
+  assert f1.read_bytes() == f2.read_bytes()
 
 
 def test_tiny_protocols_and_rotations(tiny, tmp_path):

@@ -124,9 +124,8 @@ def corrupt_file_errors(path: Path, what: str) -> Iterator[None]:
   """Re-raises a parsing error as `CorruptFileError` naming `path`, the format and the fix."""
   try:
     yield
-  except (MissingDataError, ChecksumError, CorruptFileError):
-    raise
-  except FileNotFoundError:
+  except (MissingDataError, ChecksumError, CorruptFileError, FileNotFoundError, PermissionError,
+          IsADirectoryError):
     raise
   except DECODE_ERRORS as e:
     raise CorruptFileError(
