@@ -253,6 +253,8 @@ def test_tiny_protocols_and_rotations(tiny, tmp_path):
   for k in range(4):
     np.testing.assert_array_equal(classes[4 + k], np.rot90(d.images[o['test'][1]], k, (-2, -1)))
   assert data.class_images(d, o['test'], rotations=False).shape == (2, 20, 28, 28)
+  fams = episodes_for_protocol(d, 'official', num_val_alphabets=1, rotations=False)
+  assert fams['test'].num_classes == 2 and fams['val'].num_classes == len(o['val'])
   with pytest.raises(ValueError,
                      match=r'num_train: expected an integer in \[1, 6\].*received 1200'):
     data.maml_split(d)

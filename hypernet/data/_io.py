@@ -94,8 +94,8 @@ def verify(path: Path, known: KnownFile, *, received: str | None = None) -> str:
   received = received or sha256sum(path)
   if received != known.sha256:
     size = path.stat().st_size
-    fix = (f'download it again from {known.url} (or pass download=True after deleting it)'
-           if known.url else 'copy the published file again')
+    fix = (f'place the official file from {known.url} there (download=True fetches it)'
+           if known.url else 'place a fresh copy of the published file there')
     raise ChecksumError(
         f'{path}: sha256 mismatch: expected {known.sha256} ({known.size:,} bytes), received '
         f'{received} ({size:,} bytes). The file is damaged, truncated or a different version; '

@@ -134,15 +134,17 @@ class OmniglotEpisodes:
 
 
 def episodes_for_protocol(data: omniglot_data.OmniglotData, protocol: str = 'maml', *,
-                          seed: int = 0, rotations: bool = True) -> dict[str, OmniglotEpisodes]:
+                          seed: int = 0, rotations: bool = True,
+                          **split_kwargs) -> dict[str, OmniglotEpisodes]:
   """'train' / 'val' / 'test' episode families for a protocol ('maml' or 'official').
 
   See `hypernet.data.omniglot` for the splits (default sizes, seed 0: 'maml' 1100 / 100 / 423
-  characters; 'official' 829 / 135 / 659), rotations multiply the classes by 4.
+  characters; 'official' 829 / 135 / 659); rotations multiply the classes by 4. `split_kwargs`
+  go to `maml_split` (`num_train`, `num_val`) or `official_split` (`num_val_alphabets`).
   """
   splits = {'maml': omniglot_data.maml_split, 'official': omniglot_data.official_split}
   if protocol not in splits:
     raise ValueError(f"protocol: expected 'maml' or 'official', received {protocol!r}.")
   return {name: OmniglotEpisodes.from_classes(
               omniglot_data.class_images(data, idx, rotations=rotations))
-          for name, idx in splits[protocol](data, seed=seed).items()}
+          for name, idx in splits[protocol](data, seed=seed, **split_kwargs).items()}
