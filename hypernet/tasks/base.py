@@ -17,17 +17,14 @@ class Task:
     y_support: `[K, ...]` support targets (regression values or integer labels).
     x_query: `[Q, ...]` query inputs.
     y_query: `[Q, ...]` query targets.
-    info: dict of the task's own parameters (e.g. amplitude, phase), scalars each.
+    info: dict of the task's own parameters (e.g. amplitude and phase `[]`, or an
+      episode's class ids `[N]`), for plots and analysis; learners do not read it.
   """
   x_support: jax.Array
   y_support: jax.Array
   x_query: jax.Array
   y_query: jax.Array
   info: dict[str, Any] = flax.struct.field(default_factory=dict)
-
-  @property
-  def num_support(self) -> int:
-    return self.x_support.shape[-2] if self.x_support.ndim >= 2 else self.x_support.shape[0]
 
 
 def check_split(num_points: int, num_support: int, name: str = 'num_support') -> None:
