@@ -1,0 +1,179 @@
+r"""Config of the sinusoid meta-learning experiment (`python -m experiments.sinusoid`).
+
+The argument after the colon is a comma-separated list of `algo=<name>` and variant names:
+
+    experiments/configs/sinusoid.py                      # DEFAULT_ALGO, full run
+    experiments/configs/sinusoid.py:algo=maml            # MAML, the paper's setting
+    experiments/configs/sinusoid.py:algo=amortised,smoke # a few seconds (tests, notebooks)
+    experiments/configs/sinusoid.py:smoke                # DEFAULT_ALGO, smoke
+
+Algorithms (`experiments.learners.ALGOS`): the gradient-based baselines `maml`, `fomaml`,
+`metasgd`, `anil`, `reptile` and the hypernetwork learners `amortised`, `latent`,
+`hypermaml`, `learned_update`. Each config holds only the sub-dicts its algorithm reads
+(`inner`, `encoder`, `hypernet`, `latent`, `rule`), so a key that does not apply is an
+error on the command line, like a misspelt one.
+
+The MAML setting follows Finn et al. (2017), section 5.1: target MLP 1-40-40-1 (ReLU);
+training tasks of K=10 support points (and 10 query points); one inner SGD step with
+alpha=0.01; Adam with 1e-3 on meta-batches of 25 tasks; 70,000 meta-steps. Evaluation:
+`eval.num_tasks` held-out tasks with K=5 and K=10 support points, the query MSE on
+`eval.num_query` points after each number of inner steps in `eval.steps`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# The algorithm run by default: the hypernetwork method that trains in a few minutes on a
+# 2-core CPU. Change this one name to switch the main job to another method.
+DEFAULT_ALGO = 'amortised'
+
+GRADIENT_ALGOS = ('maml', 'fomaml', 'metasgd', 'anil', 'reptile')
+HYPER_ALGOS = ('amortised', 'latent', 'hypermaml', 'learned_update')
+ALGOS = GRADIENT_ALGOS + HYPER_ALGOS
+VARIANTS = ('smoke',)
+
+# Meta-steps per algorithm for the full run, chosen so that each trains in a few minutes on
+# 2 CPU cores (the MAML family runs the paper's 70,000).
+NUM_STEPS = {'maml': 70_000, 'fomaml': 70_000, 'metasgd': 70_000, 'anil': 70_000,
+             'reptile': 70_000, 'amortised': 70_000, 'latent': 70_000, 'hypermaml': 30_000,
+             'learned_update': 10_000}
+
+
+def parse_arg(arg: str | None) -> tuple[str, tuple[str, ...]]:
+  """`'algo=maml,smoke'` -> `('maml', ('smoke',))`; None or '' -> `(DEFAULT_ALGO, ())`."""
+  algo, variants = DEFAULT_ALGO, []
+  for item in (arg or '').split(','):
+    item = item.strip()
+    if not item:
+      continue
+    if item.startswith('algo='):
+      algo = item[len('algo='):]
+      if algo not in ALGOS:
+        raise ValueError(f'config algo: expected one of {ALGOS}, received {algo!r}.')
+    elif item in VARIANTS:
+      variants.append(item)
+    else:
+      raise ValueError(f'config argument: expected `algo=<name>` or a variant in {VARIANTS}, '
+                       f'comma-separated, received {item!r} (in {arg!r}).')
+  return algo, tuple(variants)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The sinusoid experiment's config; see the module docstring for `arg`."""
+  algo, variants = parse_arg(arg)
+  config = ml_collections.ConfigDict()
+  config.algo = algo
+  config.seed = 0
+  config.overwrite = False  # True: discard a workdir's previous run (any config) and start over.
+
+  # Tasks: A sin(x - phase), A ~ U[0.1, 5], phase ~ U[0, pi], x ~ U[-5, 5] (hypernet.tasks).
+  config.task = ml_collections.ConfigDict()
+  config.task.family = 'sinusoid'  # any of hypernet.tasks.FAMILIES
+  config.task.num_points = 20  # points per training task ...
+  config.task.num_support = 10  # ... of which the first K are the support set, the rest query.
+
+  # Target: MLP 1 -> hidden -> 1, ReLU.
+  config.target = ml_collections.ConfigDict()
+  config.target.hidden = (40, 40)
+
+  # Outer loop (experiments.train).
+  config.meta_batch_size = 25
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.learning_rate = 1e-3  # Adam
+  config.optimizer.grad_clip_norm = 0.0  # > 0: clip the meta-gradient's global norm first.
+  config.num_steps = NUM_STEPS[algo]
+  config.steps_per_call = 100  # meta-steps per jitted host call (lax.scan).
+  config.log_every = 1000
+  config.checkpoint_every = 10_000
+  config.keep_checkpoints = 3
+  config.plots = True  # PNG plots in the workdir (learning curve, predictions, MSE vs steps).
+
+  # Evaluation on held-out tasks (a key never used in training); the same tasks and query
+  # points for every K (the K-shot support set is the first K of max(shots) points).
+  config.eval = ml_collections.ConfigDict()
+  config.eval.num_tasks = 1000
+  config.eval.num_query = 100
+  config.eval.shots = (5, 10)
+  config.eval.steps = (0, 1, 5, 10)  # inner steps after which the query MSE is measured.
+  config.eval.batch_size = 250  # tasks per jitted evaluation call.
+  config.eval.num_plot_tasks = 4
+
+  _add_algo_fields(config, algo)
+
+  if 'smoke' in variants:
+    config.num_steps = 40
+    config.meta_batch_size = 4
+    config.steps_per_call = 10
+    config.log_every = 20
+    config.checkpoint_every = 20
+    config.eval.num_tasks = 20
+    config.eval.num_query = 10
+    config.eval.batch_size = 20
+    config.eval.steps = tuple(s for s in config.eval.steps if s <= 1)
+    config.eval.num_plot_tasks = 2
+    config.target.hidden = (16, 16)
+    for name in ('encoder', 'hypernet', 'rule'):
+      if name in config:
+        for key in ('hidden', 'rho_hidden'):
+          if key in config[name]:
+            config[name][key] = tuple(min(h, 16) for h in config[name][key])
+    if 'encoder' in config:
+      config.encoder.features = 16
+  return config
+
+
+def _add_algo_fields(config: ml_collections.ConfigDict, algo: str) -> None:
+  """The sub-dicts the algorithm reads (see `experiments.learners.build_learner`)."""
+  if algo in GRADIENT_ALGOS:
+    config.inner = ml_collections.ConfigDict()
+    config.inner.steps = 5 if algo == 'reptile' else 1  # inner SGD steps in training.
+    config.inner.lr = 0.01  # alpha (Meta-SGD: the per-parameter rates' initial value).
+    if algo != 'fomaml' and algo != 'reptile':  # both are first order by definition.
+      config.inner.first_order = False
+    config.inner.remat = False
+
+  if algo in ('amortised', 'hypermaml'):
+    config.encoder = ml_collections.ConfigDict()  # hypernet.SetEncoder over the support set.
+    config.encoder.features = 64  # size of the task code (the hypernetwork's cond_dim).
+    config.encoder.hidden = (64, 64)
+    config.encoder.rho_hidden = (64,)
+    config.encoder.pooling = 'mean'  # 'mean' or 'attention'.
+
+  if algo in HYPER_ALGOS and algo != 'learned_update':
+    config.hypernet = ml_collections.ConfigDict()
+    # 'full' (FullHypernet), 'chunked', 'per_tensor', or a ModulationHypernet kind: 'film',
+    # 'additive', 'multiplicative', 'lowrank'.
+    config.hypernet.kind = 'film' if algo == 'latent' else 'full'
+    # `latent`: a decoder linear in z (CAVIA's FiLM), as a ReLU trunk is flat at z = 0.
+    config.hypernet.hidden = () if algo == 'latent' else (64,)
+    config.hypernet.head_init = 'hyperfan_in'  # generating kinds: full, chunked, per_tensor.
+    config.hypernet.init_scale = 1e-2  # modulation kinds: std of the initial modulation.
+    config.hypernet.chunk_size = 256  # 'chunked' only.
+
+  if algo == 'amortised':  # no inner loop in training: one forward pass adapts.
+    config.inner = ml_collections.ConfigDict()
+    config.inner.lr = 0.01  # SGD fine-tuning of the generated parameters (eval.steps > 0).
+  elif algo == 'latent':  # CAVIA-like: SGD on a task code z from zero.
+    config.latent = ml_collections.ConfigDict()
+    config.latent.dim = 16
+    config.latent.learn_init = False
+    config.inner = ml_collections.ConfigDict()
+    config.inner.steps = 1
+    config.inner.lr = 1.0
+    config.inner.first_order = False
+    config.inner.remat = False
+  elif algo == 'hypermaml':  # hypernetwork update of base weights, then optional SGD steps.
+    config.inner = ml_collections.ConfigDict()
+    config.inner.steps = 0
+    config.inner.lr = 0.01
+    config.inner.first_order = False
+    config.inner.remat = False
+  elif algo == 'learned_update':  # a WeightConditionedHypernet as the update rule.
+    config.rule = ml_collections.ConfigDict()
+    config.rule.hidden = (32,)
+    config.rule.leaf_emb_dim = 4
+    config.rule.init_scale = 1e-3
+    config.inner = ml_collections.ConfigDict()
+    config.inner.steps = 1  # each step costs about as much as 4 of MAML's meta-steps here.
+    config.inner.remat = False
