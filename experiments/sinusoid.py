@@ -1,0 +1,303 @@
+r"""Few-shot sinusoid regression (Finn et al. 2017, section 5.1): the main job.
+
+    python -m experiments.sinusoid                       # DEFAULT_ALGO (a hypernetwork)
+    python -m experiments.sinusoid --config=experiments/configs/sinusoid.py:algo=maml
+    python -m experiments.sinusoid --config=experiments/configs/sinusoid.py:algo=maml,smoke \
+        --config.num_steps=500 --workdir=/tmp/maml
+
+Tasks `y = A sin(x - phase)` (`hypernet.tasks.Sinusoid`) are sampled on device; any
+learner of `experiments.learners` is meta-trained by the shared loop (`experiments.train`)
+on K-shot tasks and evaluated on held-out tasks with K = 5 and 10 support points: the
+query MSE after 0, 1, 5, 10 inner steps (`config.eval.steps`), and the zero-shot
+baseline `E[y | x]` (the best prediction without a support set).
+
+Outputs in `--workdir` (default `./workdirs/sinusoid/<algo>`): `config.json`,
+`checkpoints/`, `metrics.jsonl`, `learning_curve.png`, `predictions.png` (held-out tasks:
+truth, support points, the prediction after each number of steps), `mse_vs_steps.png`,
+and last `results.json` (metrics `mse_<K>shot_step<k>`, each `{"mean", "ci95", "n"}`).
+`python -m experiments.results_table` collects `results.json` files into the README table.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags
+from matplotlib.figure import Figure
+
+import hypernet
+from hypernet import meta
+from hypernet.target import PyTree
+from hypernet.tasks import Task, make_family
+from hypernet.tasks.base import check_split
+
+from experiments import learners, train
+
+
+class TargetMLP(nn.Module):
+  """The target: `x [N, 1] -> y [N, 1]`, ReLU hidden layers, linear output."""
+  hidden: Sequence[int]
+  out: int = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for width in self.hidden:
+      x = nn.relu(nn.Dense(width)(x))
+    return nn.Dense(self.out)(x)
+
+
+def build_target(config: ml_collections.ConfigDict, key: jax.Array) -> hypernet.Target:
+  """MLP 1 -> `config.target.hidden` -> 1 as a `hypernet.Target` (spec read with `key`)."""
+  return hypernet.Target.from_linen(TargetMLP(hidden=tuple(config.target.hidden)),
+                                    jnp.zeros((1, 1)), key=key, name='TargetMLP')
+
+
+def _int_tuple(config: ml_collections.ConfigDict, name: str, minimum: int) -> tuple[int, ...]:
+  values = config.eval[name]
+  if (not isinstance(values, (tuple, list)) or not values
+      or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+                 for v in values)):
+    raise ValueError(f'config.eval.{name}: expected a non-empty tuple of integers >= {minimum}, '
+                     f'received {values!r}.')
+  return tuple(values)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises a ValueError naming the key for invalid values, before anything is built."""
+  train.validate_config(config)
+  if config.algo not in learners.ALGOS:
+    raise ValueError(f'config.algo: expected one of {learners.ALGOS}, received {config.algo!r}.')
+  for name in ('meta_batch_size',):
+    value = config[name]
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+      raise ValueError(f'config.{name}: expected a positive integer, received {value!r}.')
+  check_split(config.task.num_points, config.task.num_support, name='config.task.num_support')
+  for name in ('num_tasks', 'num_query', 'batch_size'):
+    value = config.eval[name]
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+      raise ValueError(f'config.eval.{name}: expected a positive integer, received {value!r}.')
+  _int_tuple(config, 'shots', 1)
+  _int_tuple(config, 'steps', 0)
+  if not 0 <= config.eval.num_plot_tasks <= config.eval.num_tasks:
+    raise ValueError(f'config.eval.num_plot_tasks: expected 0..eval.num_tasks='
+                     f'{config.eval.num_tasks}, received {config.eval.num_plot_tasks!r}.')
+  if 'inner' in config and 'steps' in config.inner and (
+      not isinstance(config.inner.steps, int) or config.inner.steps < 0):
+    raise ValueError(f'config.inner.steps: expected an integer >= 0, received '
+                     f'{config.inner.steps!r}.')
+
+
+# ------------------------------------------------------------------ evaluation
+def eval_tasks(family, key: jax.Array, num_tasks: int, shots: Sequence[int],
+               num_query: int) -> Task:
+  """Held-out tasks with `max(shots)` support points `[n, K_max, 1]`, query `[n, Q, 1]`.
+
+  The K-shot support set of a task is its first K support points (`with_shots`), so every
+  K is evaluated on the same functions and query points.
+  """
+  k_max = max(shots)
+  return family.sample_batch(key, num_tasks, k_max + num_query, k_max)
+
+
+def with_shots(tasks: Task, k: int) -> Task:
+  """The tasks with their support sets cut to the first `k` points (leading axes kept)."""
+  return tasks.replace(x_support=tasks.x_support[..., :k, :], y_support=tasks.y_support[..., :k, :])
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _eval_data(family, num_tasks: int, shots: tuple[int, ...], num_query: int,
+               key: jax.Array) -> dict[str, Any]:
+  """The held-out tasks and `E[y | x]` (learner-independent: compiled once per process).
+
+  Returns:
+    `{'tasks': Task [n, ...], 'mean_query': [n, Q, 1], 'grid': [G], 'mean_grid': [G]}`, the
+    mean function by Monte Carlo on a grid `[G]` of 201 points, linearly interpolated at the
+    query points.
+  """
+  task_key, mean_key = jax.random.split(key)
+  tasks = eval_tasks(family, task_key, num_tasks, shots, num_query)
+  grid = jnp.linspace(*family.x_range, 201)  # [G]
+  mean = family.mean_fn(grid[:, None], mean_key)[:, 0]  # [G]
+  return {'tasks': tasks, 'mean_query': jnp.interp(tasks.x_query, grid, mean),
+          'grid': grid, 'mean_grid': mean}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _query_mse(learner, shots, steps, batch_size, meta_params, tasks):
+  """`{'mse_<K>shot_step<k>': [n]}` for every K in `shots` and k in `steps`, one program."""
+  def one(task):  # ONE task, all (K, k) pairs
+    return {f'mse_{k_shot}shot_step{k}':
+            learner.task_loss(meta_params, with_shots(task, k_shot), k)[0]
+            for k_shot in shots for k in steps}
+  return jax.lax.map(one, tasks, batch_size=batch_size)
+
+
+def evaluate(learner: meta.MetaLearner, family, config: ml_collections.ConfigDict,
+             meta_params: PyTree, key: jax.Array) -> dict[str, dict[str, np.ndarray]]:
+  """Per-task query MSEs `[n]` on held-out tasks drawn from `key`.
+
+  Returns:
+    `{'metrics': {'mse_<K>shot_step<k>': [n]}, 'baselines': {'mse_mean_function': [n]}}`
+    for K in `config.eval.shots` and k in `config.eval.steps`: the query MSE after
+    adapting to K support points with k steps (`learner.task_loss`, as
+    `hypernet.meta.evaluate` computes it, here in one compiled program); the baseline
+    predicts `E[y | x]` without looking at the support set.
+  """
+  shots, steps = tuple(config.eval.shots), tuple(config.eval.steps)
+  data = _eval_data(family, config.eval.num_tasks, shots, config.eval.num_query, key)
+  metrics = _query_mse(learner, shots, steps, min(config.eval.batch_size, config.eval.num_tasks),
+                       meta_params, data['tasks'])
+  baseline = jnp.mean(jnp.square(data['mean_query'] - data['tasks'].y_query), axis=(1, 2))
+  return jax.device_get({'metrics': metrics, 'baselines': {'mse_mean_function': baseline}})
+
+
+# ------------------------------------------------------------------ plots
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _curves(learner, family, shots, steps, meta_params, tasks, grid):
+  """Truth and predictions on `grid [G]` for tasks `[P, ...]`: `{'K,k': [P, G]}`."""
+  def one(task):  # ONE task
+    preds = {}
+    for k_shot in shots:
+      t = with_shots(task, k_shot)
+      for k in steps:
+        adapted = learner.adapt(meta_params, t.x_support, t.y_support, k)
+        preds[f'{k_shot},{k}'] = learner.predict(meta_params, adapted, grid[:, None])[:, 0]
+    return preds
+  truth = jax.vmap(family.fn, in_axes=(0, None))(tasks.info, grid[:, None])[..., 0]  # [P, G]
+  return jax.vmap(one)(tasks), truth
+
+
+def plot(learner: meta.MetaLearner, family, config: ml_collections.ConfigDict, workdir: str,
+         meta_params: PyTree, key: jax.Array, results: dict[str, Any]) -> None:
+  """`predictions.png` (held-out tasks after each number of steps) and `mse_vs_steps.png`."""
+  shots, steps = tuple(config.eval.shots), tuple(config.eval.steps)
+  num = config.eval.num_plot_tasks
+  if num:
+    # The first `num` of `evaluate`'s held-out tasks (same key, same compiled sampler).
+    data = _eval_data(family, config.eval.num_tasks, shots, config.eval.num_query, key)
+    tasks = jax.tree.map(lambda a: a[:num], data['tasks'])
+    preds, truth = jax.device_get(_curves(learner, family, shots, steps, meta_params, tasks,
+                                          data['grid']))
+    c = {'grid': np.asarray(data['grid']), 'mean': np.asarray(data['mean_grid']),
+         'tasks': jax.device_get(tasks), 'preds': preds, 'truth': truth}
+    fig = Figure(figsize=(3.6 * num + 2.8, 3.0 * len(shots)), layout='constrained')
+    axes = fig.subplots(len(shots), num, squeeze=False)
+    alphas = np.linspace(0.3, 1.0, len(steps))  # darker: more steps
+    for row, k_shot in enumerate(shots):
+      for i in range(num):
+        ax = axes[row, i]
+        ax.plot(c['grid'], c['truth'][i], color='k', lw=2, label='truth')
+        ax.plot(c['grid'], c['mean'], color='0.6', ls=':', label='E[y | x] (zero-shot)')
+        for k, alpha in zip(steps, alphas):
+          ax.plot(c['grid'], c['preds'][f'{k_shot},{k}'][i], color=(0.1, 0.3, 0.9, float(alpha)),
+                  lw=1.5, ls='--' if k == 0 else '-', label=f'after {k} step{"s" * (k != 1)}')
+        ax.scatter(c['tasks'].x_support[i, :k_shot, 0], c['tasks'].y_support[i, :k_shot, 0],
+                   color='tab:red', zorder=5, label=f'support ({k_shot} shots)')
+        limit = 1.6 * max(float(np.abs(c['truth'][i]).max()), 1.0)  # clip wild curves
+        ax.set_ylim(-limit, limit)
+        ax.set_title(', '.join(f'{n}={float(v[i]):.2f}' for n, v in c['tasks'].info.items()),
+                     fontsize='small')
+        if i == 0:
+          ax.set_ylabel(f'{k_shot}-shot: y')
+        if row == len(shots) - 1:
+          ax.set_xlabel('x')
+      axes[row, -1].legend(fontsize='x-small', loc='center left', bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle(f'{config.algo}: held-out tasks, prediction after 0..{max(steps)} '
+                 'adaptation steps')
+    train.save_figure(fig, os.path.join(workdir, 'predictions.png'))
+
+  fig = Figure(figsize=(5.5, 3.8), layout='constrained')
+  ax = fig.subplots()
+  for k_shot in shots:
+    means = [results['metrics'][f'mse_{k_shot}shot_step{k}']['mean'] for k in steps]
+    cis = [results['metrics'][f'mse_{k_shot}shot_step{k}']['ci95'] for k in steps]
+    ax.errorbar(steps, means, yerr=cis, marker='o', capsize=3, label=f'{k_shot}-shot')
+  base = results['baselines']['mse_mean_function']['mean']
+  ax.axhline(base, color='0.5', ls=':', label=f'E[y | x] (zero-shot) = {base:.3f}')
+  ax.set(xlabel='adaptation steps', ylabel='held-out query MSE', yscale='log',
+         title=f'{config.algo}: {config.eval.num_tasks} held-out tasks, 95% CI')
+  ax.legend(fontsize='small')
+  train.save_figure(fig, os.path.join(workdir, 'mse_vs_steps.png'))
+
+
+# ------------------------------------------------------------------ the run
+# Keys read only by the shared loop: configs that differ only in these share one
+# `Experiment`, hence its compiled programs (reruns, resumed runs, sweeps in a notebook).
+LOOP_KEYS = ('overwrite', 'plots', 'num_steps', 'steps_per_call', 'log_every',
+             'checkpoint_every', 'keep_checkpoints', 'optimizer')
+
+
+def build_experiment(config: ml_collections.ConfigDict) -> train.Experiment:
+  """Validates `config`; the target, the learner, the task sampler, evaluation and plots."""
+  validate_config(config)
+  fields = {k: v for k, v in json.loads(config.to_json()).items() if k not in LOOP_KEYS}
+  return _build_experiment(json.dumps(fields, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=16)
+def _build_experiment(config_json: str) -> train.Experiment:
+  config = ml_collections.ConfigDict(json.loads(config_json))
+  family = make_family(config.task.family)
+  target = build_target(config, jax.random.key(config.seed))  # the key only reads the spec
+  learner = learners.build_learner(config, target)
+  num_points, num_support = config.task.num_points, config.task.num_support
+
+  def sample_tasks(key: jax.Array) -> Task:
+    return family.sample_batch(key, config.meta_batch_size, num_points, num_support)
+
+  return train.Experiment(
+      learner=learner,
+      sample_tasks=sample_tasks,
+      evaluate=functools.partial(evaluate, learner, family, config),
+      plot=functools.partial(plot, learner, family, config),
+      # The held-out counterpart of the training loss, if evaluated.
+      curve_metrics=(f'mse_{num_support}shot_step{learner.inner_steps}',),
+      info={'num_target_params': target.num_params, 'task_family': config.task.family,
+            'train_shots': num_support, 'train_inner_steps': learner.inner_steps})
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains and evaluates `config` in `workdir` (resuming a run there); returns the results."""
+  return train.train_and_evaluate(config, workdir, build_experiment(config))
+
+
+def _define_flags() -> None:
+  """`--config` and `--workdir`; defined only when run as a program, so that importing this
+  module (tests, notebooks, other experiments with their own `--config`) defines no flags."""
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file(
+      'config', os.path.join(os.path.dirname(__file__), 'configs', 'sinusoid.py'),
+      'Config file, optionally with `:algo=<name>` and variants, e.g. `...sinusoid.py:algo=maml,'
+      'smoke`.', lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Output directory (default ./workdirs/sinusoid/<algo>).')
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}.')
+  config = flags.FLAGS.config
+  workdir = flags.FLAGS.workdir or os.path.join('workdirs', 'sinusoid', config.algo)
+  train.quiet_orbax_logs()
+  t0 = time.perf_counter()
+  results = train_and_evaluate(config, workdir)
+  m = results['metrics']
+  lines = [f'  {name}: {v["mean"]:.4f} ± {v["ci95"]:.4f} (n={v["n"]})' for name, v in m.items()]
+  print(f'{config.algo}: {results["num_steps"]} meta-steps at '
+        f'{results["steps_per_s"] or float("nan"):.0f} steps/s; held-out query MSE:\n'
+        + '\n'.join(lines)
+        + f'\nDone in {time.perf_counter() - t0:.1f} s. Outputs in {os.path.abspath(workdir)}.')
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)
