@@ -29,6 +29,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import matplotlib
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -114,7 +115,6 @@ def with_shots(tasks: Task, k: int) -> Task:
   return tasks.replace(x_support=tasks.x_support[..., :k, :], y_support=tasks.y_support[..., :k, :])
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def _eval_data(family, num_tasks: int, shots: tuple[int, ...], num_query: int,
                key: jax.Array) -> dict[str, Any]:
   """The held-out tasks and `E[y | x]` (learner-independent: compiled once per process).
@@ -132,7 +132,6 @@ def _eval_data(family, num_tasks: int, shots: tuple[int, ...], num_query: int,
           'grid': grid, 'mean_grid': mean}
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def _query_mse(learner, shots, steps, batch_size, meta_params, tasks):
   """`{'mse_<K>shot_step<k>': [n]}` for every K in `shots` and k in `steps`, one program."""
   def one(task):  # ONE task, all (K, k) pairs
@@ -154,15 +153,20 @@ def evaluate(learner: meta.MetaLearner, family, config: ml_collections.ConfigDic
     predicts `E[y | x]` without looking at the support set.
   """
   shots, steps = tuple(config.eval.shots), tuple(config.eval.steps)
-  data = _eval_data(family, config.eval.num_tasks, shots, config.eval.num_query, key)
-  metrics = _query_mse(learner, shots, steps, min(config.eval.batch_size, config.eval.num_tasks),
-                       meta_params, data['tasks'])
+  fast = bool(config.get('fast_compile', False))
+  data = train.jit(_eval_data, (0, 1, 2, 3), fast)(family, config.eval.num_tasks, shots,
+                                                   config.eval.num_query, key)
+  metrics = train.jit(_query_mse, (0, 1, 2, 3), fast)(
+      learner, shots, steps, min(config.eval.batch_size, config.eval.num_tasks), meta_params,
+      data['tasks'])
   baseline = jnp.mean(jnp.square(data['mean_query'] - data['tasks'].y_query), axis=(1, 2))
-  return jax.device_get({'metrics': metrics, 'baselines': {'mse_mean_function': baseline}})
+  metrics = jax.device_get(metrics)
+  ordered = {name: metrics[name] for name in (f'mse_{k_shot}shot_step{k}' for k_shot in shots
+                                              for k in steps)}
+  return {'metrics': ordered, 'baselines': {'mse_mean_function': np.asarray(baseline)}}
 
 
 # ------------------------------------------------------------------ plots
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def _curves(learner, family, shots, steps, meta_params, tasks, grid):
   """Truth and predictions on `grid [G]` for tasks `[P, ...]`: `{'K,k': [P, G]}`."""
   def one(task):  # ONE task
@@ -184,23 +188,25 @@ def plot(learner: meta.MetaLearner, family, config: ml_collections.ConfigDict, w
   num = config.eval.num_plot_tasks
   if num:
     # The first `num` of `evaluate`'s held-out tasks (same key, same compiled sampler).
-    data = _eval_data(family, config.eval.num_tasks, shots, config.eval.num_query, key)
+    fast = bool(config.get('fast_compile', False))
+    data = train.jit(_eval_data, (0, 1, 2, 3), fast)(family, config.eval.num_tasks, shots,
+                                                     config.eval.num_query, key)
     tasks = jax.tree.map(lambda a: a[:num], data['tasks'])
-    preds, truth = jax.device_get(_curves(learner, family, shots, steps, meta_params, tasks,
-                                          data['grid']))
+    preds, truth = jax.device_get(train.jit(_curves, (0, 1, 2, 3), fast)(
+        learner, family, shots, steps, meta_params, tasks, data['grid']))
     c = {'grid': np.asarray(data['grid']), 'mean': np.asarray(data['mean_grid']),
          'tasks': jax.device_get(tasks), 'preds': preds, 'truth': truth}
     fig = Figure(figsize=(3.6 * num + 2.8, 3.0 * len(shots)), layout='constrained')
     axes = fig.subplots(len(shots), num, squeeze=False)
-    alphas = np.linspace(0.3, 1.0, len(steps))  # darker: more steps
+    colors = matplotlib.colormaps['viridis_r'](np.linspace(0.15, 0.9, len(steps)))
     for row, k_shot in enumerate(shots):
       for i in range(num):
         ax = axes[row, i]
         ax.plot(c['grid'], c['truth'][i], color='k', lw=2, label='truth')
         ax.plot(c['grid'], c['mean'], color='0.6', ls=':', label='E[y | x] (zero-shot)')
-        for k, alpha in zip(steps, alphas):
-          ax.plot(c['grid'], c['preds'][f'{k_shot},{k}'][i], color=(0.1, 0.3, 0.9, float(alpha)),
-                  lw=1.5, ls='--' if k == 0 else '-', label=f'after {k} step{"s" * (k != 1)}')
+        for k, color in zip(steps, colors):  # darker: more steps
+          ax.plot(c['grid'], c['preds'][f'{k_shot},{k}'][i], color=color, lw=1.5,
+                  ls='--' if k == 0 else '-', label=f'after {k} step{"s" * (k != 1)}')
         ax.scatter(c['tasks'].x_support[i, :k_shot, 0], c['tasks'].y_support[i, :k_shot, 0],
                    color='tab:red', zorder=5, label=f'support ({k_shot} shots)')
         limit = 1.6 * max(float(np.abs(c['truth'][i]).max()), 1.0)  # clip wild curves

@@ -28,7 +28,8 @@ a workdir never shows results that its checkpoints do not back.
 
 Config keys read here: `seed`, `overwrite`, `num_steps`, `steps_per_call`, `log_every`,
 `checkpoint_every`, `keep_checkpoints`, `optimizer.{learning_rate, grad_clip_norm}`,
-optionally `plots` (False: no PNG files) and `algo` (copied into the results).
+optionally `plots` (False: no PNG files), `fast_compile` (see `FAST_COMPILE`) and `algo`
+(copied into the results).
 """
 
 from __future__ import annotations
@@ -240,6 +241,19 @@ def _optimizer(learning_rate: float, grad_clip_norm: float) -> optax.GradientTra
   return tx
 
 
+# XLA options of `config.fast_compile`: CPU programs compile about twice as fast and run
+# slower; for smoke runs, which spend most of their time compiling.
+FAST_COMPILE = {'xla_backend_optimization_level': 0}
+
+
+@functools.lru_cache(maxsize=None)
+def jit(fun: Callable, static_argnums: tuple[int, ...] = (), fast_compile: bool = False):
+  """`jax.jit(fun, static_argnums)`, with `FAST_COMPILE` options if asked; one object per
+  arguments, so that its compiled programs are reused from run to run."""
+  return jax.jit(fun, static_argnums=static_argnums,
+                 compiler_options=FAST_COMPILE if fast_compile else None)
+
+
 class TrainChunk:
   """`chunk(state, train_key, length) -> (state, metrics {name: [length]})`.
 
@@ -249,7 +263,7 @@ class TrainChunk:
   """
 
   def __init__(self, learner: meta.MetaLearner, tx: optax.GradientTransformation,
-               sample_tasks: Callable[[jax.Array], Task]):
+               sample_tasks: Callable[[jax.Array], Task], fast_compile: bool = False):
     meta_step = meta.make_meta_step(learner, tx)
 
     def train_chunk(state: meta.TrainState, train_key: jax.Array, length: int):
@@ -259,6 +273,7 @@ class TrainChunk:
       return jax.lax.scan(body, state, None, length=length)
 
     self._jitted = jax.jit(train_chunk, static_argnums=(2,), donate_argnums=(0,))
+    self._options = FAST_COMPILE if fast_compile else None
     self._compiled: dict[int, Any] = {}
     self.compile_s = 0.0
 
@@ -266,19 +281,24 @@ class TrainChunk:
                length: int) -> tuple[meta.TrainState, dict[str, jax.Array]]:
     if length not in self._compiled:
       t0 = time.perf_counter()
-      self._compiled[length] = self._jitted.lower(state, train_key, length).compile()
+      self._compiled[length] = self._jitted.lower(state, train_key, length).compile(
+          compiler_options=self._options)
       self.compile_s += time.perf_counter() - t0
     return self._compiled[length](state, train_key)
 
 
 @functools.lru_cache(maxsize=16)
 def make_train_chunk(learner: meta.MetaLearner, tx: optax.GradientTransformation,
-                     sample_tasks: Callable[[jax.Array], Task]) -> TrainChunk:
+                     sample_tasks: Callable[[jax.Array], Task],
+                     fast_compile: bool = False) -> TrainChunk:
   """A `TrainChunk`, cached: runs of the same experiment objects reuse its programs."""
-  return TrainChunk(learner, tx, sample_tasks)
+  return TrainChunk(learner, tx, sample_tasks, fast_compile)
 
 
-_init_state = jax.jit(meta.init_state, static_argnums=(0, 1))
+def init_state(learner: meta.MetaLearner, tx: optax.GradientTransformation, key: jax.Array,
+               fast_compile: bool = False) -> meta.TrainState:
+  """`hypernet.meta.init_state`, jitted (eagerly it compiles every operation alone)."""
+  return jit(meta.init_state, (0, 1), fast_compile)(learner, tx, key)
 
 
 def _next_boundary(step: int, config: ml_collections.ConfigDict) -> int:
@@ -346,7 +366,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   init_key, train_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
 
   tx = make_optimizer(config)
-  state = _init_state(learner, tx, init_key)
+  fast_compile = bool(config.get('fast_compile', False))
+  state = init_state(learner, tx, init_key, fast_compile)
   num_meta_params = hypernet.count_params(state.meta_params)
   logging.info('%s: %d meta-parameters; %d meta-steps of %d per call.',
                config.get('algo', type(learner).__name__), num_meta_params, num_steps,
@@ -370,7 +391,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if records or os.path.exists(metrics_path):
       write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in records))
 
-    train_chunk = make_train_chunk(learner, tx, experiment.sample_tasks)
+    train_chunk = make_train_chunk(learner, tx, experiment.sample_tasks, fast_compile)
     compile_s0 = train_chunk.compile_s
     run_s = 0.0  # time in training calls, compilation excluded.
     pending: dict[str, list[np.ndarray]] = {}
@@ -403,8 +424,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         pending, last_log_step, t_last_log, run_s_at_last_log = {}, step, now, run_s
       if step % config.checkpoint_every == 0 or step == num_steps:
         manager.save(step, args=ocp.args.StandardSave(state))
-    if manager.latest_step() != num_steps:  # e.g. resumed from a finished run's last step.
-      manager.save(num_steps, args=ocp.args.StandardSave(state), force=True)
     manager.wait_until_finished()
   finally:
     manager.close()

@@ -10,7 +10,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from experiments import learners, sinusoid
+from experiments import learners, sinusoid, train
 from experiments.configs import sinusoid as sinusoid_config
 from hypernet.tasks import Sinusoid
 
@@ -76,8 +76,9 @@ def test_smoke_run(algo, tmp_path):
 
 def test_eval_tasks_share_functions_and_queries():
   config = smoke_config('maml')  # the smoke runs' evaluation data (compiled already)
-  data = sinusoid._eval_data(Sinusoid(), config.eval.num_tasks, tuple(config.eval.shots),
-                             config.eval.num_query, jax.random.key(0))
+  eval_data = train.jit(sinusoid._eval_data, (0, 1, 2, 3), config.fast_compile)
+  data = eval_data(Sinusoid(), config.eval.num_tasks, tuple(config.eval.shots),
+                   config.eval.num_query, jax.random.key(0))
   tasks = data['tasks']
   assert tasks.x_support.shape == (20, 10, 1) and tasks.x_query.shape == (20, 10, 1)
   five = sinusoid.with_shots(tasks, 5)

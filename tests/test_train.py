@@ -39,8 +39,8 @@ def uninterrupted(experiment, tmp_path_factory):
 
 
 def _final_state(workdir, experiment):
-  like = train._init_state(experiment.learner, train.make_optimizer(smoke_config()),
-                           jax.random.key(0))
+  like = train.init_state(experiment.learner, train.make_optimizer(smoke_config()),
+                          jax.random.key(0), fast_compile=True)
   return train.restore_state(workdir, like)
 
 
