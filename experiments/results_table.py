@@ -1,0 +1,136 @@
+r"""Collects sinusoid `results.json` files into markdown tables (and into the README).
+
+    python -m experiments.results_table --runs='workdirs/sinusoid/*'
+    python -m experiments.results_table --runs='workdirs/sinusoid/*' --readme=README.md
+
+One table per number of support points K (5 and 10): per run, the held-out query MSE
+(mean ± 95% CI over tasks) after 0, 1, 5, 10 adaptation steps, the meta-steps trained,
+the training speed and the meta-parameter count, plus a published MAML row for
+reference. Every number of a run comes from its `results.json`; the published numbers
+are in `PUBLISHED` below, with their source. With `--readme`, the text between
+`<!-- results:sinusoid:start -->` and `<!-- results:sinusoid:end -->` is replaced.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from absl import app, flags
+
+START, END = '<!-- results:sinusoid:start -->', '<!-- results:sinusoid:end -->'
+ALGO_ORDER = ('maml', 'fomaml', 'metasgd', 'anil', 'reptile', 'amortised', 'latent', 'hypermaml',
+              'learned_update')
+_METRIC = re.compile(r'^mse_(\d+)shot_step(\d+)$')
+
+# Published sinusoid numbers, {K: {steps: (mean, ci95)}}. Finn et al. (2017) report their
+# sinusoid results as curves only (Fig. 3: MSE against gradient steps for K = 5, 10, 20);
+# the numbers most often quoted for MAML on this benchmark are those of Li et al. (2017),
+# "Meta-SGD", Table 1: MAML trained and evaluated with one gradient step, mean ± 95% CI.
+PUBLISHED = (
+    {'label': 'MAML, published (Li et al. 2017, Table 1)',
+     'note': 'one inner step; their own training protocol',
+     'mse': {5: {1: (1.13, 0.18)}, 10: {1: (0.77, 0.11)}}},
+)
+
+
+def load_runs(pattern: str) -> list[tuple[str, dict[str, Any]]]:
+  """`(workdir, results)` for every directory matching `pattern` with a `results.json`."""
+  runs = []
+  for workdir in sorted(glob.glob(pattern)):
+    path = os.path.join(workdir, 'results.json')
+    if os.path.isfile(path):
+      with open(path) as f:
+        runs.append((workdir, json.load(f)))
+  order = {a: i for i, a in enumerate(ALGO_ORDER)}
+  return sorted(runs, key=lambda r: (order.get(r[1].get('algo'), len(order)), r[0]))
+
+
+def _cell(summary: dict[str, float] | None) -> str:
+  if summary is None:
+    return '—'
+  if not math.isfinite(summary['mean']):  # some task's loss overflowed: the mean is meaningless
+    return f'diverged ({summary["mean"]})'
+  return f'{summary["mean"]:.3f} ± {summary["ci95"]:.3f}'
+
+
+def tables(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
+  """The markdown: one table per K found in the runs' metrics."""
+  if not runs:
+    raise ValueError('runs: no results.json found; expected workdirs of finished runs.')
+  by_k: dict[int, set[int]] = {}
+  for _, results in runs:
+    for name in results.get('metrics', {}):
+      m = _METRIC.match(name)
+      if m:
+        by_k.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+  algos = [r['algo'] for _, r in runs]
+  out = []
+  for k, steps in sorted(by_k.items()):
+    steps = sorted(steps)
+    head = (['algorithm'] + [f'{s} step{"s" * (s != 1)}' for s in steps]
+            + ['meta-steps', 'steps/s (CPU)', 'meta-params'])
+    out.append(f'**{k}-shot sinusoid regression**: held-out query MSE after adaptation '
+               '(mean ± 95% CI over tasks)\n')
+    out.append('| ' + ' | '.join(head) + ' |')
+    out.append('|' + '|'.join([' --- '] + [' ---: '] * (len(head) - 1)) + '|')
+    for workdir, r in runs:
+      label = r['algo'] if algos.count(r['algo']) == 1 else f'{r["algo"]} ({os.path.basename(workdir)})'
+      cells = [_cell(r['metrics'].get(f'mse_{k}shot_step{s}')) for s in steps]
+      speed = f'{r["steps_per_s"]:.0f}' if r.get('steps_per_s') else '—'
+      out.append('| ' + ' | '.join([label, *cells, f'{r["num_steps"]:,}', speed,
+                                    f'{r["num_meta_params"]:,}']) + ' |')
+    baselines = {json.dumps(r.get('baselines', {}).get('mse_mean_function'), sort_keys=True)
+                 for _, r in runs}
+    if len(baselines) == 1 and (b := json.loads(baselines.pop())):
+      out.append('| ' + ' | '.join([r'E[y \| x], no adaptation', _cell(b)]
+                                   + [''] * (len(head) - 2)) + ' |')
+    for pub in PUBLISHED:
+      if k in pub['mse']:
+        cells = [_cell(dict(zip(('mean', 'ci95'), pub['mse'][k][s]))) if s in pub['mse'][k]
+                 else '—' for s in steps]
+        out.append('| ' + ' | '.join([f'*{pub["label"]}*', *[f'*{c}*' if c != '—' else c
+                                                             for c in cells], '—', '—', '—'])
+                   + ' |')
+    out.append('')
+  notes = '; '.join(f'*{p["label"]}*: {p["note"]}' for p in PUBLISHED)
+  out.append(f'Rows in italics are published numbers, not runs of this code ({notes}). '
+             'Finn et al. (2017) show their sinusoid results as curves only (Fig. 3). '
+             'For learners without an inner loop in training (`amortised`), steps > 0 '
+             'fine-tune the generated weights with SGD. "Diverged": the MSE of some task '
+             'overflowed after more steps than the learner was trained with. Generated by '
+             '`python -m experiments.results_table` from the runs\' `results.json`.')
+  return '\n'.join(out) + '\n'
+
+
+def replace_section(text: str, section: str) -> str:
+  """`text` with the part between the START and END markers replaced by `section`."""
+  if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
+    raise ValueError(f'readme: expected one {START} followed by one {END}.')
+  head, rest = text.split(START)
+  _, tail = rest.split(END)
+  return f'{head}{START}\n{section}{END}{tail}'
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}.')
+  section = tables(load_runs(flags.FLAGS.runs))
+  print(section)
+  if flags.FLAGS.readme:
+    from experiments.train import write_text  # pylint: disable=g-import-not-at-top
+    with open(flags.FLAGS.readme) as f:
+      text = f.read()
+    write_text(flags.FLAGS.readme, replace_section(text, section))
+    print(f'Updated {flags.FLAGS.readme}.')
+
+
+if __name__ == '__main__':
+  flags.DEFINE_string('runs', 'workdirs/sinusoid/*', 'Glob of workdirs holding results.json.')
+  flags.DEFINE_string('readme', None, 'Markdown file whose results section is replaced.')
+  app.run(main)

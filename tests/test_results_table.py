@@ -1,0 +1,67 @@
+"""`python -m experiments.results_table`: results.json files -> markdown, README section."""
+
+import json
+import os
+import pathlib
+import re
+
+import pytest
+
+from experiments import results_table
+
+README = pathlib.Path(__file__).resolve().parents[1] / 'README.md'
+
+
+def _write_run(root, name, algo, metrics, num_steps=100):
+  workdir = root / name
+  workdir.mkdir()
+  results = {'algo': algo, 'num_steps': num_steps, 'steps_per_s': 123.4, 'num_meta_params': 4567,
+             'metrics': {k: {'mean': m, 'ci95': m / 10, 'n': 1000} for k, m in metrics.items()},
+             'baselines': {'mse_mean_function': {'mean': 3.0, 'ci95': 0.2, 'n': 1000}}}
+  (workdir / 'results.json').write_text(json.dumps(results))
+  return workdir
+
+
+def test_tables_from_results(tmp_path):
+  _write_run(tmp_path, 'b', 'amortised', {'mse_5shot_step0': 0.04, 'mse_10shot_step0': 0.01})
+  _write_run(tmp_path, 'a', 'maml', {f'mse_{k}shot_step{s}': 1.0 / (s + 1)
+                                     for k in (5, 10) for s in (0, 1, 5, 10)}, num_steps=70000)
+  (tmp_path / 'unfinished').mkdir()  # no results.json: skipped
+  runs = results_table.load_runs(str(tmp_path / '*'))
+  assert [r['algo'] for _, r in runs] == ['maml', 'amortised']
+  text = results_table.tables(runs)
+  assert '**5-shot' in text and '**10-shot' in text
+  five = text.split('**10-shot')[0]
+  assert '| maml | 1.000 ± 0.100 | 0.500 ± 0.050 | 0.167 ± 0.017 | 0.091 ± 0.009 | 70,000 | 123 | 4,567 |' in five
+  assert '| amortised | 0.040 ± 0.004 | — | — | — |' in five
+  assert r'| E[y \| x], no adaptation | 3.000 ± 0.200 |' in five  # a literal | would split the cell
+  published = [line for line in five.splitlines() if 'published' in line]
+  assert published and published[0].startswith('| *MAML, published')
+  assert '*1.130 ± 0.180*' in published[0]
+
+
+def test_non_finite_means_read_diverged(tmp_path):
+  _write_run(tmp_path, 'a', 'metasgd', {'mse_5shot_step1': 0.5, 'mse_5shot_step10': float('inf')})
+  text = results_table.tables(results_table.load_runs(str(tmp_path / '*')))
+  assert '| metasgd | 0.500 ± 0.050 | diverged (inf) |' in text
+
+
+def test_no_runs_is_an_error(tmp_path):
+  with pytest.raises(ValueError, match='results.json'):
+    results_table.tables(results_table.load_runs(str(tmp_path / '*')))
+
+
+def test_replace_section():
+  text = f'intro\n{results_table.START}\nold table\n{results_table.END}\noutro\n'
+  new = results_table.replace_section(text, 'new table\n')
+  assert new == f'intro\n{results_table.START}\nnew table\n{results_table.END}\noutro\n'
+  with pytest.raises(ValueError, match='expected one'):
+    results_table.replace_section('no markers', 'x')
+
+
+def test_readme_has_the_markers():
+  text = README.read_text()
+  assert text.count(results_table.START) == 1 and text.count(results_table.END) == 1
+  section = re.search(re.escape(results_table.START) + '(.*)' + re.escape(results_table.END),
+                      text, re.S).group(1)
+  assert 'experiments.results_table' in section  # generated, not typed
