@@ -205,6 +205,8 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     if diff:
       details = '; '.join(f'{k}: {_flatten(old).get(k, "<absent>")!r} -> '
                           f'{_flatten(new).get(k, "<absent>")!r}' for k in diff[:10])
+      if len(diff) > 10:
+        details += f'; and {len(diff) - 10} more'
       raise ValueError(
           f'workdir {workdir!r} holds a run with a different config ({details}). Use another '
           f'--workdir, or set --config.overwrite=True to discard that run.')
