@@ -28,14 +28,14 @@ ALGO_ORDER = ('maml', 'fomaml', 'metasgd', 'anil', 'reptile', 'amortised', 'late
               'learned_update')
 _METRIC = re.compile(r'^mse_(\d+)shot_step(\d+)$')
 
-# Published sinusoid numbers, {K: {steps: (mean, ci95)}}. Finn et al. (2017) report their
-# sinusoid results as curves only (Fig. 3: MSE against gradient steps for K = 5, 10, 20);
-# the numbers most often quoted for MAML on this benchmark are those of Li et al. (2017),
-# "Meta-SGD", Table 1: MAML trained and evaluated with one gradient step, mean ± 95% CI.
+# Published sinusoid numbers, {K: {steps: (mean, ci95 or None)}}: MAML as reported by
+# Finn et al. (2017), Appendix C, Table 2 (K=5 support points; MSE after 1, 5 and 10
+# gradient steps at evaluation), the values this project's meta-learning issue names.
 PUBLISHED = (
-    {'label': 'MAML, published (Li et al. 2017, Table 1)',
-     'note': 'one inner step; their own training protocol',
-     'mse': {5: {1: (1.13, 0.18)}, 10: {1: (0.77, 0.11)}}},
+    {'label': 'MAML, published (Finn et al. 2017, App. C Table 2)',
+     'note': 'K=5, mean MSE only',
+     'algo': 'maml',
+     'mse': {5: {1: (0.67, None), 5: (0.38, None), 10: (0.35, None)}}},
 )
 
 
@@ -56,6 +56,8 @@ def _cell(summary: dict[str, float] | None) -> str:
     return '—'
   if not math.isfinite(summary['mean']):  # some task's loss overflowed: the mean is meaningless
     return f'diverged ({summary["mean"]})'
+  if summary.get('ci95') is None:
+    return f'{summary["mean"]:.3f}'
   return f'{summary["mean"]:.3f} ± {summary["ci95"]:.3f}'
 
 
@@ -97,6 +99,16 @@ def tables(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
         out.append('| ' + ' | '.join([f'*{pub["label"]}*', *[f'*{c}*' if c != '—' else c
                                                              for c in cells], '—', '—', '—'])
                    + ' |')
+        for workdir, r in runs:  # this code's run against the published number
+          if r.get('algo') != pub['algo']:
+            continue
+          ratios = []
+          for s in steps:
+            got = r['metrics'].get(f'mse_{k}shot_step{s}')
+            ref = pub['mse'][k].get(s)
+            ratios.append(f'{got["mean"] / ref[0]:.2f}x' if got and ref else '—')
+          out.append('| ' + ' | '.join([f'{pub["algo"]} / published ({os.path.basename(workdir)})',
+                                        *ratios, '', '', '']) + ' |')
     out.append('')
   notes = '; '.join(f'*{p["label"]}*: {p["note"]}' for p in PUBLISHED)
   out.append(f'Rows in italics are published numbers, not runs of this code ({notes}). '
