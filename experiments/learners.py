@@ -11,7 +11,7 @@
 | `reptile`        | `Reptile`                      | `inner`                          |
 | `amortised`      | `Amortised`                    | `encoder`, `hypernet`, `inner`   |
 | `latent`         | `LatentAdaptation`             | `latent`, `hypernet`, `inner`    |
-| `hypermaml`      | `HyperMAML`                    | `encoder`, `hypernet`, `inner`   |
+| `hypermaml`      | `HyperMAML`                    | `encoder`, `hypernet`, `inner`, `delta_scale` |
 | `learned_update` | `LearnedUpdate`                | `rule`, `inner`                  |
 
 Sub-dicts: `inner` {steps, lr, first_order, remat} (keys a learner has no use for may be
@@ -112,7 +112,7 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
     return hyper.HyperMAML(
         target=target, loss=loss, inner_steps=steps, inner_lr=inner.lr, encoder=encoder,
         hypernet=build_hypernet(config.hypernet, target, encoder.features),
-        first_order=first_order, remat=remat)
+        delta_scale=config.delta_scale, first_order=first_order, remat=remat)
   # learned_update
   rule = hypernet.WeightConditionedHypernet(
       target=target, hidden=tuple(config.rule.hidden), use_grad=True,

@@ -167,9 +167,10 @@ def _add_algo_fields(config: ml_collections.ConfigDict, algo: str) -> None:
     config.inner.lr = 1.0
     config.inner.first_order = False
     config.inner.remat = False
-  elif algo == 'hypermaml':  # hypernetwork update of base weights, then optional SGD steps.
+  elif algo == 'hypermaml':  # hypernetwork update of base weights, then SGD steps.
+    config.delta_scale = 0.1  # the update is delta_scale * the hypernetwork's output.
     config.inner = ml_collections.ConfigDict()
-    config.inner.steps = 0
+    config.inner.steps = 1  # one SGD step after the update (measured better than none)
     config.inner.lr = 0.01
     config.inner.first_order = False
     config.inner.remat = False
