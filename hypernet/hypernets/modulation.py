@@ -4,8 +4,9 @@ The hypernetwork holds base weights `theta` (initialised as a draw of the
 target's init) and maps `cond` to a modulation of the selected leaves:
 
 * `'additive'`:       `w = theta + delta(cond)`
-* `'multiplicative'`: `w = theta * gate(cond)`, `gate = 1 + m(cond)` elementwise
-  (the seed sketch's form, applied to weights);
+* `'multiplicative'`: `w = theta * gate(cond)`, `gate = 1 + m(cond)` elementwise on
+  kernels (the seed sketch's form, applied to weights); vector leaves get an additive
+  delta, since a gate on a zero-initialised bias could never move it;
 * `'film'`:           per output unit (last axis) of every selected kernel,
   `W' = W * gamma`, and for its bias `b' = b * gamma + beta`. This *is* FiLM on
   the layer's pre-activation, `gamma * (x W + b) + beta`, expressed on the
@@ -114,7 +115,7 @@ class ModulationHypernet(nn.Module):
 
     for l in layout.generated:
       theta = base[l.index]
-      if self.kind == 'multiplicative':
+      if self.kind == 'multiplicative' and l.is_kernel:
         gate = 1.0 + self._head(h, l.size, s, name(l, 'gate')).reshape(l.shape)
         w = theta * gate
       elif self.kind == 'lowrank' and l.is_kernel:
@@ -123,7 +124,7 @@ class ModulationHypernet(nn.Module):
         u = self._head(h, fan_in * self.rank, std, name(l, 'U')).reshape(fan_in, self.rank)
         v = self._head(h, self.rank * units, std, name(l, 'V')).reshape(self.rank, units)
         w = theta + (u @ v).reshape(l.shape)  # [fan_in, r] @ [r, out]
-      else:  # additive, and vector leaves of lowrank
+      else:  # additive, and the vector leaves of multiplicative and lowrank
         w = theta + self._head(h, l.size, leaf_std(l), name(l, 'delta')).reshape(l.shape)
       out[l.index] = w.astype(l.dtype)
     return jax.tree.unflatten(layout.treedef, out)
