@@ -63,6 +63,18 @@ def _check_module(name: str, module: nn.Module) -> None:
     raise TypeError(f'{name}: expected a flax.linen.Module, received {type(module).__name__}.')
 
 
+def _check_encoder_and_hypernet(target, encoder, hypernet) -> None:
+  """A target, a set encoder and a hypernetwork whose cond_dim is the encoder's features."""
+  _check_target(target)
+  _check_module('encoder', encoder)
+  _check_module('hypernet', hypernet)
+  cond_dim = _cond_dim('hypernet', hypernet)
+  features = getattr(encoder, 'features', None)
+  if features is not None and features != cond_dim:
+    raise ValueError(f'encoder.features: expected the hypernetwork\'s cond_dim {cond_dim}, '
+                     f'received {features}.')
+
+
 def _check_for_target(name: str, module: nn.Module, target: Target) -> None:
   """A module that holds a `target` field must be built for a target with the same spec."""
   own = getattr(module, 'target', None)
@@ -168,14 +180,7 @@ class Amortised(MetaLearner):
       raise ValueError(f'inner_steps: Amortised has no inner loop in training, expected 0, '
                        f'received {self.inner_steps} (evaluate with more steps to fine-tune the '
                        f'generated parameters with finetune_lr).')
-    _check_target(self.target)
-    _check_module('encoder', self.encoder)
-    _check_module('hypernet', self.hypernet)
-    cond_dim = _cond_dim('hypernet', self.hypernet)
-    features = getattr(self.encoder, 'features', None)
-    if features is not None and features != cond_dim:
-      raise ValueError(f'encoder.features: expected the hypernetwork\'s cond_dim {cond_dim}, '
-                       f'received {features}.')
+    _check_encoder_and_hypernet(self.target, self.encoder, self.hypernet)
     _check_for_target('hypernet', self.hypernet, self.target)
     _check_number('finetune_lr', self.finetune_lr)
     _check_input_shape(self.input_shape)
@@ -361,14 +366,7 @@ class HyperMAML(MetaLearner):
 
   def __post_init__(self):
     super().__post_init__()
-    _check_target(self.target)
-    _check_module('encoder', self.encoder)
-    _check_module('hypernet', self.hypernet)
-    cond_dim = _cond_dim('hypernet', self.hypernet)
-    features = getattr(self.encoder, 'features', None)
-    if features is not None and features != cond_dim:
-      raise ValueError(f'encoder.features: expected the hypernetwork\'s cond_dim {cond_dim}, '
-                       f'received {features}.')
+    _check_encoder_and_hypernet(self.target, self.encoder, self.hypernet)
     if isinstance(self.hypernet, ModulationHypernet):
       raise ValueError('hypernet: expected a hypernetwork whose output is an update (e.g. '
                        'FullHypernet), received ModulationHypernet, which returns modulated '
