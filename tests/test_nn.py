@@ -19,7 +19,8 @@ TOL = dict(rtol=2e-5, atol=2e-5)
 # (Conv kwargs, input shape): strides, paddings of every form, dilations, groups, 1-D and 3-D.
 CASES = {
     'same_3x3': (dict(features=5, kernel_size=(3, 3)), (2, 9, 8, 3)),
-    'valid_stride2': (dict(features=4, kernel_size=(3, 2), strides=2, padding='VALID'), (2, 9, 8, 3)),
+    'valid_stride2': (dict(features=4, kernel_size=(3, 2), strides=2, padding='VALID'),
+                      (2, 9, 8, 3)),
     'same_stride_2x1': (dict(features=4, kernel_size=(3, 3), strides=(2, 1)), (2, 9, 8, 3)),
     'pairs_kernel_dilation': (dict(features=6, kernel_size=(3, 3), padding=((1, 2), (0, 1)),
                                    kernel_dilation=2), (2, 9, 8, 3)),
@@ -46,7 +47,8 @@ def _params_like(module, x, seed=1, scale=0.5):
   """Random parameters with the tree of `module.init` (no init compiled: that is slow on CPU)."""
   spec = jax.eval_shape(module.init, jax.random.key(0), x)
   leaves, tree = jax.tree.flatten(spec)
-  return jax.tree.unflatten(tree, [scale * _inputs(l.shape, seed + i) for i, l in enumerate(leaves)])
+  return jax.tree.unflatten(tree, [scale * _inputs(leaf.shape, seed + i)
+                                   for i, leaf in enumerate(leaves)])
 
 
 @pytest.mark.parametrize('case', CASES)
@@ -108,13 +110,13 @@ def _conv_cls(strategy):
 
 
 def test_second_order_through_sgd_step_vmapped_over_tasks():
-  """MAML's meta-gradient with per-task adapted kernels (vmap over tasks): every strategy
-  equals flax.linen.Conv, and the vmapped value equals a Python loop over tasks."""
+  """MAML's second-order meta-gradient with per-task adapted kernels: each strategy, vmapped
+  over tasks, equals a Python loop over tasks with flax.linen.Conv."""
   num_tasks = 3
   xs = _inputs((num_tasks, 4, 8, 8, 2), seed=2)
   xq = _inputs((num_tasks, 5, 8, 8, 2), seed=3)
-  ys = jax.random.normal(jax.random.key(4), (num_tasks, 4, 2))
-  yq = jax.random.normal(jax.random.key(5), (num_tasks, 5, 2))
+  ys = _inputs((num_tasks, 4, 2), seed=4)
+  yq = _inputs((num_tasks, 5, 2), seed=5)
   params = _params_like(_Net(nn.Conv), xs[0])
 
   def meta_grad(strategy, batched=True):
@@ -234,7 +236,8 @@ def test_maml_meta_gradient_equal_for_both_strategies():
         x = hnn.max_pool(nn.relu(hnn.Conv(3, (3, 3))(x)), (2, 2), (2, 2))
       return nn.Dense(3)(x.reshape(x.shape[0], -1))
 
-  tasks = Task(x_support=_inputs((2, 3, 8, 8, 1), seed=6), y_support=jnp.tile(jnp.arange(3), (2, 1)),
+  tasks = Task(x_support=_inputs((2, 3, 8, 8, 1), seed=6),
+               y_support=jnp.tile(jnp.arange(3), (2, 1)),
                x_query=_inputs((2, 6, 8, 8, 1), seed=7),
                y_query=jnp.tile(jnp.arange(3).repeat(2), (2, 1)))
   target = hn.Target.from_fn(SmallCNN().apply, _params_like(SmallCNN(), tasks.x_support[0]))
