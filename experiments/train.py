@@ -28,8 +28,9 @@ a workdir never shows results that its checkpoints do not back.
 
 Config keys read here: `seed`, `overwrite`, `num_steps`, `steps_per_call`, `log_every`,
 `checkpoint_every`, `keep_checkpoints`, `optimizer.{learning_rate, grad_clip_norm}`,
-optionally `plots` (False: no PNG files), `fast_compile` (see `FAST_COMPILE`) and `algo`
-(copied into the results).
+optionally `plots` (False: no PNG files), `fast_compile` (see `FAST_COMPILE`), `algo`
+(copied into the results) and `shard_tasks` (see `task_mesh_for`: None or absent shards the
+meta-batch over all devices when there is more than one).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from absl import logging
 from matplotlib.figure import Figure
 
 import hypernet
-from hypernet import meta
+from hypernet import meta, parallel
 from hypernet.target import PyTree
 from hypernet.tasks import Task
 
@@ -64,8 +65,13 @@ CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
 RESULTS_FILE = 'results.json'
 CHECKPOINT_DIR = 'checkpoints'
-# Keys that may differ between a workdir's run and a rerun that resumes it.
-RESUMABLE_DIFFERENCES = ('num_steps', 'overwrite')
+# Keys that may differ between a workdir's run and a rerun that resumes it. `shard_tasks`
+# changes where the tasks are computed, not what (results agree within float tolerance),
+# so a run may resume on a machine with another number of devices.
+RESUMABLE_DIFFERENCES = ('num_steps', 'overwrite', 'shard_tasks')
+# Keys added after runs were recorded: absent from an old `config.json` means this value,
+# so those runs can still be resumed and extended.
+ABSENT_MEANS = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +168,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 <= clip < math.inf:
     raise ValueError(f'config.optimizer.grad_clip_norm: expected a finite number >= 0 (0: no '
                      f'clipping), received {clip!r}.')
+  shard = config.get('shard_tasks', None)
+  if shard is not None and not isinstance(shard, bool):
+    raise ValueError(f'config.shard_tasks: expected True, False or None (None: shard when '
+                     f'there is more than one device), received {shard!r}.')
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
@@ -177,8 +187,9 @@ def _flatten(d: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
 def _config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
   """Dotted keys whose values differ (present in one only, or unequal), resumable ones aside."""
   old, new = _flatten(old), _flatten(new)
+  get = lambda d, k: d.get(k, ABSENT_MEANS.get(k, '<absent>'))  # noqa: E731
   return sorted(k for k in set(old) | set(new)
-                if k not in RESUMABLE_DIFFERENCES and old.get(k, '<absent>') != new.get(k, '<absent>'))
+                if k not in RESUMABLE_DIFFERENCES and get(old, k) != get(new, k))
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -262,16 +273,20 @@ class TrainChunk:
   Runs `length` meta-steps in one jitted `lax.scan`; update `s = state.step + 1` trains
   on `sample_tasks(fold_in(train_key, state.step))`. The state is donated. Programs are
   compiled ahead of time, once per `length` (`compile_s` adds up the time spent).
+  With a `mesh` (`hypernet.parallel.task_mesh`) each meta-batch is sampled already split
+  over its devices along the task axis, and the state (passed in replicated) stays
+  replicated.
   """
 
   def __init__(self, learner: meta.MetaLearner, tx: optax.GradientTransformation,
-               sample_tasks: Callable[[jax.Array], Task], fast_compile: bool = False):
-    meta_step = meta.make_meta_step(learner, tx)
+               sample_tasks: Callable[[jax.Array], Task], fast_compile: bool = False,
+               mesh: jax.sharding.Mesh | None = None):
+    meta_step = meta.make_meta_step(learner, tx, mesh=mesh)
 
     def train_chunk(state: meta.TrainState, train_key: jax.Array, length: int):
       def body(state, _):
         tasks = sample_tasks(jax.random.fold_in(train_key, state.step))
-        return meta_step(state, tasks)
+        return meta_step(state, parallel.constrain_tasks(tasks, mesh))
       return jax.lax.scan(body, state, None, length=length)
 
     self._jitted = jax.jit(train_chunk, static_argnums=(2,), donate_argnums=(0,))
@@ -291,10 +306,37 @@ class TrainChunk:
 
 @functools.lru_cache(maxsize=16)
 def make_train_chunk(learner: meta.MetaLearner, tx: optax.GradientTransformation,
-                     sample_tasks: Callable[[jax.Array], Task],
-                     fast_compile: bool = False) -> TrainChunk:
+                     sample_tasks: Callable[[jax.Array], Task], fast_compile: bool = False,
+                     mesh: jax.sharding.Mesh | None = None) -> TrainChunk:
   """A `TrainChunk`, cached: runs of the same experiment objects reuse its programs."""
-  return TrainChunk(learner, tx, sample_tasks, fast_compile)
+  return TrainChunk(learner, tx, sample_tasks, fast_compile, mesh)
+
+
+def task_mesh_for(config: ml_collections.ConfigDict,
+                  sample_tasks: Callable[[jax.Array], Task]) -> jax.sharding.Mesh | None:
+  """The mesh the meta-batch is sharded over, or None (one device, no annotations).
+
+  `config.shard_tasks`: True shards over all devices (`hypernet.parallel.task_mesh`);
+  False never shards; None or absent shards when `jax.device_count() > 1`.
+
+  Raises:
+    ValueError: sharding is on and the meta-batch (`sample_tasks`' leading axis, the
+      experiment's `config.meta_batch_size`) is not a multiple of the device count.
+  """
+  shard = config.get('shard_tasks', None)
+  if shard is None:
+    shard = jax.device_count() > 1
+  if not shard:
+    return None
+  mesh = parallel.task_mesh()
+  shapes = jax.eval_shape(sample_tasks, jax.random.key(0))
+  num_tasks = jax.tree.leaves(shapes)[0].shape[0]
+  if num_tasks % mesh.devices.size:
+    raise ValueError(
+        f'config.meta_batch_size: expected a multiple of the {mesh.devices.size} devices the '
+        f'task axis is sharded over (config.shard_tasks={config.get("shard_tasks", None)!r}), '
+        f'received {num_tasks}; change it, or set --config.shard_tasks=False.')
+  return mesh
 
 
 def init_state(learner: meta.MetaLearner, tx: optax.GradientTransformation, key: jax.Array,
@@ -359,10 +401,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     the contents of `results.json`.
 
   Raises:
-    ValueError: an invalid config value, or a workdir holding another run.
+    ValueError: an invalid config value (e.g. a meta-batch that does not split over the
+      devices of `config.shard_tasks`), or a workdir holding another run.
     FloatingPointError: a training metric is not finite (the message names step and metric).
   """
   validate_config(config)
+  mesh = task_mesh_for(config, experiment.sample_tasks)
   prepare_workdir(config, workdir)
   learner, num_steps = experiment.learner, config.num_steps
   init_key, train_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
@@ -370,6 +414,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   tx = make_optimizer(config)
   fast_compile = bool(config.get('fast_compile', False))
   state = init_state(learner, tx, init_key, fast_compile)
+  if mesh is not None:  # before restoring: the checkpoint is read onto the same placement.
+    state = parallel.replicate(state, mesh)
+    logging.info('meta-batch sharded over %d devices (%s).', mesh.devices.size,
+                 jax.devices()[0].platform)
   num_meta_params = hypernet.count_params(state.meta_params)
   logging.info('%s: %d meta-parameters; %d meta-steps of %d per call.',
                config.get('algo', type(learner).__name__), num_meta_params, num_steps,
@@ -393,7 +441,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if records or os.path.exists(metrics_path):
       write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in records))
 
-    train_chunk = make_train_chunk(learner, tx, experiment.sample_tasks, fast_compile)
+    train_chunk = make_train_chunk(learner, tx, experiment.sample_tasks, fast_compile, mesh)
     compile_s0 = train_chunk.compile_s
     run_s = 0.0  # time in training calls, compilation excluded.
     pending: dict[str, list[np.ndarray]] = {}

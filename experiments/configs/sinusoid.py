@@ -91,6 +91,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3
   config.plots = True  # PNG plots in the workdir (learning curve, predictions, MSE vs steps).
   config.fast_compile = False  # XLA optimisation level 0: compiles ~2x faster, runs slower.
+  # Split each meta-batch over the devices (hypernet.parallel): None shards when there is more
+  # than one device; meta_batch_size must then be a multiple of the device count.
+  config.shard_tasks = ml_collections.config_dict.placeholder(bool)  # None, True or False
 
   # Evaluation on held-out tasks (a key never used in training); the same tasks and query
   # points for every K (the K-shot support set is the first K of max(shots) points).

@@ -13,8 +13,9 @@ A `MetaLearner` is written for ONE task:
 Around it, for batches of tasks (leading task axis `[T, ...]`):
 
 * `meta_loss(learner, meta_params, tasks)`: `jax.vmap(task_loss)` over tasks, averaged;
-* `make_meta_step(learner, tx)`: `meta_step(state, tasks) -> (state, metrics)`,
-  jitted once with the state donated;
+* `make_meta_step(learner, tx, mesh=None)`: `meta_step(state, tasks) -> (state, metrics)`,
+  jitted once with the state donated; with a `mesh` (`hypernet.parallel.task_mesh`) the
+  task axis is sharded over its devices and the state replicated;
 * `evaluate(learner, meta_params, tasks, steps)`: per-task query loss (and
   accuracy for classification) after each number of inner steps in `steps`,
   which may differ from training.
@@ -33,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hypernet import parallel
 from hypernet.meta import losses
 from hypernet.target import PyTree
 from hypernet.tasks.base import Task
@@ -112,19 +114,30 @@ def init_state(learner: MetaLearner, tx: optax.GradientTransformation,
   return TrainState(jnp.zeros((), jnp.int32), meta_params, tx.init(meta_params))
 
 
-def make_meta_step(learner: MetaLearner, tx: optax.GradientTransformation):
+def make_meta_step(learner: MetaLearner, tx: optax.GradientTransformation,
+                   mesh: jax.sharding.Mesh | None = None):
   """`meta_step(state, tasks) -> (state, metrics)`, jitted, the state donated.
+
+  Args:
+    learner: the meta-learner.
+    tx: the outer optimiser.
+    mesh: optional 1-D mesh with axis `'tasks'` (`hypernet.parallel.task_mesh`): the
+      tasks (leaves `[T, ...]`, `T` a multiple of the mesh size) are sharded over its
+      devices and the returned state is replicated (pass it in replicated:
+      `hypernet.parallel.replicate`). None: no sharding annotations (one device).
 
   `metrics` holds the batch's mean query loss (before the update) and the
   global norm of the meta-gradient.
   """
 
   def meta_step(state: TrainState, tasks: Task) -> tuple[TrainState, dict[str, jax.Array]]:
+    tasks = parallel.constrain_tasks(tasks, mesh)
     grads, metrics = learner.meta_grad(state.meta_params, tasks)
     updates, opt_state = tx.update(grads, state.opt_state, state.meta_params)
     meta_params = optax.apply_updates(state.meta_params, updates)
     metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
-    return TrainState(state.step + 1, meta_params, opt_state), metrics
+    out = TrainState(state.step + 1, meta_params, opt_state), metrics
+    return parallel.constrain_replicated(out, mesh)
 
   return jax.jit(meta_step, donate_argnums=(0,))
 
