@@ -1,0 +1,214 @@
+"""Continual-learning methods behind one interface, all pure functions of explicit state.
+
+A `ContinualMethod` has
+
+* `init(key) -> params` (everything trained),
+* `init_memory(params) -> memory` (what is kept between tasks; fixed shapes),
+* `loss(params, memory, task_id, x [B, D], y [B]) -> (loss, metrics)`: one batch of ONE task,
+* `end_task(params, memory, task_id, x [n, D], key) -> memory`: called after each task,
+* `predict(params, task_id, x [N, D]) -> logits [N, C]`: the task-incremental prediction
+  (the task identity is given).
+
+`HnetMethod`: a hypernetwork (`FullHypernet` or `ChunkedHypernet`) maps a learned task
+embedding `e_t [E]` to all target weights; the memory is the stored outputs `[T, P]` of the
+output regulariser (`hypernet.continual.regularizer`). `TargetMethod`: the target network is
+trained directly, with no penalty (fine-tuning), EWC or online EWC (`hypernet.continual.ewc`),
+and either one shared output head or one head per task (`multi_head`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.flatten_util import ravel_pytree
+
+from hypernet.continual import ewc as ewc_lib
+from hypernet.continual.regularizer import output_regularizer
+from hypernet.encoders import TaskEmbedding
+from hypernet.target import PyTree, Target
+
+PENALTIES = ('none', 'ewc', 'online_ewc')
+
+
+def _cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
+  return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+def _accuracy(logits: jax.Array, y: jax.Array) -> jax.Array:
+  return jnp.mean(jnp.argmax(logits, -1) == y)
+
+
+def _unravel_fn(target: Target):
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), target.param_spec)
+  return ravel_pytree(zeros)[1]
+
+
+def select_head(logits: jax.Array, head: jax.typing.ArrayLike, num_classes: int) -> jax.Array:
+  """`logits [N, H * C]` -> `[N, C]`, the output units of head `head` (traced int is fine)."""
+  if logits.shape[-1] % num_classes:
+    raise ValueError(f'logits: expected a last axis divisible by num_classes={num_classes}, '
+                     f'received shape {logits.shape}.')
+  return jax.lax.dynamic_slice_in_dim(logits, head * num_classes, num_classes, axis=-1)
+
+
+class ContinualMethod:
+  """Interface; see the module docstring."""
+  num_tasks: int
+
+  def init(self, key: jax.Array) -> PyTree:
+    raise NotImplementedError
+
+  def init_memory(self, params: PyTree) -> PyTree:
+    raise NotImplementedError
+
+  def loss(self, params, memory, task_id, x, y) -> tuple[jax.Array, dict[str, jax.Array]]:
+    raise NotImplementedError
+
+  def end_task(self, params, memory, task_id, x, key) -> PyTree:
+    raise NotImplementedError
+
+  def predict(self, params, task_id, x) -> jax.Array:
+    raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class HnetMethod(ContinualMethod):
+  """Task-conditioned hypernetwork with the output regulariser.
+
+  Attributes:
+    target: the target network `x [N, D] -> logits [N, C]` (one head: its weights are
+      generated per task anyway).
+    hnet: a Flax hypernetwork `cond [emb_dim] -> target params` (`FullHypernet`,
+      `ChunkedHypernet`).
+    num_tasks: `T`, the number of task embeddings.
+    emb_dim: `E`, the embedding size (the hypernetwork's `cond_dim`).
+    beta: output-regulariser strength.
+    lookahead_lr: > 0: the regulariser is evaluated after a one-step SGD lookahead of this
+      size on the task loss (the paper's `dTheta_h`); 0: no lookahead.
+  """
+  target: Target
+  hnet: nn.Module
+  num_tasks: int
+  emb_dim: int
+  beta: float
+  lookahead_lr: float = 0.0
+
+  def init(self, key: jax.Array) -> PyTree:
+    """`{'hnet': hypernetwork params, 'embeddings': [T, E]}`."""
+    hnet_key, emb_key = jax.random.split(key)
+    table = TaskEmbedding(self.num_tasks, self.emb_dim)
+    emb = table.init(emb_key, jnp.zeros((), jnp.int32))['params']['embedding']
+    return {'hnet': self.hnet.init(hnet_key, jnp.zeros(self.emb_dim)),
+            'embeddings': emb}
+
+  def outputs(self, hnet_params: PyTree, embeddings: jax.Array) -> jax.Array:
+    """`[T, E]` embeddings -> `[T, P]` flat generated target parameters."""
+    one = lambda e: ravel_pytree(self.hnet.apply(hnet_params, e))[0]
+    return jax.vmap(one)(embeddings)
+
+  def generate(self, params: PyTree, task_id: jax.typing.ArrayLike) -> PyTree:
+    """The target parameters of task `task_id` (a pytree matching `target.param_spec`)."""
+    return self.hnet.apply(params['hnet'], params['embeddings'][task_id])
+
+  def init_memory(self, params: PyTree) -> PyTree:
+    """`{'stored': [T, P]}`, zeros (no row is read before `end_task` writes it)."""
+    n = self.target.num_params
+    return {'stored': jnp.zeros((self.num_tasks, n), jnp.float32)}
+
+  def loss(self, params, memory, task_id, x, y):
+    """One batch of one task: cross-entropy + output regulariser. Only the embedding of
+    `task_id` and the hypernetwork get gradients."""
+    unravel = _unravel_fn(self.target)
+    rows = jnp.arange(self.num_tasks)[:, None] == task_id
+    emb = jnp.where(rows, params['embeddings'], jax.lax.stop_gradient(params['embeddings']))
+    if self.lookahead_lr > 0:
+      def task_loss(p):
+        logits = self.target.apply(self.generate(p, task_id), x)
+        return _cross_entropy(logits, y), logits
+      (ce, logits), grads = jax.value_and_grad(task_loss, has_aux=True)(params)
+      step = jax.tree.map(lambda g: -self.lookahead_lr * jax.lax.stop_gradient(g), grads['hnet'])
+      hnet_ahead = jax.tree.map(jnp.add, params['hnet'], step)
+      outs = self.outputs(hnet_ahead, jax.lax.stop_gradient(params['embeddings']))
+      ce = task_loss(params)[0]  # differentiated again at params (the gradient above is const)
+    else:
+      outs = self.outputs(params['hnet'], emb)  # [T, P], one pass for all tasks
+      logits = self.target.apply(unravel(outs[task_id]), x)
+      ce = _cross_entropy(logits, y)
+    reg = output_regularizer(outs, memory['stored'], task_id, self.beta)
+    return ce + reg, {'loss': ce + reg, 'ce': ce, 'reg': reg, 'acc': _accuracy(logits, y)}
+
+  def end_task(self, params, memory, task_id, x, key):
+    """Stores the current outputs for every embedding (rows `<= task_id` are used next)."""
+    del task_id, x, key
+    return {'stored': self.outputs(params['hnet'], params['embeddings'])}
+
+  def predict(self, params, task_id, x):
+    return self.target.apply(self.generate(params, task_id), x)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TargetMethod(ContinualMethod):
+  """The target trained directly: fine-tuning (`penalty='none'`), EWC or online EWC.
+
+  Attributes:
+    target: `x [N, D] -> logits [N, num_heads * C]`.
+    num_tasks: `T`.
+    num_classes: `C`, classes per task.
+    multi_head: True: task `t` reads head `t` (the target has `T * C` outputs);
+      False: one shared head (`C` outputs).
+    penalty: one of `PENALTIES`.
+    strength: EWC's lambda.
+    gamma: online EWC's Fisher decay.
+    fisher_samples: training inputs per task for the Fisher (multiple of 100).
+  """
+  target: Target
+  num_tasks: int
+  num_classes: int
+  multi_head: bool
+  penalty: str = 'none'
+  strength: float = 0.0
+  gamma: float = 1.0
+  fisher_samples: int = 1000
+
+  def __post_init__(self):
+    if self.penalty not in PENALTIES:
+      raise ValueError(f'penalty: expected one of {PENALTIES}, received {self.penalty!r}.')
+
+  def init(self, key):
+    return self.target.init(key)
+
+  def init_memory(self, params):
+    if self.penalty == 'none':
+      return {}
+    k = self.num_tasks if self.penalty == 'ewc' else 1
+    n = self.target.num_params
+    return {'fisher': jnp.zeros((k, n)), 'anchor': jnp.zeros((k, n)), 'mask': jnp.zeros(k)}
+
+  def logits(self, params, task_id, x):
+    out = self.target.apply(params, x)
+    return select_head(out, task_id, self.num_classes) if self.multi_head else out
+
+  def loss(self, params, memory, task_id, x, y):
+    logits = self.logits(params, task_id, x)
+    ce = _cross_entropy(logits, y)
+    pen = (ewc_lib.ewc_penalty(ravel_pytree(params)[0], memory, self.strength)
+           if self.penalty != 'none' else jnp.zeros(()))
+    return ce + pen, {'loss': ce + pen, 'ce': ce, 'reg': pen, 'acc': _accuracy(logits, y)}
+
+  def end_task(self, params, memory, task_id, x, key):
+    """EWC: adds this task's Fisher (on `x [fisher_samples, D]`) to the memory."""
+    if self.penalty == 'none':
+      return memory
+    flat, unravel = ravel_pytree(params)
+    log_probs = lambda p, xb: jax.nn.log_softmax(self.logits(unravel(p), task_id, xb), -1)
+    fisher = ewc_lib.fisher_diagonal(log_probs, flat, x, key)
+    gamma = None if self.penalty == 'ewc' else self.gamma
+    return ewc_lib.update_ewc_memory(memory, fisher, flat, task_id, gamma)
+
+  def predict(self, params, task_id, x):
+    return self.logits(params, task_id, x)
