@@ -240,7 +240,8 @@ def plot(learner: meta.MetaLearner, family, config: ml_collections.ConfigDict, w
 # Keys read only by the shared loop: configs that differ only in these share one
 # `Experiment`, hence its compiled programs (reruns, resumed runs, sweeps in a notebook).
 LOOP_KEYS = ('overwrite', 'plots', 'num_steps', 'steps_per_call', 'log_every',
-             'checkpoint_every', 'keep_checkpoints', 'optimizer', 'shard_tasks')
+             'checkpoint_every', 'keep_checkpoints', 'optimizer', 'shard_tasks',
+             'compute_dtype')
 
 
 def build_experiment(config: ml_collections.ConfigDict) -> train.Experiment:

@@ -29,8 +29,10 @@ a workdir never shows results that its checkpoints do not back.
 Config keys read here: `seed`, `overwrite`, `num_steps`, `steps_per_call`, `log_every`,
 `checkpoint_every`, `keep_checkpoints`, `optimizer.{learning_rate, grad_clip_norm}`,
 optionally `plots` (False: no PNG files), `fast_compile` (see `FAST_COMPILE`), `algo`
-(copied into the results) and `shard_tasks` (see `task_mesh_for`: None or absent shards the
-meta-batch over all devices when there is more than one).
+(copied into the results), `shard_tasks` (see `task_mesh_for`: None or absent shards the
+meta-batch over all devices when there is more than one) and `compute_dtype` ('float32', the
+default, or 'bfloat16': the meta-gradient in bfloat16 with float32 master weights and
+optimiser state, `hypernet.meta.make_meta_step`; evaluation stays float32).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ CHECKPOINT_DIR = 'checkpoints'
 RESUMABLE_DIFFERENCES = ('num_steps', 'overwrite', 'shard_tasks')
 # Keys added after runs were recorded: absent from an old `config.json` means this value,
 # so those runs can still be resumed and extended.
-ABSENT_MEANS = {}
+ABSENT_MEANS = {'compute_dtype': 'float32'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +170,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 <= clip < math.inf:
     raise ValueError(f'config.optimizer.grad_clip_norm: expected a finite number >= 0 (0: no '
                      f'clipping), received {clip!r}.')
+  dtype = config.get('compute_dtype', 'float32')
+  if dtype not in meta.base.COMPUTE_DTYPES:
+    raise ValueError(f'config.compute_dtype: expected one of {meta.base.COMPUTE_DTYPES}, '
+                     f'received {dtype!r}.')
   shard = config.get('shard_tasks', None)
   if shard is not None and not isinstance(shard, bool):
     raise ValueError(f'config.shard_tasks: expected True, False or None (None: shard when '
@@ -275,13 +281,13 @@ class TrainChunk:
   compiled ahead of time, once per `length` (`compile_s` adds up the time spent).
   With a `mesh` (`hypernet.parallel.task_mesh`) each meta-batch is sampled already split
   over its devices along the task axis, and the state (passed in replicated) stays
-  replicated.
+  replicated. `compute_dtype` is `make_meta_step`'s.
   """
 
   def __init__(self, learner: meta.MetaLearner, tx: optax.GradientTransformation,
                sample_tasks: Callable[[jax.Array], Task], fast_compile: bool = False,
-               mesh: jax.sharding.Mesh | None = None):
-    meta_step = meta.make_meta_step(learner, tx, mesh=mesh)
+               mesh: jax.sharding.Mesh | None = None, compute_dtype: str | None = None):
+    meta_step = meta.make_meta_step(learner, tx, mesh=mesh, compute_dtype=compute_dtype)
 
     def train_chunk(state: meta.TrainState, train_key: jax.Array, length: int):
       def body(state, _):
@@ -307,9 +313,10 @@ class TrainChunk:
 @functools.lru_cache(maxsize=16)
 def make_train_chunk(learner: meta.MetaLearner, tx: optax.GradientTransformation,
                      sample_tasks: Callable[[jax.Array], Task], fast_compile: bool = False,
-                     mesh: jax.sharding.Mesh | None = None) -> TrainChunk:
+                     mesh: jax.sharding.Mesh | None = None,
+                     compute_dtype: str | None = None) -> TrainChunk:
   """A `TrainChunk`, cached: runs of the same experiment objects reuse its programs."""
-  return TrainChunk(learner, tx, sample_tasks, fast_compile, mesh)
+  return TrainChunk(learner, tx, sample_tasks, fast_compile, mesh, compute_dtype)
 
 
 def task_mesh_for(config: ml_collections.ConfigDict,
@@ -441,7 +448,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if records or os.path.exists(metrics_path):
       write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in records))
 
-    train_chunk = make_train_chunk(learner, tx, experiment.sample_tasks, fast_compile, mesh)
+    train_chunk = make_train_chunk(learner, tx, experiment.sample_tasks, fast_compile, mesh,
+                                   config.get('compute_dtype', 'float32'))
     compile_s0 = train_chunk.compile_s
     run_s = 0.0  # time in training calls, compilation excluded.
     pending: dict[str, list[np.ndarray]] = {}

@@ -32,8 +32,10 @@ Only the `params` collection is ever generated. Other collections (Linen's
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
@@ -62,9 +64,32 @@ def path_str(path: tuple[Any, ...]) -> str:
   return '/'.join(parts)
 
 
+_COMPUTE_DTYPE: contextvars.ContextVar = contextvars.ContextVar('hypernet_compute_dtype',
+                                                               default=None)
+
+
+@contextlib.contextmanager
+def compute_dtype(dtype: Any) -> Iterator[None]:
+  """Mixed precision: within the block, floating leaves may also have `dtype`.
+
+  Used by `hypernet.meta.make_meta_step(compute_dtype=...)`, which casts float32 master
+  weights to e.g. bfloat16 for the forward and backward passes; parameter trees checked
+  against a float32 spec (`check_tree_matches_spec`, hence `Target.apply`) then accept
+  the cast copies. Read at trace time; shapes and structure are checked as always.
+  """
+  token = _COMPUTE_DTYPE.set(None if dtype is None else jnp.dtype(dtype))
+  try:
+    yield
+  finally:
+    _COMPUTE_DTYPE.reset(token)
+
+
 def check_tree_matches_spec(tree: PyTree, spec: PyTree, name: str,
                             batch_dims: int = 0) -> None:
   """Raises a ValueError naming `name` unless `tree` has exactly `spec`'s structure.
+
+  Dtypes must match exactly, except inside `compute_dtype(d)`, where a floating leaf of
+  the spec may also be `d`.
 
   Args:
     tree: the pytree to check (arrays or `ShapeDtypeStruct`s).
@@ -84,11 +109,14 @@ def check_tree_matches_spec(tree: PyTree, spec: PyTree, name: str,
         f'{want}, received {got} (missing {missing}, unexpected {extra}).')
   flat_tree = jax.tree_util.tree_flatten_with_path(tree)[0]
   flat_spec = jax.tree.leaves(spec)
+  low = _COMPUTE_DTYPE.get()
   for (path, leaf), want in zip(flat_tree, flat_spec):
     shape = tuple(np.shape(leaf))
     dtype = jnp.result_type(leaf)
     lead, rest = shape[:batch_dims], shape[batch_dims:]
-    if len(lead) != batch_dims or rest != tuple(want.shape) or dtype != want.dtype:
+    dtype_ok = dtype == want.dtype or (
+        low is not None and dtype == low and jnp.issubdtype(want.dtype, jnp.floating))
+    if len(lead) != batch_dims or rest != tuple(want.shape) or not dtype_ok:
       raise ValueError(
           f'{name}: leaf {path_str(path)!r} expected shape '
           f'{("<batch>",) * batch_dims + tuple(want.shape)} dtype {want.dtype}, '

@@ -94,6 +94,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Split each meta-batch over the devices (hypernet.parallel): None shards when there is more
   # than one device; meta_batch_size must then be a multiple of the device count.
   config.shard_tasks = ml_collections.config_dict.placeholder(bool)  # None, True or False
+  # 'bfloat16': meta-gradients in bfloat16, float32 master weights and Adam (evaluation float32).
+  config.compute_dtype = 'float32'
 
   # Evaluation on held-out tasks (a key never used in training); the same tasks and query
   # points for every K (the K-shot support set is the first K of max(shots) points).

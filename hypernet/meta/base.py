@@ -15,7 +15,8 @@ Around it, for batches of tasks (leading task axis `[T, ...]`):
 * `meta_loss(learner, meta_params, tasks)`: `jax.vmap(task_loss)` over tasks, averaged;
 * `make_meta_step(learner, tx, mesh=None)`: `meta_step(state, tasks) -> (state, metrics)`,
   jitted once with the state donated; with a `mesh` (`hypernet.parallel.task_mesh`) the
-  task axis is sharded over its devices and the state replicated;
+  task axis is sharded over its devices and the state replicated; `compute_dtype='bfloat16'`
+  computes in bfloat16 with float32 master weights;
 * `evaluate(learner, meta_params, tasks, steps)`: per-task query loss (and
   accuracy for classification) after each number of inner steps in `steps`,
   which may differ from training.
@@ -35,6 +36,7 @@ import jax.numpy as jnp
 import optax
 
 from hypernet import parallel
+from hypernet import target as target_lib
 from hypernet.meta import losses
 from hypernet.target import PyTree
 from hypernet.tasks.base import Task
@@ -114,8 +116,26 @@ def init_state(learner: MetaLearner, tx: optax.GradientTransformation,
   return TrainState(jnp.zeros((), jnp.int32), meta_params, tx.init(meta_params))
 
 
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+
+def cast_floating(tree: PyTree, dtype: Any) -> PyTree:
+  """`tree` with every floating-point leaf cast to `dtype` (integer leaves unchanged)."""
+  return jax.tree.map(
+      lambda a: a.astype(dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a, tree)
+
+
+def _check_compute_dtype(compute_dtype: Any) -> Any:
+  if compute_dtype is None:
+    return None
+  if str(compute_dtype) not in COMPUTE_DTYPES:
+    raise ValueError(f'compute_dtype: expected None or one of {COMPUTE_DTYPES}, received '
+                     f'{compute_dtype!r}.')
+  return None if str(compute_dtype) == 'float32' else jnp.dtype(str(compute_dtype))
+
+
 def make_meta_step(learner: MetaLearner, tx: optax.GradientTransformation,
-                   mesh: jax.sharding.Mesh | None = None):
+                   mesh: jax.sharding.Mesh | None = None, compute_dtype: str | None = None):
   """`meta_step(state, tasks) -> (state, metrics)`, jitted, the state donated.
 
   Args:
@@ -125,14 +145,29 @@ def make_meta_step(learner: MetaLearner, tx: optax.GradientTransformation,
       tasks (leaves `[T, ...]`, `T` a multiple of the mesh size) are sharded over its
       devices and the returned state is replicated (pass it in replicated:
       `hypernet.parallel.replicate`). None: no sharding annotations (one device).
+    compute_dtype: None or 'float32' (plain), or 'bfloat16': mixed precision. The
+      meta-gradient is computed with the meta-parameters and the tasks' floating leaves
+      cast to bfloat16 (forward, inner loop and backward in bfloat16); the master
+      meta-parameters, their gradient (cast back) and the optimiser state stay float32,
+      and the metrics are returned as float32.
 
   `metrics` holds the batch's mean query loss (before the update) and the
   global norm of the meta-gradient.
   """
 
+  low = _check_compute_dtype(compute_dtype)
+
   def meta_step(state: TrainState, tasks: Task) -> tuple[TrainState, dict[str, jax.Array]]:
     tasks = parallel.constrain_tasks(tasks, mesh)
-    grads, metrics = learner.meta_grad(state.meta_params, tasks)
+    if low is None:
+      grads, metrics = learner.meta_grad(state.meta_params, tasks)
+    else:
+      # d/dp L(cast(p)) is the cast-back gradient with respect to the cast copy.
+      with target_lib.compute_dtype(low):
+        low_grads, metrics = learner.meta_grad(cast_floating(state.meta_params, low),
+                                               cast_floating(tasks, low))
+      grads = jax.tree.map(lambda g, p: g.astype(p.dtype), low_grads, state.meta_params)
+      metrics = cast_floating(metrics, jnp.float32)
     updates, opt_state = tx.update(grads, state.opt_state, state.meta_params)
     meta_params = optax.apply_updates(state.meta_params, updates)
     metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
