@@ -2,14 +2,23 @@
 
 `inner_sgd` runs `num_steps` steps of (per-parameter) SGD on a support loss in
 `jax.lax.scan`. The meta-gradient flows through the steps (second order) unless
-`first_order=True` (the gradient is taken as a constant, FOMAML); with
-`remat=True` each step is rematerialised (`jax.checkpoint`), so the backward
-pass stores only the step's inputs: memory grows with the step count by one
-parameter set per step instead of every intermediate activation.
+`first_order=True` (the gradient is taken as a constant, FOMAML). Memory of
+the second-order backward pass, for `n` steps (`remat=`):
+
+* `False`: every step's intermediate activations are stored: O(n) activation sets.
+* `True` (or `'step'`): each step is rematerialised (`jax.checkpoint`), so the
+  backward pass stores only the step's inputs: one parameter set per step
+  (still linear in `n`, with a slope of the parameter size instead of the
+  activations') plus one step's activations; about one more forward pass.
+* `'nested'`: two-level checkpointing, `ceil(sqrt(n))` steps per block: the
+  backward pass stores one parameter set per block and, while it recomputes a
+  block, one per step of that block: O(sqrt(n)) parameter sets plus one step's
+  activations; about two more forward passes.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
@@ -17,10 +26,12 @@ import jax.numpy as jnp
 
 from hypernet.target import PyTree
 
+REMAT_MODES = (False, True, 'step', 'nested')
+
 
 def inner_sgd(loss_fn: Callable[[PyTree], jax.Array], params: PyTree, lr: float | PyTree,
               num_steps: int, *, first_order: bool = False,
-              remat: bool = False) -> tuple[PyTree, jax.Array]:
+              remat: bool | str = False) -> tuple[PyTree, jax.Array]:
   """`num_steps` SGD steps on `loss_fn` from `params`.
 
   Args:
@@ -29,13 +40,17 @@ def inner_sgd(loss_fn: Callable[[PyTree], jax.Array], params: PyTree, lr: float 
     lr: a scalar, or a pytree like `params` (Meta-SGD's per-parameter rates).
     num_steps: a Python int >= 0 (static).
     first_order: stop the gradient of each step's gradient (FOMAML).
-    remat: rematerialise each step in the backward pass.
+    remat: False, True (= 'step': rematerialise each step) or 'nested' (blocks of
+      `ceil(sqrt(num_steps))` steps, each block and each step rematerialised); see
+      the module docstring.
 
   Returns:
     `(adapted params, losses [num_steps])`, the support loss before each step.
   """
   if not isinstance(num_steps, int) or num_steps < 0:
     raise ValueError(f'num_steps: expected an integer >= 0, received {num_steps!r}.')
+  if remat not in REMAT_MODES:
+    raise ValueError(f'remat: expected one of {REMAT_MODES}, received {remat!r}.')
   per_param = not isinstance(lr, (int, float)) and not (hasattr(lr, 'ndim') and lr.ndim == 0)
 
   def step(p, _):
@@ -52,4 +67,19 @@ def inner_sgd(loss_fn: Callable[[PyTree], jax.Array], params: PyTree, lr: float 
     step = jax.checkpoint(step)
   if num_steps == 0:
     return params, jnp.zeros((0,))
-  return jax.lax.scan(step, params, None, length=num_steps)
+  if remat != 'nested':
+    return jax.lax.scan(step, params, None, length=num_steps)
+
+  size = math.isqrt(num_steps - 1) + 1  # ceil(sqrt(n)) steps per block
+  num_blocks, rest = divmod(num_steps, size)
+
+  @jax.checkpoint
+  def block(p, _):
+    return jax.lax.scan(step, p, None, length=size)
+
+  params, losses = jax.lax.scan(block, params, None, length=num_blocks)  # [B, size]
+  losses = losses.reshape(-1)
+  if rest:
+    params, tail = jax.lax.scan(step, params, None, length=rest)
+    losses = jnp.concatenate([losses, tail])
+  return params, losses

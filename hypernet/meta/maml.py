@@ -35,12 +35,13 @@ class MAML(MetaLearner):
     target: the `Target`.
     inner_lr: inner SGD step size.
     first_order: FOMAML.
-    remat: rematerialise inner steps.
+    remat: False, True (rematerialise each inner step) or 'nested' (O(sqrt(steps)) memory);
+      see `hypernet.meta.inner`.
   """
   target: Target | None = None
   inner_lr: float = 0.01
   first_order: bool = False
-  remat: bool = False
+  remat: bool | str = False
 
   def __post_init__(self):
     super().__post_init__()

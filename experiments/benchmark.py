@@ -1,0 +1,340 @@
+r"""Performance benchmark: `python -m experiments.benchmark`.
+
+    python -m experiments.benchmark                                   # every workload + memory
+    python -m experiments.benchmark --workloads=W1,W3 --windows=5
+    python -m experiments.benchmark --readme=README.md                # also rewrite the table
+
+For each workload of `experiments.benchmark_workloads` (W1 sinusoid MAML, W2 Omniglot
+Conv-4 MAML, W3 task-embedding hypernetwork and its chunked variant, W4 each
+hypernetwork meta-learner; `W1-bf16`), the library's meta-step and, where there is one,
+a minimal hand-written `jit(vmap(...))` reference of the same computation are measured
+in this process, one after the other:
+
+* `compile_s`: lowering and compiling the step (ahead of time, `jit(...).lower().compile()`);
+* `first_step_s`: the first call after compiling (allocation, transfers);
+* `steps_per_s`: the median over `--windows` timed windows, after warm-up; each window
+  runs as many steps as take about `--window_s` seconds and blocks on the result;
+* `memory_bytes`: XLA's compiled `memory_analysis()`: `temp + argument + output`
+  bytes (parameters, optimiser state and the batch included) and each part;
+  `process_max_rss_bytes`: the process's peak resident set so far (monotone over the run);
+* `flops_per_step` from the compiled `cost_analysis()` and the achieved `flops_per_s`;
+* `overhead`: library time per step / reference time per step (1.0: none).
+
+The `memory` section compiles the second-order meta-gradient of MAML for 1..50 inner
+steps (`--memory_steps`), plain, `remat=True` (each inner step rematerialised) and
+`remat='nested'` (blocks of sqrt(n) steps), and records the compiled peak
+(`temp + argument + output` bytes): compilation only, no timing. It writes
+`memory.png` next to the JSON.
+
+Outputs: the JSON (`--out`, default `workdirs/benchmark/<backend>.json`, written
+atomically), `memory.png`, a printed table, and with `--readme` the table between
+`<!-- results:benchmark:start -->` and `<!-- results:benchmark:end -->` in that file,
+naming the device. Timings depend on the machine's load: generate the README table on
+an idle machine.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from matplotlib.figure import Figure
+
+from experiments import benchmark_workloads as bw
+from experiments import train
+import hypernet as hn
+from hypernet import meta
+
+README_START = '<!-- results:benchmark:start -->'
+README_END = '<!-- results:benchmark:end -->'
+MEMORY_MODES = {'plain': False, 'remat': True, 'nested': 'nested'}
+DEFAULT_MEMORY_STEPS = (1, 2, 5, 10, 20, 30, 40, 50)
+MEMORY_MODELS = ('w1', 'w2')
+
+
+# ------------------------------------------------------------------ measuring one program
+def _cost(compiled) -> dict[str, float]:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older JAX: one dict per computation
+    cost = cost[0] if cost else {}
+  return dict(cost or {})
+
+
+def memory_bytes(compiled) -> dict[str, int]:
+  """`{'temp', 'argument', 'output', 'alias', 'peak'}` bytes of a compiled program.
+
+  `peak = temp + argument + output`: what XLA allocates for one call, inputs and outputs
+  included (an upper bound when outputs alias donated inputs; `alias` says how much).
+  """
+  m = compiled.memory_analysis()
+  out = {'temp': int(m.temp_size_in_bytes), 'argument': int(m.argument_size_in_bytes),
+         'output': int(m.output_size_in_bytes), 'alias': int(m.alias_size_in_bytes)}
+  out['peak'] = out['temp'] + out['argument'] + out['output']
+  return out
+
+
+def _block(tree: Any) -> None:
+  jax.block_until_ready(tree)
+
+
+def measure(program: bw.Program, windows: int, window_s: float) -> dict[str, Any]:
+  """Compile time, first step, steps/s (median of `windows`), memory and FLOPs of a program.
+
+  Args:
+    program: the jitted step (state donated) and its state and batch.
+    windows: number of timed windows (>= 1).
+    window_s: target duration of a window in seconds (> 0); the number of steps per
+      window is fixed from the warm-up.
+  """
+  t0 = time.perf_counter()
+  compiled = program.step.lower(program.state, program.batch).compile()
+  compile_s = time.perf_counter() - t0
+  state, batch = program.state, program.batch
+  t0 = time.perf_counter()
+  state, metrics = compiled(state, batch)
+  _block((state, metrics))
+  first_step_s = time.perf_counter() - t0
+
+  # Warm-up: at least two steps and a quarter of a window, which also sizes the windows.
+  n, t0 = 0, time.perf_counter()
+  while n < 2 or time.perf_counter() - t0 < window_s / 4:
+    state, metrics = compiled(state, batch)
+    _block(state)
+    n += 1
+  per_step = (time.perf_counter() - t0) / n
+  steps = max(1, round(window_s / per_step))
+  rates = []
+  for _ in range(windows):
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      state, metrics = compiled(state, batch)
+    _block((state, metrics))
+    rates.append(steps / (time.perf_counter() - t0))
+  loss = float(np.asarray(metrics['loss']))
+  rate = statistics.median(rates)
+  flops = _cost(compiled).get('flops')
+  return {
+      'compile_s': compile_s, 'first_step_s': first_step_s, 'steps_per_s': rate,
+      'window_steps_per_s': rates, 'steps_per_window': steps,
+      'memory_bytes': memory_bytes(compiled),
+      'process_max_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+      'flops_per_step': float(flops) if flops is not None else None,
+      'flops_per_s': float(flops) * rate if flops is not None else None,
+      'final_loss': loss,
+  }
+
+
+def run_workload(name: str, windows: int, window_s: float) -> dict[str, Any]:
+  """The library program of workload `name` and its reference, measured one after the other."""
+  w = bw.WORKLOADS[name]
+  out = {'description': w.description, 'library': measure(w.library(), windows, window_s)}
+  if w.reference is not None:
+    ref = measure(w.reference(), windows, window_s)
+    out['reference'] = ref
+    out['overhead'] = ref['steps_per_s'] / out['library']['steps_per_s']
+  else:
+    out['reference'], out['overhead'] = None, None
+  return out
+
+
+# ------------------------------------------------------------------ memory vs inner steps
+def memory_program(model: str, num_steps: int, remat: bool | str, meta_batch: int | None = None):
+  """(jitted MAML meta-gradient, meta-params, tasks) for the memory curve.
+
+  Args:
+    model: 'w1' (W1's MLP and sinusoid tasks) or 'w2' (W2's Conv-4 and episodes).
+    num_steps: inner SGD steps (second order).
+    remat: `inner_sgd`'s `remat` (False, True or 'nested').
+    meta_batch: tasks per batch (default: the workload's).
+  """
+  if model == 'w1':
+    target, tasks, loss, lr = bw.sinusoid_target(), bw.sinusoid_tasks(meta_batch or 25), 'mse', 0.01
+  elif model == 'w2':
+    target = hn.Target.from_linen(bw.Conv4(), jnp.zeros((1, 28, 28, 1)), key=jax.random.key(0))
+    tasks, loss, lr = bw.omniglot_tasks(meta_batch or 32), 'xent', 0.4
+  else:
+    raise ValueError(f'model: expected one of {MEMORY_MODELS}, received {model!r}.')
+  learner = meta.MAML(target=target, loss=loss, inner_lr=lr, inner_steps=num_steps, remat=remat)
+  return jax.jit(learner.meta_grad), learner.init(jax.random.key(1)), tasks
+
+
+def memory_curve(model: str, steps: Sequence[int], modes: Sequence[str] = tuple(MEMORY_MODES),
+                 meta_batch: int | None = None) -> dict[str, Any]:
+  """Compiled peak bytes of the meta-gradient for each inner step count and remat mode.
+
+  Returns:
+    `{'model', 'steps': [n], 'peak_bytes': {mode: [n]}, 'temp_bytes': {mode: [n]},
+    'compile_s': {mode: [n]}}`.
+  """
+  for mode in modes:
+    if mode not in MEMORY_MODES:
+      raise ValueError(f'modes: expected names in {tuple(MEMORY_MODES)}, received {mode!r}.')
+  out = {'model': model, 'steps': [int(s) for s in steps], 'peak_bytes': {}, 'temp_bytes': {},
+         'compile_s': {}}
+  for mode in modes:
+    for key in ('peak_bytes', 'temp_bytes', 'compile_s'):
+      out[key][mode] = []
+    for n in steps:
+      fn, params, tasks = memory_program(model, int(n), MEMORY_MODES[mode], meta_batch)
+      t0 = time.perf_counter()
+      compiled = fn.lower(params, tasks).compile()
+      out['compile_s'][mode].append(time.perf_counter() - t0)
+      m = memory_bytes(compiled)
+      out['peak_bytes'][mode].append(m['peak'])
+      out['temp_bytes'][mode].append(m['temp'])
+  return out
+
+
+def plot_memory(path: str, curve: dict[str, Any], device: str) -> None:
+  """`memory.png`: compiled peak memory (MiB) against inner steps, one line per mode."""
+  fig = Figure(figsize=(6, 4), layout='constrained')
+  ax = fig.subplots()
+  labels = {'plain': 'plain (every activation kept)', 'remat': 'remat=True (each step)',
+            'nested': "remat='nested' (sqrt blocks)"}
+  for mode, values in curve['peak_bytes'].items():
+    ax.plot(curve['steps'], np.asarray(values) / 2**20, marker='o', label=labels.get(mode, mode))
+  ax.set(xlabel='inner SGD steps (second order)', ylabel='compiled peak memory (MiB)',
+         title=f'MAML meta-gradient, {curve["model"].upper()} shapes ({device})')
+  ax.legend(fontsize='small')
+  train.save_figure(fig, path)
+
+
+# ------------------------------------------------------------------ tables and README
+def device_name() -> str:
+  d = jax.devices()[0]
+  kind = getattr(d, 'device_kind', d.platform)
+  if d.platform == 'cpu':
+    kind = f'{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores'
+  return f'{jax.device_count()} x {d.platform.upper()} ({kind})'
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+  if x is None:
+    return '—'
+  if x == 0 or not np.isfinite(x):
+    return str(x)
+  return f'{x:.{digits}g}' if abs(x) < 10 ** digits else f'{x:,.0f}'
+
+
+def table(results: dict[str, Any]) -> str:
+  """The markdown tables (speed per workload; memory per inner step count) of `results`."""
+  lines = [f'Device: {results["device"]}; jax {results["jax_version"]}; '
+           f'{results["windows"]} windows of ~{results["window_s"]} s; generated '
+           f'{results["date"]} by `python -m experiments.benchmark`.', '',
+           '| workload | steps/s | reference steps/s | overhead (lib/ref time per step) | compile s '
+           '| peak MiB (XLA) | GFLOP/step | GFLOP/s |',
+           '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
+  for name, r in results['workloads'].items():
+    lib, ref = r['library'], r['reference']
+    flops = lib['flops_per_step']
+    lines.append(
+        f'| {name} | {_fmt(lib["steps_per_s"])} | {_fmt(ref["steps_per_s"]) if ref else "—"} '
+        f'| {_fmt(r["overhead"]) if r["overhead"] else "—"} | {_fmt(lib["compile_s"])} '
+        f'| {_fmt(lib["memory_bytes"]["peak"] / 2**20)} '
+        f'| {_fmt(flops / 1e9 if flops else None)} '
+        f'| {_fmt(lib["flops_per_s"] / 1e9 if lib["flops_per_s"] else None)} |')
+  mem = results.get('memory')
+  if mem:
+    modes = list(mem['peak_bytes'])
+    lines += ['', f'Compiled peak memory (MiB) of the second-order MAML meta-gradient, '
+              f'{mem["model"].upper()} shapes, by inner steps:', '',
+              '| inner steps | ' + ' | '.join(modes) + ' |',
+              '| ---: | ' + ' | '.join('---:' for _ in modes) + ' |']
+    for i, n in enumerate(mem['steps']):
+      lines.append(f'| {n} | ' + ' | '.join(_fmt(mem['peak_bytes'][m][i] / 2**20)
+                                           for m in modes) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def replace_readme_section(path: str, text: str) -> None:
+  """Replaces what lies between the benchmark markers in `path` with `text` (atomically)."""
+  with open(path) as f:
+    content = f.read()
+  start, end = content.find(README_START), content.find(README_END)
+  if start < 0 or end < start:
+    raise ValueError(f'readme: expected {README_START!r} followed by {README_END!r} in '
+                     f'{path!r}, found {"neither" if start < 0 and end < 0 else "one of them"}.')
+  content = content[:start + len(README_START)] + '\n' + text + content[end:]
+  train.write_text(path, content)
+
+
+# ------------------------------------------------------------------ the run
+def run(workloads: Sequence[str], windows: int, window_s: float, out: str,
+        memory_model: str | None = 'w2', memory_steps: Sequence[int] = DEFAULT_MEMORY_STEPS,
+        readme: str | None = None) -> dict[str, Any]:
+  """Measures `workloads` (and the memory curve unless `memory_model` is None), writes the
+  JSON to `out` (and `memory.png` beside it), optionally the README table; returns the
+  results."""
+  unknown = [w for w in workloads if w not in bw.WORKLOADS]
+  if unknown:
+    raise ValueError(f'workloads: expected names in {tuple(bw.WORKLOADS)}, received {unknown}.')
+  if not isinstance(windows, int) or windows < 1:
+    raise ValueError(f'windows: expected a positive integer, received {windows!r}.')
+  if not window_s > 0:
+    raise ValueError(f'window_s: expected a positive number of seconds, received {window_s!r}.')
+  if memory_model is not None and memory_model not in MEMORY_MODELS:
+    raise ValueError(f'memory_model: expected one of {MEMORY_MODELS} or none, received '
+                     f'{memory_model!r}.')
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  results = {'device': device_name(), 'backend': jax.default_backend(),
+             'jax_version': jax.__version__, 'windows': windows, 'window_s': window_s,
+             'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+             'load_average': list(os.getloadavg()), 'workloads': {}}
+  for name in workloads:
+    print(f'{name}: {bw.WORKLOADS[name].description} ...', flush=True)
+    results['workloads'][name] = r = run_workload(name, windows, window_s)
+    ref = r['reference']
+    print(f'  {r["library"]["steps_per_s"]:.4g} steps/s (compile {r["library"]["compile_s"]:.1f} s)'
+          + (f'; reference {ref["steps_per_s"]:.4g} steps/s, overhead {r["overhead"]:.3f}'
+             if ref else ''), flush=True)
+    train.write_json(out, results)  # after each workload: a long run leaves partial results
+  if memory_model is not None:
+    print(f'memory: {memory_model} shapes, inner steps {list(memory_steps)} ...', flush=True)
+    results['memory'] = memory_curve(memory_model, memory_steps)
+    plot_memory(os.path.join(os.path.dirname(os.path.abspath(out)), 'memory.png'),
+                results['memory'], results['device'])
+  train.write_json(out, results)
+  text = table(results)
+  print(text)
+  if readme:
+    replace_readme_section(readme, text)
+  return results
+
+
+def _define_flags() -> None:
+  flags.DEFINE_list('workloads', list(bw.WORKLOADS), f'Workloads to run, of {list(bw.WORKLOADS)}.')
+  flags.DEFINE_integer('windows', 5, 'Timed windows per program (the median is reported).')
+  flags.DEFINE_float('window_s', 2.0, 'Approximate seconds per timed window.')
+  flags.DEFINE_string('out', None, 'JSON path (default workdirs/benchmark/<backend>.json).')
+  flags.DEFINE_string('memory_model', 'w2', "Shapes of the memory curve: 'w1', 'w2' or 'none'.")
+  flags.DEFINE_list('memory_steps', [str(s) for s in DEFAULT_MEMORY_STEPS],
+                    'Inner step counts of the memory curve.')
+  flags.DEFINE_string('readme', None, 'Markdown file whose benchmark section is replaced.')
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}.')
+  f = flags.FLAGS
+  out = f.out or os.path.join('workdirs', 'benchmark', f'{jax.default_backend()}.json')
+  try:
+    steps = [int(s) for s in f.memory_steps]
+  except ValueError as e:
+    raise app.UsageError(f'--memory_steps: expected integers, received {f.memory_steps}.') from e
+  model = None if f.memory_model.lower() == 'none' else f.memory_model
+  run(f.workloads, f.windows, f.window_s, out, model, steps, f.readme)
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)

@@ -1,0 +1,81 @@
+"""`python -m experiments.benchmark` on few, short windows of W1 and W3; the memory curve.
+
+Speed is only measured here, never asserted: the checks are on the fields and that the
+values are finite and positive. The memory assertions are on XLA's compiled sizes, which
+do not depend on the machine's load.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments import benchmark
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _positive(x):
+  return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_module_writes_json_and_readme_table(tmp_path):
+  readme = tmp_path / 'README.md'
+  readme.write_text(f'# x\nbefore\n{benchmark.README_START}\nold table\n'
+                    f'{benchmark.README_END}\nafter\n')
+  out = tmp_path / 'bench' / 'cpu.json'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.benchmark', '--workloads=W1,W3', '--windows=2',
+       '--window_s=0.05', '--memory_model=none', f'--out={out}', f'--readme={readme}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu'))
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  results = json.loads(out.read_text())
+  assert results['backend'] == 'cpu' and 'CPU' in results['device']
+  assert list(results['workloads']) == ['W1', 'W3']
+  for name, r in results['workloads'].items():
+    assert _positive(r['overhead']), name
+    for side in ('library', 'reference'):
+      m = r[side]
+      for key in ('compile_s', 'first_step_s', 'steps_per_s', 'flops_per_step', 'flops_per_s',
+                  'process_max_rss_bytes', 'final_loss'):
+        assert _positive(m[key]), (name, side, key, m[key])
+      assert len(m['window_steps_per_s']) == 2 and all(map(_positive, m['window_steps_per_s']))
+      mem = m['memory_bytes']
+      assert mem['peak'] == mem['temp'] + mem['argument'] + mem['output'] > 0
+    # the library and the reference compute the same thing: the same FLOPs within 25%
+    ratio = r['library']['flops_per_step'] / r['reference']['flops_per_step']
+    assert 0.75 < ratio < 1.25, (name, ratio)
+  # W3's parameters and Adam state (~9M values, 3 copies) are in the arguments.
+  assert results['workloads']['W3']['library']['memory_bytes']['argument'] > 3 * 9e6 * 4
+  text = readme.read_text()
+  assert text.startswith('# x\nbefore\n') and text.endswith(f'{benchmark.README_END}\nafter\n')
+  assert 'old table' not in text and '| W1 |' in text and '| W3 |' in text
+  assert results['device'] in text
+
+
+def test_bad_arguments_name_themselves(tmp_path):
+  with pytest.raises(ValueError, match=r"workloads: .*\['W9'\]"):
+    benchmark.run(['W9'], 1, 0.1, str(tmp_path / 'a.json'))
+  with pytest.raises(ValueError, match='windows'):
+    benchmark.run(['W1'], 0, 0.1, str(tmp_path / 'a.json'))
+  readme = tmp_path / 'R.md'
+  readme.write_text('no markers\n')
+  with pytest.raises(ValueError, match='readme: expected'):
+    benchmark.replace_readme_section(str(readme), 'table')
+
+
+def test_remat_bounds_the_memory_of_the_second_order_inner_loop():
+  """Compiled peak of MAML's meta-gradient on W1's shapes at 1, 4 and 16 inner steps."""
+  curve = benchmark.memory_curve('w1', (1, 4, 16))
+  plain, remat, nested = (curve['peak_bytes'][m] for m in ('plain', 'remat', 'nested'))
+  assert plain[0] < plain[1] < plain[2]  # plain keeps every step's activations
+  assert remat[2] < plain[2] and nested[2] < plain[2]
+  assert remat[2] - remat[0] < 0.8 * (plain[2] - plain[0])  # a smaller slope
+  # Nested checkpointing grows sub-linearly: 12 more steps (4 -> 16) cost less than
+  # 4 times what 3 more steps (1 -> 4) cost, which linear growth would.
+  assert nested[2] - nested[1] < 4 * (nested[1] - nested[0])
+  assert nested[2] < remat[2]
