@@ -1,0 +1,454 @@
+r"""Continual learning with task-conditioned hypernetworks (von Oswald et al., ICLR 2020).
+
+    python -m experiments.continual --config=experiments/configs/continual.py:benchmark=permuted_mnist,method=hnet
+    python -m experiments.continual --config=experiments/configs/continual.py:benchmark=split_mnist,method=ewc \
+        --workdir=workdirs/continual/split_mnist_ewc
+
+Tasks are learned one after the other (`experiments.configs.continual` lists benchmarks and
+methods); after each task the test accuracy on every task is measured with the task identity
+given (task-incremental), filling column `j` of the accuracy matrix `acc[i, j]` (task `i` after
+training task `j`). Outputs in the workdir (default `workdirs/continual/<benchmark>_<method>`):
+
+* `config.json` (before the first step; a workdir holding another config is refused, see
+  `experiments.train.prepare_workdir`), `metrics.jsonl` (training loss per log step),
+* orbax checkpoints after every task: a rerun resumes after the last finished task and ends
+  with exactly the result of an uninterrupted run,
+* `accuracy_matrix.md` and `accuracy_matrix.png` (heatmap),
+* `results.json`: the matrix, the final average accuracy and backward transfer as
+  `{"mean", "ci95", "n"}` (`n` = seeds run, here 1: ci95 is NaN, as in
+  `experiments.train.summary`), the final per-task accuracies summarised over tasks, the
+  trainable parameter count and the compression ratio (trainable / target parameters), and,
+  with `eval.infer_task`, the accuracy when the task is inferred by lowest predictive entropy.
+
+Randomness: one root `jax.random.key(config.seed)` split into `init`, `train`, `fisher`;
+the batch of step `s` of task `t` is drawn with `fold_in(fold_in(train_key, t), s)`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import app, flags, logging
+from matplotlib.figure import Figure
+
+import hypernet
+from hypernet import continual as cl
+from experiments import train
+from experiments.configs import continual as configs
+from experiments.continual_data import Benchmark, load_benchmark, num_classes
+
+HNET_KINDS = ('full', 'chunked')
+LR_SCHEDULES = ('constant', 'cosine')
+
+
+# ------------------------------------------------------------------ config
+def _fail(key: str, expected: str, value: Any) -> None:
+  raise ValueError(f'config.{key}: expected {expected}, received {value!r}.')
+
+
+def _check_int(config, key: str, minimum: int = 1) -> None:
+  value = config
+  for part in key.split('.'):
+    value = value[part]
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    _fail(key, f'an integer >= {minimum}', value)
+
+
+def _check_float(config, key: str, positive: bool = False) -> None:
+  value = config
+  for part in key.split('.'):
+    value = value[part]
+  ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+  if not ok or value < 0 or (positive and value == 0):
+    _fail(key, 'a finite number ' + ('> 0' if positive else '>= 0'), value)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises a ValueError naming the key, the expected and the received value."""
+  if config.benchmark not in configs.BENCHMARKS:
+    _fail('benchmark', f'one of {configs.BENCHMARKS}', config.benchmark)
+  if config.method not in configs.METHODS:
+    _fail('method', f'one of {configs.METHODS}', config.method)
+  for key in ('data.num_tasks', 'train.steps_per_task', 'train.batch_size',
+              'train.steps_per_call', 'train.log_every'):
+    _check_int(config, key)
+  for key in ('data.max_train_per_task', 'data.max_test_per_task'):
+    _check_int(config, key, minimum=0)
+  _check_float(config, 'train.learning_rate', positive=True)
+  if config.train.lr_schedule not in LR_SCHEDULES:
+    _fail('train.lr_schedule', f'one of {LR_SCHEDULES}', config.train.lr_schedule)
+  if not config.benchmark.startswith('permuted') and config.data.num_tasks > 5:
+    _fail('data.num_tasks', 'at most 5 for a split benchmark (5 digit pairs)',
+          config.data.num_tasks)
+  if config.train.steps_per_task % config.train.steps_per_call:
+    _fail('train.steps_per_call', f'a divisor of train.steps_per_task='
+          f'{config.train.steps_per_task}', config.train.steps_per_call)
+  hidden = config.target.hidden
+  if not isinstance(hidden, (tuple, list)) or not all(
+      isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
+    _fail('target.hidden', 'a tuple of positive integers', hidden)
+  if config.method.startswith('hnet'):
+    if config.hnet.kind not in HNET_KINDS:
+      _fail('hnet.kind', f'one of {HNET_KINDS}', config.hnet.kind)
+    _check_int(config, 'hnet.emb_dim')
+    _check_float(config, 'hnet.beta')
+    _check_float(config, 'hnet.lookahead_lr')
+    if config.hnet.kind == 'chunked':
+      if 'chunk_size' not in config.hnet:
+        _fail('hnet.kind', "'full' for method hnet (the chunk keys live in "
+              "method=hnet_chunked's config)", config.hnet.kind)
+      _check_int(config, 'hnet.chunk_size')
+      _check_int(config, 'hnet.chunk_emb_dim')
+  if config.method in ('ewc', 'online_ewc'):
+    _check_float(config, 'ewc.strength')
+    _check_int(config, 'ewc.fisher_samples')
+    if config.ewc.fisher_samples % 100:
+      _fail('ewc.fisher_samples', 'a multiple of 100', config.ewc.fisher_samples)
+    if config.method == 'online_ewc':
+      _check_float(config, 'ewc.gamma')
+
+
+# ------------------------------------------------------------------ the method
+class MLP(nn.Module):
+  """`x [N, D] -> logits [N, out]`, ReLU hidden layers."""
+  hidden: tuple[int, ...]
+  out: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for h in self.hidden:
+      x = nn.relu(nn.Dense(h)(x))
+    return nn.Dense(self.out)(x)
+
+
+def build_method(config: ml_collections.ConfigDict, input_dim: int) -> cl.ContinualMethod:
+  """The `ContinualMethod` of `config` on an MLP target with `input_dim` inputs."""
+  classes, tasks = num_classes(config.benchmark), config.data.num_tasks
+  hnet_method = config.method.startswith('hnet')
+  heads = tasks if (config.multi_head and not hnet_method) else 1
+  target = hypernet.Target.from_linen(MLP(tuple(config.target.hidden), heads * classes),
+                                      jnp.zeros((1, input_dim)), key=jax.random.key(0))
+  if hnet_method:
+    h = config.hnet
+    if h.kind == 'full':
+      module = hypernet.FullHypernet(target, h.emb_dim, hidden=tuple(h.hidden))
+    else:
+      module = hypernet.ChunkedHypernet(target, h.emb_dim, chunk_size=h.chunk_size,
+                                        chunk_emb_dim=h.chunk_emb_dim, hidden=tuple(h.hidden))
+    return cl.HnetMethod(target, module, tasks, h.emb_dim, h.beta, h.lookahead_lr)
+  penalty = {'finetune': 'none', 'ewc': 'ewc', 'online_ewc': 'online_ewc'}[config.method]
+  e = config.get('ewc', ml_collections.ConfigDict())
+  return cl.TargetMethod(target, tasks, classes, bool(config.multi_head), penalty,
+                         strength=e.get('strength', 0.0), gamma=e.get('gamma', 1.0),
+                         fisher_samples=e.get('fisher_samples', 1000))
+
+
+# ------------------------------------------------------------------ jitted pieces
+class Programs:
+  """The jitted functions of one method and batch size, compiled once per process."""
+
+  def __init__(self, method: cl.ContinualMethod, batch_size: int, learning_rate: float,
+               schedule: str, steps_per_task: int, fisher_samples: int, fast_compile: bool):
+    self.method = method
+    if schedule == 'cosine':  # restarts with each task's fresh optimiser state
+      learning_rate = optax.cosine_decay_schedule(learning_rate, steps_per_task)
+    tx = optax.adam(learning_rate)
+    self.tx = tx
+    opts = train.FAST_COMPILE if fast_compile else None
+
+    def sample(data: dict, task_id, key):  # one batch of one task
+      i = jax.random.randint(key, (batch_size,), 0, data['train_count'][task_id])
+      idx = data['train_idx'][task_id, i]
+      return data['x_train'][idx][:, data['perm'][task_id]], data['y_train'][idx]
+
+    def train_chunk(params, opt_state, memory, data, task_id, task_key, start, length):
+      """`length` Adam steps on task `task_id`; step `s` uses `fold_in(task_key, s)`."""
+      def body(carry, s):
+        params, opt_state = carry
+        x, y = sample(data, task_id, jax.random.fold_in(task_key, s))
+        grads, metrics = jax.grad(method.loss, has_aux=True)(params, memory, task_id, x, y)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        metrics['grad_norm'] = optax.tree.norm(grads)
+        return (optax.apply_updates(params, updates), opt_state), metrics
+      (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state),
+                                                  start + jnp.arange(length))
+      return params, opt_state, metrics
+
+    def end_task(params, memory, data, task_id, key):
+      i = jax.random.randint(jax.random.fold_in(key, 0), (fisher_samples,), 0,
+                             data['train_count'][task_id])
+      idx = data['train_idx'][task_id, i]
+      x = data['x_train'][idx][:, data['perm'][task_id]]
+      return method.end_task(params, memory, task_id, x, jax.random.fold_in(key, 1))
+
+    def test_inputs(data, task_id):
+      idx = data['test_idx'][task_id]
+      valid = jnp.arange(idx.shape[0]) < data['test_count'][task_id]
+      return data['x_test'][idx][:, data['perm'][task_id]], data['y_test'][idx], valid
+
+    def accuracy(params, data, task_id):
+      """Test accuracy on task `task_id`, its identity given."""
+      x, y, valid = test_inputs(data, task_id)
+      correct = jnp.argmax(method.predict(params, task_id, x), -1) == y
+      return jnp.sum(correct * valid) / jnp.sum(valid)
+
+    def inferred(params, data, task_id):
+      """`(accuracy, task-inference rate)` on task `task_id` with the task inferred by lowest
+      predictive entropy among all tasks; correct = right global class."""
+      x, y, valid = test_inputs(data, task_id)
+      tasks = jnp.arange(method.num_tasks)
+      logits = jax.vmap(lambda t: method.predict(params, t, x))(tasks)  # [T, M, C]
+      task, chosen = cl.entropy_task_inference(logits)
+      offset = data['class_offset']
+      correct = offset[task] + jnp.argmax(chosen, -1) == offset[task_id] + y
+      n = jnp.sum(valid)
+      return jnp.sum(correct * valid) / n, jnp.sum((task == task_id) * valid) / n
+
+    self.train_chunk = jax.jit(train_chunk, static_argnums=(7,), donate_argnums=(0, 1),
+                               compiler_options=opts)
+    self.end_task = jax.jit(end_task, compiler_options=opts)
+    self.accuracy = jax.jit(accuracy, compiler_options=opts)
+    self.inferred = jax.jit(inferred, compiler_options=opts)
+    self.init = jax.jit(method.init, compiler_options=opts)
+    self.init_memory = jax.jit(method.init_memory, compiler_options=opts)
+
+
+@functools.lru_cache(maxsize=8)
+def _programs(key_json: str) -> Programs:
+  key = json.loads(key_json)
+  config = ml_collections.ConfigDict(key['config'])
+  method = build_method(config, key['input_dim'])
+  fisher = config.ewc.fisher_samples if 'ewc' in config else 100
+  return Programs(method, config.train.batch_size, config.train.learning_rate,
+                  config.train.lr_schedule, config.train.steps_per_task, fisher,
+                  bool(config.fast_compile))
+
+
+def programs(config: ml_collections.ConfigDict, input_dim: int) -> Programs:
+  """`Programs` for `config`, cached on what they depend on (not the seed, the data subset,
+  logging or evaluation keys), so that reruns in one process reuse their compilations."""
+  kept = {k: v for k, v in json.loads(config.to_json()).items()
+          if k in ('method', 'target', 'multi_head', 'hnet', 'ewc', 'train', 'fast_compile')}
+  kept['train'] = {k: kept['train'][k] for k in ('batch_size', 'learning_rate', 'lr_schedule',
+                                                 'steps_per_task')}
+  kept['benchmark'] = config.benchmark  # the number of classes
+  kept['data'] = {'num_tasks': config.data.num_tasks}
+  return _programs(json.dumps({'config': kept, 'input_dim': input_dim}, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_benchmark(config_json: str) -> Benchmark:
+  return load_benchmark(ml_collections.ConfigDict(json.loads(config_json)))
+
+
+def benchmark_for(config: ml_collections.ConfigDict) -> Benchmark:
+  """The benchmark arrays of `config`, cached per (benchmark, seed, data) in this process."""
+  key = {'benchmark': config.benchmark, 'seed': config.seed, 'data': config.data.to_dict()}
+  return _cached_benchmark(json.dumps(key, sort_keys=True))
+
+
+# ------------------------------------------------------------------ outputs
+def accuracy_table(acc: np.ndarray) -> str:
+  """Markdown table of `acc [T, T]` in percent; entries of untrained tasks in italics."""
+  t = acc.shape[0]
+  lines = ['| task \\ after task | ' + ' | '.join(str(j) for j in range(t)) + ' |',
+           '| --- |' + ' ---: |' * t]
+  for i in range(t):
+    cells = [(f'{100 * acc[i, j]:.2f}' if i <= j else f'*{100 * acc[i, j]:.2f}*')
+             for j in range(t)]
+    lines.append(f'| {i} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def plot_accuracy_matrix(ax, acc: np.ndarray, title: str) -> None:
+  """Heatmap of `acc [T, T]` (percent annotated) on a matplotlib axis."""
+  t = acc.shape[0]
+  im = ax.imshow(100 * acc, vmin=50 if t and acc.min() >= 0.5 else 0, vmax=100, cmap='viridis')
+  for i in range(t):
+    for j in range(t):
+      ax.text(j, i, f'{100 * acc[i, j]:.0f}', ha='center', va='center', fontsize=7,
+              color='white' if acc[i, j] < 0.8 else 'black', alpha=1.0 if i <= j else 0.5)
+  ax.set(xlabel='after training task j', ylabel='accuracy on task i', title=title,
+         xticks=range(t), yticks=range(t))
+  return im
+
+
+# ------------------------------------------------------------------ the run
+def _data_arrays(bench: Benchmark) -> dict[str, jax.Array]:
+  return {k: jnp.asarray(v) for k, v in bench._asdict().items()}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Learns the tasks of `config` in sequence in `workdir` (resuming a run there).
+
+  Returns:
+    the contents of `results.json`.
+
+  Raises:
+    ValueError: an invalid config value (naming the key), or a workdir holding another run.
+    FloatingPointError: a training metric is not finite (naming task, step and metric).
+  """
+  validate_config(config)
+  train.prepare_workdir(config, workdir)
+  bench = benchmark_for(config)
+  prog = programs(config, bench.input_dim)
+  method, num_tasks = prog.method, config.data.num_tasks
+  steps = config.train.steps_per_task
+  init_key, train_key, fisher_key = jax.random.split(jax.random.key(config.seed), 3)
+  data = _data_arrays(bench)
+
+  params = prog.init(init_key)
+  state = {'params': params, 'memory': prog.init_memory(params),
+           'acc': jnp.zeros((num_tasks, num_tasks)), 'seconds': jnp.zeros(num_tasks)}
+  num_trainable = hypernet.count_params(params)
+  ratio = num_trainable / method.target.num_params
+  logging.info('%s on %s: %d trainable parameters (target %d, ratio %.3f); %d tasks x %d '
+               'steps.', config.method, config.benchmark, num_trainable,
+               method.target.num_params, ratio, num_tasks, steps)
+
+  ckpt_dir = os.path.abspath(os.path.join(workdir, train.CHECKPOINT_DIR))
+  manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
+      max_to_keep=2, create=True, enable_async_checkpointing=False))
+  metrics_path = os.path.join(workdir, train.METRICS_FILE)
+  try:
+    start_task = manager.latest_step() or 0
+    if start_task:
+      abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+      state = manager.restore(start_task, args=ocp.args.StandardRestore(abstract))
+      logging.info('resumed after task %d from %s.', start_task - 1, ckpt_dir)
+    records = []
+    if os.path.exists(metrics_path):  # keep the log lines of the tasks the checkpoint backs
+      with open(metrics_path) as f:
+        records = [r for r in map(json.loads, filter(str.strip, f)) if r['task'] < start_task]
+    train.write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in records))
+    acc = np.array(state['acc'])
+    seconds = np.array(state['seconds'])
+    params, memory = state['params'], state['memory']
+    total = num_tasks * steps
+    for task in range(start_task, num_tasks):
+      t_task = time.perf_counter()
+      task_id = jnp.asarray(task, jnp.int32)
+      task_key = jax.random.fold_in(train_key, task)
+      opt_state = prog.tx.init(params)  # fresh optimiser state per task
+      step, pending, t_log, run_s = 0, {}, time.perf_counter(), 0.0
+      while step < steps:
+        length = config.train.steps_per_call
+        params, opt_state, metrics = prog.train_chunk(params, opt_state, memory, data, task_id,
+                                                      task_key, jnp.asarray(step), length)
+        metrics = jax.device_get(metrics)
+        bad = {k: np.flatnonzero(~np.isfinite(v)) for k, v in metrics.items()}
+        bad = {k: v[0] for k, v in bad.items() if v.size}
+        if bad:
+          name = min(bad, key=lambda k: (bad[k], k != 'loss'))
+          raise FloatingPointError(
+              f'training metric {name!r} is {metrics[name][bad[name]]} (non-finite) at task '
+              f'{task}, step {step + bad[name] + 1} (config.train.learning_rate='
+              f'{config.train.learning_rate}).')
+        for k, v in metrics.items():
+          pending.setdefault(k, []).append(v)
+        step += length
+        if step % config.train.log_every < length or step == steps:
+          now = time.perf_counter()
+          n_done = sum(len(v) for v in pending['loss'])
+          rate = n_done / (now - t_log)
+          record = {'task': task, 'step': step, **{k: float(np.mean(np.concatenate(v)))
+                                                    for k, v in pending.items()},
+                    'steps_per_s': rate}
+          records.append(record)
+          train.write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in records))
+          left = total - (task * steps + step)
+          logging.info('task %d/%d step %5d/%d  loss %.4f  ce %.4f  reg %.4g  acc %.3f  '
+                       '%.0f steps/s  ETA %s', task + 1, num_tasks, step, steps, record['loss'],
+                       record['ce'], record['reg'], record['acc'], rate,
+                       datetime.timedelta(seconds=round(left / rate)))
+          pending, t_log = {}, now
+      memory = prog.end_task(params, memory, data, task_id, jax.random.fold_in(fisher_key, task))
+      column = [float(prog.accuracy(params, data, jnp.asarray(i, jnp.int32)))
+                for i in range(num_tasks)]
+      acc[:, task] = column
+      seconds[task] = time.perf_counter() - t_task
+      logging.info('after task %d: accuracy on tasks 0..%d: %s (%.1f s)', task, task,
+                   ' '.join(f'{100 * a:.2f}' for a in column[:task + 1]), seconds[task])
+      state = {'params': params, 'memory': memory, 'acc': jnp.asarray(acc),
+               'seconds': jnp.asarray(seconds)}
+      manager.save(task + 1, args=ocp.args.StandardSave(state))
+    manager.wait_until_finished()
+  finally:
+    manager.close()
+
+  results = {
+      'benchmark': config.benchmark, 'method': config.method, 'seed': config.seed,
+      'num_tasks': num_tasks, 'steps_per_task': steps,
+      'scenario': 'task-incremental (task identity given)',
+      'heads': ('generated per task' if config.method.startswith('hnet')
+                else 'one per task' if config.multi_head else 'one shared'),
+      'accuracy_matrix': acc.tolist(),
+      'final_avg_accuracy': train.summary([cl.average_accuracy(acc)]),
+      'bwt': train.summary([cl.backward_transfer(acc)]),
+      'final_accuracy_over_tasks': train.summary(acc[:, -1]),
+      'num_trainable_params': num_trainable,
+      'num_target_params': method.target.num_params,
+      'compression_ratio': ratio,
+      'train_time_s': float(seconds.sum()),
+      'resumed_after_task': start_task - 1 if start_task else None,
+  }
+  if config.eval.infer_task:
+    pairs = [prog.inferred(params, data, jnp.asarray(i, jnp.int32)) for i in range(num_tasks)]
+    results['inferred_task'] = {
+        'accuracy': train.summary([np.mean([float(a) for a, _ in pairs])]),
+        'task_inference_rate': train.summary([np.mean([float(r) for _, r in pairs])])}
+  train.write_text(os.path.join(workdir, 'accuracy_matrix.md'), accuracy_table(acc))
+  if config.plots:
+    fig = Figure(figsize=(1.0 + 0.55 * num_tasks, 0.5 + 0.5 * num_tasks), layout='constrained')
+    ax = fig.subplots()
+    im = plot_accuracy_matrix(ax, acc, f'{config.method} on {config.benchmark}: final avg '
+                              f'{100 * cl.average_accuracy(acc):.2f}%')
+    fig.colorbar(im, ax=ax, label='test accuracy (%)')
+    train.save_figure(fig, os.path.join(workdir, 'accuracy_matrix.png'))
+  train.write_json(os.path.join(workdir, train.RESULTS_FILE), results)  # last: complete.
+  return results
+
+
+def _define_flags() -> None:
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file(
+      'config', os.path.join(os.path.dirname(__file__), 'configs', 'continual.py'),
+      'Config file, optionally with `:benchmark=<name>,method=<name>` and variants, e.g. '
+      '`...continual.py:benchmark=split_mnist,method=hnet,smoke`.', lock_config=True)
+  flags.DEFINE_string('workdir', None,
+                      'Output directory (default ./workdirs/continual/<benchmark>_<method>).')
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}.')
+  config = flags.FLAGS.config
+  workdir = flags.FLAGS.workdir or os.path.join('workdirs', 'continual',
+                                                f'{config.benchmark}_{config.method}')
+  train.quiet_orbax_logs()
+  t0 = time.perf_counter()
+  r = train_and_evaluate(config, workdir)
+  print(f'{config.method} on {config.benchmark}: final average accuracy '
+        f'{100 * r["final_avg_accuracy"]["mean"]:.2f}%, BWT {100 * r["bwt"]["mean"]:.2f} points, '
+        f'{r["num_trainable_params"]:,} trainable parameters (compression ratio '
+        f'{r["compression_ratio"]:.3f}).\nDone in {time.perf_counter() - t0:.1f} s. Outputs in '
+        f'{os.path.abspath(workdir)}.')
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)
