@@ -13,14 +13,23 @@
 | `latent`         | `LatentAdaptation`             | `latent`, `hypernet`, `inner`    |
 | `hypermaml`      | `HyperMAML`                    | `encoder`, `hypernet`, `inner`, `delta_scale` |
 | `learned_update` | `LearnedUpdate`                | `rule`, `inner`                  |
+| `protonet`       | `ProtoNet` (classification)    | `ways`                           |
+| `hyperhead`      | `HyperHead` (classification)   | `ways`, `head`, `hypernet`, `inner` |
+
+For `protonet` and `hyperhead` the `target` is the shared embedding network (`x -> [n, D]`);
+for the others it is the whole network. Learners with a set encoder (`amortised`,
+`hypermaml`) read `config.input_shape`, the shape of ONE input example (default `(1,)`).
 
 Sub-dicts: `inner` {steps, lr, first_order, remat} (keys a learner has no use for may be
 absent; for `amortised`, `lr` is the step size of fine-tuning the generated parameters
 when evaluated after more than 0 steps); `encoder` {features, hidden, rho_hidden, pooling} -> `hypernet.SetEncoder`;
-`hypernet` {kind, hidden, head_init, init_scale, chunk_size} -> `FullHypernet` (`kind='full'`),
+`hypernet` {kind, hidden, head_init, init_scale, chunk_size, optional generate (glob
+patterns of the leaves to generate, e.g. `('Dense_0/*',)`: the head only)} -> `FullHypernet` (`kind='full'`),
 `ChunkedHypernet` ('chunked'), `PerTensorHypernet` ('per_tensor') or
 `ModulationHypernet(kind=...)` ('film', 'additive', 'multiplicative', 'lowrank');
-`latent` {dim, learn_init}; `rule` {hidden, leaf_emb_dim, init_scale} ->
+`latent` {dim, learn_init}; `head` {base} (`HyperHead`'s 'prototype' or 'none'; its
+hypernetwork is built from `hypernet` for `hypernet.meta.class_head_target(D)` with
+`cond_dim = 2 D`); `rule` {hidden, leaf_emb_dim, init_scale} ->
 `hypernet.WeightConditionedHypernet(use_grad=True)`.
 
 Below this function nothing reads the config: the learners take plain values and modules.
@@ -32,12 +41,17 @@ import flax.linen as nn
 import ml_collections
 
 import hypernet
+import jax
+import numpy as np
+
 from hypernet import meta
 from hypernet.meta import hyper
 
 GRADIENT_ALGOS = ('maml', 'fomaml', 'metasgd', 'anil', 'reptile')
 HYPER_ALGOS = ('amortised', 'latent', 'hypermaml', 'learned_update')
+METRIC_ALGOS = ('protonet', 'hyperhead')  # classification with a shared embedding network
 ALGOS = GRADIENT_ALGOS + HYPER_ALGOS
+CLASSIFICATION_ALGOS = ALGOS + METRIC_ALGOS
 GENERATING_KINDS = ('full', 'chunked', 'per_tensor')
 MODULATION_KINDS = ('film', 'additive', 'multiplicative', 'lowrank')
 HYPERNET_KINDS = GENERATING_KINDS + MODULATION_KINDS
@@ -53,19 +67,32 @@ def build_hypernet(cfg: ml_collections.ConfigDict, target: hypernet.Target,
                    cond_dim: int) -> nn.Module:
   """A hypernetwork `cond [cond_dim] -> target params` of family `cfg.kind`."""
   kind = cfg.kind
+  generate = cfg.get('generate', None) or None  # None or (): every leaf; else glob patterns
   if kind == 'full':
     return hypernet.FullHypernet(target=target, cond_dim=cond_dim, hidden=tuple(cfg.hidden),
-                                 head_init=cfg.head_init)
+                                 head_init=cfg.head_init, generate=generate)
   if kind == 'chunked':
     return hypernet.ChunkedHypernet(target=target, cond_dim=cond_dim, chunk_size=cfg.chunk_size,
-                                    hidden=tuple(cfg.hidden), head_init=cfg.head_init)
+                                    hidden=tuple(cfg.hidden), head_init=cfg.head_init,
+                                    generate=generate)
   if kind == 'per_tensor':
     return hypernet.PerTensorHypernet(target=target, cond_dim=cond_dim, hidden=tuple(cfg.hidden),
-                                      head_init=cfg.head_init)
+                                      head_init=cfg.head_init, generate=generate)
   if kind in MODULATION_KINDS:
     return hypernet.ModulationHypernet(target=target, cond_dim=cond_dim, kind=kind,
-                                       hidden=tuple(cfg.hidden), init_scale=cfg.init_scale)
+                                       hidden=tuple(cfg.hidden), init_scale=cfg.init_scale,
+                                       generate=generate)
   raise ValueError(f'config.hypernet.kind: expected one of {HYPERNET_KINDS}, received {kind!r}.')
+
+
+def embedding_dim(embedding: hypernet.Target, input_shape: tuple[int, ...]) -> int:
+  """D of an embedding network `[n, *input_shape] -> [n, D]` (shapes only, nothing runs)."""
+  x = jax.ShapeDtypeStruct((1, *input_shape), np.float32)
+  out = jax.eval_shape(embedding.apply, embedding.param_spec, x)
+  if len(out.shape) != 2:
+    raise ValueError(f'target: expected an embedding network with outputs [n, D], received '
+                     f'outputs of shape {out.shape} for inputs {x.shape}.')
+  return int(out.shape[1])
 
 
 def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) -> meta.MetaLearner:
@@ -81,13 +108,25 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
       (the learners' own checks, e.g. a negative `inner.steps`).
   """
   algo = config.algo
-  if algo not in ALGOS:
-    raise ValueError(f'config.algo: expected one of {ALGOS}, received {algo!r}.')
+  if algo not in CLASSIFICATION_ALGOS:
+    raise ValueError(f'config.algo: expected one of {CLASSIFICATION_ALGOS}, received {algo!r}.')
   loss = config.get('loss', 'mse')
   inner = config.get('inner', ml_collections.ConfigDict())
   steps = inner.get('steps', 0)
   first_order = inner.get('first_order', False)
   remat = inner.get('remat', False)
+  input_shape = tuple(config.get('input_shape', (1,)))
+
+  if algo in METRIC_ALGOS:
+    if loss != 'xent':
+      raise ValueError(f"config.loss: {algo} classifies, expected 'xent', received {loss!r}.")
+    if algo == 'protonet':
+      return meta.ProtoNet(embedding=target, ways=config.ways)
+    dim = embedding_dim(target, input_shape)
+    hnet = build_hypernet(config.hypernet, meta.class_head_target(dim), 2 * dim)
+    return meta.HyperHead(embedding=target, hypernet=hnet, ways=config.ways,
+                          base=config.head.base, inner_steps=steps,
+                          inner_lr=inner.get('lr', 0.1), first_order=first_order)
 
   if algo in GRADIENT_ALGOS:
     kwargs = dict(target=target, loss=loss, inner_steps=steps, inner_lr=inner.lr, remat=remat,
@@ -100,7 +139,7 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
     encoder = build_encoder(config.encoder)
     return hyper.Amortised(target=target, loss=loss, encoder=encoder,
                            hypernet=build_hypernet(config.hypernet, target, encoder.features),
-                           finetune_lr=inner.get('lr', 0.01))
+                           finetune_lr=inner.get('lr', 0.01), input_shape=input_shape)
   if algo == 'latent':
     return hyper.LatentAdaptation(
         target=target, loss=loss, inner_steps=steps, inner_lr=inner.lr,
@@ -112,7 +151,8 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
     return hyper.HyperMAML(
         target=target, loss=loss, inner_steps=steps, inner_lr=inner.lr, encoder=encoder,
         hypernet=build_hypernet(config.hypernet, target, encoder.features),
-        delta_scale=config.delta_scale, first_order=first_order, remat=remat)
+        delta_scale=config.delta_scale, first_order=first_order, remat=remat,
+        input_shape=input_shape)
   # learned_update
   rule = hypernet.WeightConditionedHypernet(
       target=target, hidden=tuple(config.rule.hidden), use_grad=True,

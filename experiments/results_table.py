@@ -119,13 +119,13 @@ def tables(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
   return '\n'.join(out) + '\n'
 
 
-def replace_section(text: str, section: str) -> str:
-  """`text` with the part between the START and END markers replaced by `section`."""
-  if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
-    raise ValueError(f'readme: expected one {START} followed by one {END}.')
-  head, rest = text.split(START)
-  _, tail = rest.split(END)
-  return f'{head}{START}\n{section}{END}{tail}'
+def replace_section(text: str, section: str, start: str = START, end: str = END) -> str:
+  """`text` with the part between the `start` and `end` markers replaced by `section`."""
+  if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+    raise ValueError(f'readme: expected one {start} followed by one {end}.')
+  head, rest = text.split(start)
+  _, tail = rest.split(end)
+  return f'{head}{start}\n{section}{end}{tail}'
 
 
 def main(argv: Sequence[str]) -> None:

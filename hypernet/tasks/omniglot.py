@@ -119,6 +119,10 @@ class OmniglotEpisodes:
   def num_classes(self) -> int:
     return self.images.shape[0]
 
+  def check_episode(self, ways: int, shots: int, queries: int) -> None:
+    """Raises a ValueError naming the argument if such episodes cannot be drawn here."""
+    _check_sizes(*self.images.shape[:2], ways, shots, queries)
+
   def sample(self, key: jax.Array, ways: int, shots: int, queries: int) -> Task:
     """ONE episode: support `x [ways*shots, H, W, 1]`, `y [ways*shots]`; query `[ways*queries]`."""
     _check_sizes(*self.images.shape[:2], ways, shots, queries)

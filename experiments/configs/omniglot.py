@@ -1,0 +1,227 @@
+r"""Config of the Omniglot few-shot experiment (`python -m experiments.omniglot`).
+
+The argument after the colon is a comma-separated list of `key=value` items and variants:
+
+    experiments/configs/omniglot.py                                   # hyperhead, 5-way 1-shot, cpu
+    experiments/configs/omniglot.py:ways=5,shots=1,algo=maml          # MAML, cpu size
+    experiments/configs/omniglot.py:ways=20,shots=1,algo=protonet,size=paper
+    experiments/configs/omniglot.py:algo=hyperhead,smoke              # seconds (tests)
+
+Keys: `algo` (any of `ALGOS`), `ways`, `shots`, `size` ('cpu': finishes in at most 45
+minutes on 2 CPU cores; 'paper': the published training length and batch sizes). Variant:
+`smoke` (tiny network and few steps, for tests; results mean nothing).
+
+Protocol (`hypernet.data.omniglot`, `hypernet.tasks.omniglot`): the MAML/ProtoNets split, 1200
+characters for meta-training (1100 train + 100 validation, for model selection) and 423 for
+test, drawn across both official splits with seed 0; every rotation by 0/90/180/270 degrees is
+a class; 28x28 inputs. `data.protocol='official'` uses background/evaluation instead.
+
+Sizes. 'paper' follows the publications: MAML (Finn et al. 2017, section 5.2 and appendix A.1):
+meta-batch 32 (16 for 20-way), 60,000 meta-steps, inner lr 0.4 (0.1 for 20-way), 1 inner step
+in training (5 for 20-way), 3 at test (5 for 20-way), Adam 1e-3, Conv-4 with BatchNorm.
+ProtoNets (Snell et al. 2017): one episode per step with 60 classes (1-shot) or 60 classes
+(5-shot), 5 queries per class, Adam 1e-3, halving every 2000 episodes; the paper's exact
+stopping point (early stopping on validation) is approximated here by 20,000 episodes. 'cpu'
+shrinks the number of steps and the meta-batch so that a run, evaluation included, finishes
+in at most 45 minutes on a 2-core CPU (the measured times are in each run's results.json).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+DEFAULT_ALGO = 'hyperhead'
+GRADIENT_ALGOS = ('maml', 'fomaml', 'metasgd', 'anil', 'reptile')
+HYPER_ALGOS = ('amortised', 'latent', 'hypermaml', 'learned_update', 'hyperhead')
+METRIC_ALGOS = ('protonet', 'hyperhead')  # shared embedding: any ways/shots at evaluation
+ALGOS = GRADIENT_ALGOS + HYPER_ALGOS + ('protonet',)
+SIZES = ('cpu', 'paper')
+VARIANTS = ('smoke',)
+KEYS = ('algo', 'ways', 'shots', 'size')
+
+
+def parse_arg(arg: str | None) -> dict:
+  """`'ways=5,shots=1,algo=maml,smoke'` -> `{'algo': 'maml', 'ways': 5, 'shots': 1, ...}`."""
+  out = {'algo': DEFAULT_ALGO, 'ways': 5, 'shots': 1, 'size': 'cpu', 'smoke': False}
+  for item in (arg or '').split(','):
+    item = item.strip()
+    if not item:
+      continue
+    if item in VARIANTS:
+      out[item] = True
+      continue
+    key, sep, value = item.partition('=')
+    if not sep or key not in KEYS:
+      raise ValueError(f'config argument: expected `key=value` with key in {KEYS} or a variant '
+                       f'in {VARIANTS}, comma-separated, received {item!r} (in {arg!r}).')
+    if key in ('ways', 'shots'):
+      if not value.isdigit() or int(value) < (2 if key == 'ways' else 1):
+        raise ValueError(f'config {key}: expected an integer >= {2 if key == "ways" else 1}, '
+                         f'received {value!r}.')
+      out[key] = int(value)
+    elif key == 'algo' and value not in ALGOS:
+      raise ValueError(f'config algo: expected one of {ALGOS}, received {value!r}.')
+    elif key == 'size' and value not in SIZES:
+      raise ValueError(f'config size: expected one of {SIZES}, received {value!r}.')
+    else:
+      out[key] = value
+  return out
+
+
+def _steps(algo: str, ways: int, size: str) -> tuple[int, int, int]:
+  """(meta-steps, meta-batch, train queries per class) for an algorithm and size."""
+  if size == 'paper':
+    if algo in METRIC_ALGOS:
+      return 20_000, 1, 5
+    return 60_000, (16 if ways >= 20 else 32), 15
+  # cpu: measured meta-steps/s on 2 busy CPU cores (see the README's Omniglot section).
+  if algo in METRIC_ALGOS:
+    return 5_000, 1, 5
+  if algo in ('maml', 'metasgd', 'latent', 'hypermaml', 'learned_update'):
+    return (1_200 if ways < 20 else 500), 4, 5  # second order through per-task convolutions
+  return (2_000 if ways < 20 else 800), 4, 5
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The Omniglot experiment's config; see the module docstring for `arg`."""
+  a = parse_arg(arg)
+  algo, ways, shots, size = a['algo'], a['ways'], a['shots'], a['size']
+  num_steps, meta_batch, queries = _steps(algo, ways, size)
+  config = ml_collections.ConfigDict()
+  config.algo = algo
+  config.size = size
+  config.seed = 0
+  config.overwrite = False
+
+  config.ways = ways
+  config.shots = shots
+  config.queries = queries  # query examples per class in training episodes
+  # Training episodes may use more classes than evaluation, for the learners whose parameters
+  # do not depend on N: ProtoNets trained 60-way; 20-way here on the CPU.
+  config.train_ways = ({'paper': 60, 'cpu': 20}[size] if algo in METRIC_ALGOS else ways)
+  config.meta_batch_size = meta_batch
+  config.loss = 'xent'
+  config.input_shape = (28, 28, 1)
+
+  config.data = ml_collections.ConfigDict()
+  config.data.dir = ''  # '' : $HYPERNET_DATA_DIR, else ~/.cache/hypernet/data
+  config.data.cache_dir = ''  # '' : $HYPERNET_CACHE_DIR, else ~/.cache/hypernet/cache
+  config.data.source = 'auto'  # 'npz', 'zip' or 'auto'
+  config.data.download = False  # fetch the official zips if absent (needs a network)
+  config.data.protocol = 'maml'  # or 'official'
+  config.data.rotations = True
+  config.data.split_seed = 0
+  config.data.num_train = 1200  # 'maml': meta-training characters (validation included) ...
+  config.data.num_val = 100  # ... of which validation; the rest of the 1623 are test
+  config.data.num_val_alphabets = 5  # 'official': background alphabets held out for validation
+
+  # Conv-4, 64 filters; BatchNorm per task (hypernet.models) in the paper's MAML setting.
+  config.model = ml_collections.ConfigDict()
+  config.model.filters = 64
+  config.model.batch_norm = size == 'paper' and algo not in METRIC_ALGOS
+  # Shared embedding weights: XLA's convolution (measured faster on CPU than 'im2col', the
+  # 'auto' choice there, which pays off when kernels differ per task).
+  config.model.conv_strategy = 'xla' if algo in METRIC_ALGOS else 'auto'
+
+  inner_lr = 0.1 if ways >= 20 else 0.4
+  if algo in GRADIENT_ALGOS + ('latent', 'hypermaml', 'learned_update'):
+    config.inner = ml_collections.ConfigDict()
+    config.inner.steps = 5 if ways >= 20 else 1
+    config.inner.lr = inner_lr if algo != 'latent' else 1.0
+    config.inner.first_order = algo in ('fomaml', 'reptile')
+    config.inner.remat = False
+    if algo == 'reptile':
+      config.inner.steps = 5
+      config.inner.lr = 0.1
+    if algo == 'learned_update':
+      del config.inner.lr, config.inner.first_order
+  if algo in ('amortised', 'hypermaml'):
+    config.encoder = ml_collections.ConfigDict()
+    config.encoder.features = 64
+    config.encoder.hidden = (256, 128)
+    config.encoder.rho_hidden = (128,)
+    config.encoder.pooling = 'mean'
+  if algo in ('amortised', 'latent', 'hypermaml', 'hyperhead'):
+    config.hypernet = ml_collections.ConfigDict()
+    config.hypernet.kind = 'full' if algo != 'latent' else 'film'
+    config.hypernet.hidden = (256,) if algo != 'latent' else ()
+    config.hypernet.head_init = 'hyperfan_in'
+    config.hypernet.init_scale = 0.1
+    config.hypernet.chunk_size = 1024
+    # Generated leaves: the linear head (convolutions shared by all tasks, so they run on
+    # the folded batch); hyperhead generates class rows of its own head target.
+    config.hypernet.generate = () if algo == 'hyperhead' else ('Dense_0/*',)
+  if algo == 'amortised':
+    config.inner = ml_collections.ConfigDict()
+    config.inner.lr = 0.1  # fine-tuning step size at evaluation with more than 0 steps
+  if algo == 'hyperhead':
+    config.head = ml_collections.ConfigDict()
+    config.head.base = 'prototype'
+    config.inner = ml_collections.ConfigDict()
+    config.inner.steps = 0
+    config.inner.lr = 0.1
+    config.inner.first_order = False
+  if algo == 'latent':
+    config.latent = ml_collections.ConfigDict()
+    config.latent.dim = 32
+    config.latent.learn_init = False
+  if algo == 'hypermaml':
+    config.delta_scale = 0.1
+  if algo == 'learned_update':
+    config.rule = ml_collections.ConfigDict()
+    config.rule.hidden = (32,)
+    config.rule.leaf_emb_dim = 4
+    config.rule.init_scale = 0.01
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.grad_clip_norm = 0.0
+
+  config.num_steps = num_steps
+  config.steps_per_call = 50
+  config.log_every = 200
+  config.checkpoint_every = 1000
+  config.keep_checkpoints = 2
+  config.plots = True
+  config.fast_compile = False
+
+  # Evaluation: `num_episodes` test episodes per setting (ways, shots), `queries` per class,
+  # after each number of steps; `val_episodes` validation episodes (model selection).
+  config.eval = ml_collections.ConfigDict()
+  if algo in METRIC_ALGOS:
+    config.eval.settings = ((5, 1), (5, 5), (20, 1))
+  else:
+    config.eval.settings = ((ways, shots),)
+  config.eval.steps = ((0,) if algo in ('protonet', 'hyperhead', 'amortised')
+                       else ((5,) if ways >= 20 else (1, 3)))
+  if algo == 'reptile':
+    config.eval.steps = (5, 10)
+  config.eval.num_episodes = 1000
+  config.eval.val_episodes = 100
+  config.eval.queries = 15
+  config.eval.batch_size = 20 if algo in METRIC_ALGOS else 4
+
+  if a['smoke']:
+    config.model.filters = 8
+    config.num_steps = 4
+    config.steps_per_call = 2
+    config.log_every = 2
+    config.checkpoint_every = 2
+    config.meta_batch_size = 2 if algo not in METRIC_ALGOS else 1
+    config.train_ways = ways
+    config.queries = 2
+    config.eval.settings = config.eval.settings[:1]
+    config.eval.num_episodes = 4
+    config.eval.val_episodes = 2
+    config.eval.queries = 2
+    config.eval.batch_size = 2
+    config.plots = False
+    config.fast_compile = True
+    for sub in ('encoder',):
+      if sub in config:
+        config[sub].hidden = (16,)
+        config[sub].rho_hidden = (16,)
+        config[sub].features = 8
+    if 'hypernet' in config and config.hypernet.hidden:
+      config.hypernet.hidden = (16,)
+  return config

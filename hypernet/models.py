@@ -1,0 +1,63 @@
+"""Standard target networks of the few-shot literature, as Flax Linen modules.
+
+`Conv4` is the four-block CNN of Vinyals et al. (2016), used by MAML, ProtoNets and the
+hypernetwork few-shot methods on Omniglot: four blocks of [3x3 convolution with `filters`
+filters, SAME padding, (BatchNorm), ReLU, 2x2 max-pool], then (unless `ways=0`) a linear
+head. On 28x28x1 inputs the spatial size goes 28 -> 14 -> 7 -> 3 -> 1, so the embedding has
+`filters` features.
+
+Convolutions are `hypernet.nn.Conv` (per-backend lowering that stays fast when weights differ
+per task under `vmap`; the parameters are `flax.linen.Conv`'s) and pooling is
+`hypernet.nn.max_pool` (the same values as `flax.linen.max_pool`).
+
+BatchNorm. With `batch_norm=True` use the target with `batch_stats='task'`
+(`hypernet.Target.from_linen(..., batch_stats='task', apply_kwargs={'train': True})`): every
+call normalises with the statistics of the examples passed in that call (per task under
+`vmap`; the support and query sets of a task are separate calls, so each is normalised by its
+own statistics, as in MAML's reference code, i.e. transductively), and running averages are
+never read. Without BatchNorm (the default) every prediction depends on its own input only.
+A convolution bias is dropped before BatchNorm, which cancels it.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+
+from hypernet import nn as hnn
+
+
+class Conv4(nn.Module):
+  """Conv-4: `x [N, H, W, C] -> [N, ways]` (or the embedding `[N, D]` with `ways=0`).
+
+  Attributes:
+    filters: filters per convolution (64 in the literature).
+    ways: output classes of the linear head (`Dense_0`); 0: no head, the flattened features.
+    batch_norm: BatchNorm after each convolution (see the module docstring for the policy).
+    conv_strategy: `hypernet.nn.Conv`'s lowering: 'auto' (per backend, for weights that
+      differ per task), or 'xla' for weights shared by all tasks (an embedding network).
+  """
+  filters: int = 64
+  ways: int = 5
+  batch_norm: bool = False
+  conv_strategy: str = 'auto'
+
+  def __post_init__(self):
+    for name, low in (('filters', 1), ('ways', 0)):
+      value = getattr(self, name)
+      if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f'{name}: expected an integer >= {low}, received {value!r}.')
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    if x.ndim != 4:
+      raise ValueError(f'x: expected images [N, H, W, C], received shape {x.shape}.')
+    for _ in range(4):
+      x = hnn.Conv(self.filters, (3, 3), padding='SAME', use_bias=not self.batch_norm,
+                   strategy=self.conv_strategy)(x)
+      if self.batch_norm:
+        x = nn.BatchNorm(use_running_average=not train)(x)
+      x = hnn.max_pool(nn.relu(x), (2, 2), (2, 2))
+    x = x.reshape(x.shape[0], -1)  # [N, D]
+    return nn.Dense(self.ways)(x) if self.ways else x
