@@ -413,10 +413,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         'task_inference_rate': train.summary([np.mean([float(r) for _, r in pairs])])}
   train.write_text(os.path.join(workdir, 'accuracy_matrix.md'), accuracy_table(acc))
   if config.plots:
-    fig = Figure(figsize=(1.0 + 0.55 * num_tasks, 0.5 + 0.5 * num_tasks), layout='constrained')
+    fig = Figure(figsize=(max(5.0, 1.5 + 0.55 * num_tasks), max(4.0, 0.8 + 0.5 * num_tasks)),
+                 layout='constrained')
     ax = fig.subplots()
-    im = plot_accuracy_matrix(ax, acc, f'{config.method} on {config.benchmark}: final avg '
-                              f'{100 * cl.average_accuracy(acc):.2f}%')
+    im = plot_accuracy_matrix(ax, acc, f'{config.method} on {config.benchmark}\nfinal average '
+                              f'accuracy {100 * cl.average_accuracy(acc):.2f}%')
     fig.colorbar(im, ax=ax, label='test accuracy (%)')
     train.save_figure(fig, os.path.join(workdir, 'accuracy_matrix.png'))
   train.write_json(os.path.join(workdir, train.RESULTS_FILE), results)  # last: complete.
