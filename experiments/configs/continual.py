@@ -13,7 +13,8 @@ Benchmarks (task-incremental: the task identity is given at test time):
   permutation (the first is the identity), 10 classes. The baselines share one 10-way head
   (the permutation changes the input, not the meaning of the labels).
 * `split_mnist`: SplitMNIST, 5 tasks of two digits (0/1, 2/3, 4/5, 6/7, 8/9), 2 classes
-  each; the baselines have one 2-way head per task (multi-head), as in von Oswald et al.
+  each; the baselines have one 2-way head per task (multi-head, the usual task-incremental
+  SplitMNIST setting; `multi_head=False` shares one 2-way head).
 * `permuted_mnist1d`, `split_mnist1d`: the same on MNIST-1D (40 features; 4,000 training and
   1,000 test examples): fast runs for tests and notebooks.
 

@@ -1,0 +1,311 @@
+"""Continual learning (`hypernet.continual`, `experiments.continual`): the output regulariser,
+EWC, the metrics, protection of earlier tasks, and smoke runs of the experiment.
+
+The smoke runs use the real MNIST files in `../shared/data` when they are staged, otherwise
+small files generated in the real IDX format (read with `data.verify=False`, since their
+sha256 cannot match the published one).
+"""
+
+import gzip
+import json
+import os
+import struct
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.flatten_util import ravel_pytree
+
+import hypernet as hn
+from experiments import continual, train
+from experiments.configs import continual as continual_config
+from hypernet import continual as cl
+from hypernet.data import mnist as mn
+
+SHARED = Path(__file__).parents[1].parent / 'shared' / 'data'
+PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+
+
+class _MLP(nn.Module):
+  out: int = 3
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.Dense(self.out)(nn.relu(nn.Dense(16)(x)))
+
+
+def _hnet_method(beta: float, num_tasks: int = 3, lookahead_lr: float = 0.0) -> cl.HnetMethod:
+  target = hn.Target.from_linen(_MLP(), jnp.zeros((1, 8)), key=jax.random.key(0))
+  module = hn.FullHypernet(target, 4, hidden=(16,))
+  return cl.HnetMethod(target, module, num_tasks, 4, beta, lookahead_lr)
+
+
+# ------------------------------------------------------------------ regulariser
+def test_regularizer_zero_at_stored_outputs_positive_away():
+  method = _hnet_method(beta=0.1)
+  params = jax.jit(method.init)(jax.random.key(0))
+  outputs = jax.jit(method.outputs)
+  stored = outputs(params['hnet'], params['embeddings'])  # [T, P], what end_task stores
+  np.testing.assert_array_equal(
+      stored, method.end_task(params, None, 0, None, None)['stored'])
+  for task in range(3):
+    assert float(cl.output_regularizer(stored, stored, task, 0.1)) == 0.0
+  moved = jax.tree.map(lambda p: p + 0.01, params['hnet'])
+  outs2 = outputs(moved, params['embeddings'])
+  assert float(cl.output_regularizer(outs2, stored, 0, 0.1)) == 0.0  # no earlier task
+  reg = float(cl.output_regularizer(outs2, stored, 2, 0.1))
+  want = 0.1 / 2 * float(jnp.sum((outs2[:2] - stored[:2]) ** 2))  # beta / (T - 1) * sum
+  assert reg > 0 and reg == pytest.approx(want, rel=1e-5)
+  # The loss adds it; only the current task's embedding gets a gradient.
+  x, y = jnp.ones((5, 8)), jnp.zeros(5, jnp.int32)
+  grads, m = jax.jit(jax.grad(method.loss, has_aux=True))(
+      {'hnet': moved, 'embeddings': params['embeddings']}, {'stored': stored}, 2, x, y)
+  assert float(m['reg']) == pytest.approx(reg, rel=1e-5)
+  g = np.asarray(grads['embeddings'])
+  assert np.all(g[:2] == 0) and np.any(g[2] != 0)
+
+
+def test_regularizer_rejects_mismatched_shapes():
+  with pytest.raises(ValueError, match='outputs, stored'):
+    cl.output_regularizer(jnp.zeros((3, 4)), jnp.zeros((3, 5)), 1, 0.1)
+
+
+def _tasks(num_tasks: int = 2, n: int = 256):
+  """Synthetic 3-class tasks in 8 dims: labels by a random linear map per task."""
+  key = jax.random.key(1)
+  xs, ys = [], []
+  for t in range(num_tasks):
+    kx, kw = jax.random.split(jax.random.fold_in(key, t))
+    x = jax.random.normal(kx, (n, 8))
+    ys.append(jnp.argmax(x @ jax.random.normal(kw, (8, 3)), -1))
+    xs.append(x)
+  return xs, ys
+
+
+def _two_tasks(method, steps=150):
+  """Trains task 0, stores, trains task 1 (Adam); returns task 0's generated weights `[P]`
+  before and after task 1, and the accuracy on task 1. One jitted program."""
+  xs, ys = _tasks()
+  tx = optax.adam(1e-2)
+
+  def train(params, memory, task):
+    def body(carry, _):
+      params, opt = carry
+      g, _ = jax.grad(method.loss, has_aux=True)(params, memory, task, xs[task], ys[task])
+      u, opt = tx.update(g, opt, params)
+      return (optax.apply_updates(params, u), opt), None
+    return jax.lax.scan(body, (params, tx.init(params)), None, length=steps)[0][0]
+
+  @jax.jit
+  def run(key):
+    params = method.init(key)
+    memory = method.init_memory(params)
+    params = train(params, memory, 0)
+    memory = method.end_task(params, memory, 0, None, None)
+    before = ravel_pytree(method.generate(params, 0))[0]
+    params = train(params, memory, 1)
+    after = ravel_pytree(method.generate(params, 0))[0]
+    acc1 = jnp.mean(jnp.argmax(method.predict(params, 1, xs[1]), -1) == ys[1])
+    return before, after, acc1
+
+  return run(jax.random.key(0))
+
+
+# Bound on the relative change of task 0's generated weights while task 1 is learned with
+# the regulariser (beta = 1); without it they move more than 5 times as much.
+REL_CHANGE_BOUND = 0.02
+
+
+def test_earlier_generated_weights_move_less_than_bound():
+  changes = {}
+  for beta, lookahead_lr in ((0.0, 0.0), (1.0, 0.0), (1.0, 1e-2)):
+    before, after, acc1 = _two_tasks(_hnet_method(beta, num_tasks=2, lookahead_lr=lookahead_lr))
+    changes[beta, lookahead_lr] = float(jnp.linalg.norm(after - before) / jnp.linalg.norm(before))
+    assert float(acc1) > 0.8, (beta, lookahead_lr, float(acc1))  # task 1 is learned anyway
+  for with_reg in ((1.0, 0.0), (1.0, 1e-2)):
+    assert changes[with_reg] < REL_CHANGE_BOUND, changes
+    assert changes[with_reg] < 0.2 * changes[0.0, 0.0], changes
+
+
+# ------------------------------------------------------------------ EWC
+def test_ewc_penalty_zero_at_anchor_positive_away():
+  p = 6
+  anchor = jnp.arange(2 * p, dtype=jnp.float32).reshape(2, p)
+  memory = {'fisher': jnp.ones((2, p)), 'anchor': anchor, 'mask': jnp.array([1.0, 0.0])}
+  assert float(cl.ewc_penalty(anchor[0], memory, 10.0)) == 0.0
+  theta = anchor[0] + 0.5
+  assert float(cl.ewc_penalty(theta, memory, 10.0)) == pytest.approx(0.5 * 10 * p * 0.25)
+  # Online EWC: one slot, the Fisher accumulates with decay gamma.
+  online = {'fisher': jnp.zeros((1, p)), 'anchor': jnp.zeros((1, p)), 'mask': jnp.zeros(1)}
+  online = cl.update_ewc_memory(online, jnp.ones(p), theta, 0, gamma=0.5)
+  online = cl.update_ewc_memory(online, jnp.ones(p), theta + 1, 1, gamma=0.5)
+  np.testing.assert_allclose(online['fisher'], 1.5 * np.ones((1, p)))
+  assert float(cl.ewc_penalty(theta + 1, online, 1.0)) == 0.0
+
+
+def test_fisher_diagonal_nonnegative_and_shaped():
+  method = continual.build_method(continual_config.get_config(
+      'benchmark=split_mnist1d,method=ewc,smoke'), 40)
+  params = jax.jit(method.init)(jax.random.key(0))
+  flat = ravel_pytree(params)[0]
+  end_task = jax.jit(method.end_task, static_argnums=2)
+  mem = end_task(params, method.init_memory(params), 1,
+                 jax.random.normal(jax.random.key(2), (100, 40)), jax.random.key(3))
+  assert mem['fisher'].shape == (3, flat.size)
+  assert np.all(np.asarray(mem['fisher']) >= 0) and float(mem['fisher'][1].sum()) > 0
+  assert float(mem['fisher'][0].sum()) == 0 and list(np.asarray(mem['mask'])) == [0, 1, 0]
+
+
+# ------------------------------------------------------------------ metrics
+def test_accuracy_matrix_metrics_and_entropy_inference():
+  acc = np.array([[0.9, 0.8, 0.7], [0.1, 0.95, 0.85], [0.2, 0.3, 1.0]])
+  assert cl.average_accuracy(acc) == pytest.approx((0.7 + 0.85 + 1.0) / 3)
+  assert cl.backward_transfer(acc) == pytest.approx(((0.7 - 0.9) + (0.85 - 0.95)) / 2)
+  with pytest.raises(ValueError, match='acc'):
+    cl.average_accuracy(np.zeros((2, 3)))
+  logits = jnp.array([[[0.0, 0.0], [5.0, 0.0]], [[9.0, 0.0], [0.0, 0.1]]])  # [K=2, N=2, C=2]
+  task, chosen = cl.entropy_task_inference(logits)
+  assert list(np.asarray(task)) == [1, 0]
+  np.testing.assert_allclose(chosen, [[9.0, 0.0], [5.0, 0.0]])
+
+
+# ------------------------------------------------------------------ the experiment
+def _idx_bytes(a: np.ndarray) -> bytes:
+  return struct.pack('>I', 0x0800 | a.ndim) + struct.pack(f'>{a.ndim}I', *a.shape) + a.tobytes()
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  """`(data_dir, verify)`: the real files if staged, else generated ones in the IDX format."""
+  if (SHARED / 'mnist').is_dir():
+    return str(SHARED), True
+  root = tmp_path_factory.mktemp('data')
+  rng = np.random.default_rng(0)
+  (root / 'mnist').mkdir()
+  for split, n in (('train', 2000), ('test', 500)):
+    y = rng.integers(0, 10, n).astype(np.uint8)
+    x = (rng.random((n, 28, 28)) < 0.1 + 0.05 * y[:, None, None]).astype(np.uint8) * 255
+    for f, a in zip(mn.MNIST_FILES[split], (x, y)):
+      (root / 'mnist' / f.name).write_bytes(gzip.compress(_idx_bytes(a)))
+  return str(root), False
+
+
+def _smoke(data_dir, method='hnet', benchmark='split_mnist', plots=False):
+  config = continual_config.get_config(f'benchmark={benchmark},method={method},smoke')
+  config.data.data_dir, config.data.verify = data_dir
+  config.plots = plots
+  return config
+
+
+def test_smoke_run_outputs(data_dir, tmp_path):
+  config = _smoke(data_dir, plots=True)
+  results = continual.train_and_evaluate(config, str(tmp_path))
+  t = config.data.num_tasks
+  acc = np.array(results['accuracy_matrix'])
+  assert acc.shape == (t, t) and np.all((acc >= 0) & (acc <= 1))
+  with open(tmp_path / 'results.json') as f:
+    on_disk = json.load(f)
+  assert on_disk['accuracy_matrix'] == results['accuracy_matrix']
+  for name in ('final_avg_accuracy', 'bwt'):
+    assert set(on_disk[name]) == {'mean', 'ci95', 'n'} and on_disk[name]['n'] == 1
+  assert on_disk['final_avg_accuracy']['mean'] == pytest.approx(acc[:, -1].mean())
+  assert on_disk['num_trainable_params'] > 0 and on_disk['compression_ratio'] > 0
+  assert 0 <= on_disk['inferred_task']['accuracy']['mean'] <= 1
+  assert (tmp_path / 'accuracy_matrix.png').read_bytes().startswith(PNG_MAGIC)
+  table = (tmp_path / 'accuracy_matrix.md').read_text()
+  assert len(table.strip().splitlines()) == 2 + t
+  assert json.loads((tmp_path / 'config.json').read_text())['method'] == 'hnet'
+
+
+@pytest.mark.parametrize('method', ['hnet_chunked', 'ewc', 'online_ewc'])
+def test_smoke_methods(data_dir, tmp_path, method):
+  benchmark = 'permuted_mnist' if method == 'online_ewc' else 'split_mnist'
+  config = _smoke(data_dir, method, benchmark)
+  config.eval.infer_task = False  # one program less to compile
+  results = continual.train_and_evaluate(config, str(tmp_path))
+  assert np.array(results['accuracy_matrix']).shape == (3, 3)
+  assert 'inferred_task' not in results
+
+
+def test_resume_after_interruption_gives_same_result(data_dir, tmp_path, monkeypatch):
+  config = _smoke(data_dir)
+  ref = continual.train_and_evaluate(config, str(tmp_path / 'ref'))
+  again = continual.train_and_evaluate(_smoke(data_dir), str(tmp_path / 'again'))
+  assert again['accuracy_matrix'] == ref['accuracy_matrix']  # same seed, same result
+
+  class Interrupt(Exception):
+    pass
+
+  real_end_task = continual.programs(config, 784).end_task
+
+  def end_task(params, memory, data, task_id, key):
+    if int(task_id) == 2:
+      raise Interrupt
+    return real_end_task(params, memory, data, task_id, key)
+
+  prog = continual.programs(config, 784)
+  monkeypatch.setattr(prog, 'end_task', end_task)
+  with pytest.raises(Interrupt):
+    continual.train_and_evaluate(config, str(tmp_path / 'cut'))
+  assert not (tmp_path / 'cut' / 'results.json').exists()
+  monkeypatch.setattr(prog, 'end_task', real_end_task)
+  resumed = continual.train_and_evaluate(config, str(tmp_path / 'cut'))
+  assert resumed['resumed_after_task'] == 1
+  assert resumed['accuracy_matrix'] == ref['accuracy_matrix']
+
+
+def test_finetune_refused_workdir_and_non_finite_loss(data_dir, tmp_path, monkeypatch):
+  config = _smoke(data_dir, 'finetune')
+  results = continual.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert results['compression_ratio'] == 1.0 and results['heads'] == 'one per task'
+  other = _smoke(data_dir, 'finetune')
+  other.train.learning_rate = 0.5
+  with pytest.raises(ValueError, match='train.learning_rate'):
+    continual.train_and_evaluate(other, str(tmp_path / 'run'))
+
+  prog = continual.programs(config, 784)
+  real_chunk = prog.train_chunk
+
+  def nan_at_second_step(*args):
+    params, opt_state, metrics = real_chunk(*args)
+    return params, opt_state, {**metrics, 'loss': metrics['loss'].at[1].set(jnp.nan)}
+
+  monkeypatch.setattr(prog, 'train_chunk', nan_at_second_step)
+  with pytest.raises(FloatingPointError, match=r"'loss' is nan .* task 0, step 2"):
+    continual.train_and_evaluate(config, str(tmp_path / 'nan'))
+
+
+@pytest.mark.parametrize('key,value,match', [
+    ('train.steps_per_call', 7, r'config.train.steps_per_call: expected a divisor of '
+     r'train.steps_per_task=20, received 7'),
+    ('hnet.beta', -1.0, r'config.hnet.beta: expected a finite number >= 0, received -1.0'),
+    ('hnet.kind', 'dense', r"config.hnet.kind: expected one of \('full', 'chunked'\), "
+     r"received 'dense'"),
+    ('data.num_tasks', 6, r'config.data.num_tasks: expected at most 5 .*received 6'),
+    ('train.lr_schedule', 'step', r"config.train.lr_schedule: expected one of .*'step'"),
+    ('train.batch_size', 0, r'config.train.batch_size: expected an integer >= 1, received 0'),
+])
+def test_config_errors_name_key_expected_received(key, value, match):
+  config = continual_config.get_config('benchmark=split_mnist,method=hnet,smoke')
+  section, name = key.split('.')
+  config[section][name] = value
+  with pytest.raises(ValueError, match=match):
+    continual.validate_config(config)
+
+
+def test_config_argument_errors():
+  with pytest.raises(ValueError, match=r"config method: expected one of .*received 'sgd'"):
+    continual_config.get_config('method=sgd')
+  with pytest.raises(ValueError, match=r"config benchmark: expected one of .*'cifar'"):
+    continual_config.get_config('benchmark=cifar')
+  with pytest.raises(ValueError, match=r"received 'fast'"):
+    continual_config.get_config('fast')
+  config = continual_config.get_config('method=finetune')
+  assert 'hnet' not in config and 'ewc' not in config  # keys that do not apply are absent
+  config.lock()
+  with pytest.raises(AttributeError, match='steps_per_tsk'):
+    config.train.steps_per_tsk = 5
