@@ -115,9 +115,10 @@ def _two_tasks(method, steps=150):
   return run(jax.random.key(0))
 
 
-# Bound on the relative change of task 0's generated weights while task 1 is learned with
-# the regulariser (beta = 1); without it they move more than 5 times as much.
-REL_CHANGE_BOUND = 0.02
+# Bound on the relative change ||w0_after - w0_before|| / ||w0_before|| of task 0's generated
+# weights while task 1 is learned with the regulariser (beta = 1). Measured on CPU: 8.5e-5
+# (2.1e-4 with the lookahead), against 0.65 without the regulariser.
+REL_CHANGE_BOUND = 0.005
 
 
 def test_earlier_generated_weights_move_less_than_bound():
@@ -128,7 +129,7 @@ def test_earlier_generated_weights_move_less_than_bound():
     assert float(acc1) > 0.8, (beta, lookahead_lr, float(acc1))  # task 1 is learned anyway
   for with_reg in ((1.0, 0.0), (1.0, 1e-2)):
     assert changes[with_reg] < REL_CHANGE_BOUND, changes
-    assert changes[with_reg] < 0.2 * changes[0.0, 0.0], changes
+    assert changes[with_reg] < 0.05 * changes[0.0, 0.0], changes
 
 
 # ------------------------------------------------------------------ EWC
