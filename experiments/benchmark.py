@@ -41,7 +41,7 @@ import platform
 import resource
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -169,8 +169,11 @@ def memory_program(model: str, num_steps: int, remat: bool | str, meta_batch: in
 
 
 def memory_curve(model: str, steps: Sequence[int], modes: Sequence[str] = tuple(MEMORY_MODES),
-                 meta_batch: int | None = None) -> dict[str, Any]:
+                 meta_batch: int | None = None,
+                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
   """Compiled peak bytes of the meta-gradient for each inner step count and remat mode.
+
+  `progress`, if given, receives one line per compiled program.
 
   Returns:
     `{'model', 'steps': [n], 'peak_bytes': {mode: [n]}, 'temp_bytes': {mode: [n]},
@@ -192,6 +195,9 @@ def memory_curve(model: str, steps: Sequence[int], modes: Sequence[str] = tuple(
       m = memory_bytes(compiled)
       out['peak_bytes'][mode].append(m['peak'])
       out['temp_bytes'][mode].append(m['temp'])
+      if progress is not None:
+        progress(f'  {mode:6s} {n:3d} inner steps: peak {m["peak"] / 2**20:.2f} MiB '
+                 f'(compiled in {out["compile_s"][mode][-1]:.1f} s)')
   return out
 
 
@@ -300,7 +306,8 @@ def run(workloads: Sequence[str], windows: int, window_s: float, out: str,
     train.write_json(out, results)  # after each workload: a long run leaves partial results
   if memory_model is not None:
     print(f'memory: {memory_model} shapes, inner steps {list(memory_steps)} ...', flush=True)
-    results['memory'] = memory_curve(memory_model, memory_steps)
+    results['memory'] = memory_curve(memory_model, memory_steps,
+                                     progress=lambda line: print(line, flush=True))
     plot_memory(os.path.join(os.path.dirname(os.path.abspath(out)), 'memory.png'),
                 results['memory'], results['device'])
   train.write_json(out, results)
