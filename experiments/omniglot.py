@@ -14,9 +14,9 @@ filters. Every learner of `experiments.learners` that classifies runs here; `pro
 
 Training episodes: `train_ways`-way `shots`-shot with `queries` queries per class, from the
 meta-training classes. Evaluation (`config.eval`): for every `(ways, shots)` in
-`eval.settings` and every number of inner steps in `eval.steps`, the query accuracy of
-`eval.num_episodes` test episodes (15 queries per class) and `eval.val_episodes` validation
-episodes. Learners with a fixed N-way head evaluate only their training setting; `protonet`
+`eval.settings` = (ways, shots, queries per class) and every number of inner steps in
+`eval.steps`, the query accuracy of `eval.num_episodes` test episodes and `eval.val_episodes`
+validation episodes. Learners with a fixed N-way head evaluate only their training setting; `protonet`
 and `hyperhead` are trained once and evaluated at every setting.
 
 Outputs in `--workdir` (default `./workdirs/omniglot/<algo>_<ways>w<shots>s[_paper]`):
@@ -47,6 +47,7 @@ from matplotlib.figure import Figure
 import hypernet
 from hypernet import data as hdata
 from hypernet import meta
+from hypernet import nn as hnn
 from hypernet.models import Conv4
 from hypernet.target import PyTree
 from hypernet.tasks import Task
@@ -81,12 +82,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                      f'{config.data.protocol!r}.')
   settings = config.eval.settings
   if (not isinstance(settings, (tuple, list)) or not settings
-      or not all(isinstance(s, (tuple, list)) and len(s) == 2 for s in settings)):
-    raise ValueError(f'config.eval.settings: expected a non-empty tuple of (ways, shots) pairs, '
-                     f'received {settings!r}.')
-  for ways, shots in settings:
+      or not all(isinstance(s, (tuple, list)) and len(s) == 3 for s in settings)):
+    raise ValueError(f'config.eval.settings: expected a non-empty tuple of (ways, shots, '
+                     f'queries) triples, received {settings!r}.')
+  for ways, shots, queries in settings:
     _positive_int(ways, 'eval.settings (ways)', 2)
     _positive_int(shots, 'eval.settings (shots)', 1)
+    _positive_int(queries, 'eval.settings (queries)', 1)
     if config.algo not in omniglot_config.METRIC_ALGOS and ways != config.ways:
       raise ValueError(f'config.eval.settings: {config.algo} has a {config.ways}-way head, '
                        f'expected {config.ways}-way settings only, received ({ways}, {shots}).')
@@ -95,7 +97,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in steps)):
     raise ValueError(f'config.eval.steps: expected a non-empty tuple of integers >= 0, '
                      f'received {steps!r}.')
-  for name in ('num_episodes', 'val_episodes', 'queries', 'batch_size'):
+  if config.eval.conv_strategy not in hnn.CONV_STRATEGIES:
+    raise ValueError(f'config.eval.conv_strategy: expected one of {hnn.CONV_STRATEGIES}, '
+                     f'received {config.eval.conv_strategy!r}.')
+  for name in ('num_episodes', 'val_episodes', 'batch_size'):
     _positive_int(config.eval[name], f'eval.{name}')
 
 
@@ -155,11 +160,12 @@ def evaluate(learner: meta.MetaLearner, config: ml_collections.ConfigDict, meta_
   steps, fast = tuple(config.eval.steps), bool(config.get('fast_compile', False))
   out = {}
   for split, n in (('test', config.eval.num_episodes), ('val', config.eval.val_episodes)):
-    for i, (ways, shots) in enumerate(config.eval.settings):
+    for i, (ways, shots, queries) in enumerate(config.eval.settings):
       keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, split == 'val'), i), n)
-      acc = train.jit(_episode_accuracy, (0, 1, 2, 3, 4, 5), fast)(
-          for_ways(learner, ways), ways, shots, config.eval.queries, steps,
-          min(config.eval.batch_size, n), meta_params, families[split], keys)
+      with hnn.conv_strategy(config.eval.conv_strategy):
+        acc = train.jit(_episode_accuracy, (0, 1, 2, 3, 4, 5), fast)(
+            for_ways(learner, ways), ways, shots, queries, steps,
+            min(config.eval.batch_size, n), meta_params, families[split], keys)
       for k in steps:
         out[f'{split}_acc_{ways}w{shots}s_step{k}'] = np.asarray(jax.device_get(acc[k]))
   return {'metrics': out}
@@ -170,7 +176,7 @@ def plot(learner: meta.MetaLearner, config: ml_collections.ConfigDict, workdir: 
          meta_params: PyTree, key: jax.Array, results: dict[str, Any]) -> None:
   """`episode.png`: one test episode (first eval setting), support row and predicted queries."""
   del results
-  ways, shots = config.eval.settings[0]
+  ways, shots, _ = config.eval.settings[0]
   ways, queries = min(ways, 10), 4
   family = episodes_from_config(config)['test']
   task = family.sample(jax.random.fold_in(key, 7), ways, shots, queries)
@@ -220,9 +226,9 @@ def _build_experiment(config_json: str) -> train.Experiment:
   # Clear errors now rather than inside the traced loop: N-way larger than a split's classes,
   # K + Q larger than the 20 drawings of a class.
   for name, family in families.items():
-    queries = config.queries if name == 'train' else config.eval.queries
-    settings = [(config.train_ways, config.shots)] if name == 'train' else config.eval.settings
-    for ways, shots in settings:
+    settings = ([(config.train_ways, config.shots, config.queries)] if name == 'train'
+                else config.eval.settings)
+    for ways, shots, queries in settings:
       try:
         family.check_episode(ways, shots, queries)
       except ValueError as e:

@@ -35,7 +35,7 @@ def data_config(tmp_path_factory):
 def smoke_config(algo, data_config, **overrides):
   config = omniglot_config.get_config(f'algo={algo},ways=3,shots=1,smoke')
   config.data.update(data_config)
-  config.eval.settings = ((3, 1),)
+  config.eval.settings = ((3, 1, 2),)
   for key, value in overrides.items():
     config[key] = value
   return config
@@ -79,29 +79,34 @@ def test_hyperhead_starts_as_protonets_and_evaluates_other_ways(data_config):
   config = smoke_config('hyperhead', data_config)
   experiment = omniglot.build_experiment(config)
   learner = experiment.learner
-  params = learner.init(jax.random.key(1))
-  zeroed = dict(params, hypernet=jax.tree.map(jnp.zeros_like, params['hypernet']))
   proto = meta.ProtoNet(embedding=learner.embedding, ways=3)
-  task = jax.tree.map(lambda a: a[0], experiment.sample_tasks(jax.random.key(2)))
-  ours = jax.nn.log_softmax(learner.predict(zeroed, learner.adapt(zeroed, task.x_support,
-                                                                  task.y_support, 0), task.x_query))
-  theirs = jax.nn.log_softmax(proto.predict(params['embedding'], proto.adapt(
-      params['embedding'], task.x_support, task.y_support, 0), task.x_query))
-  np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
-  # With the generated correction the logits differ (the hypernetwork is not dead).
-  logits = learner.predict(params, learner.adapt(params, task.x_support, task.y_support, 0),
-                           task.x_query)
-  assert not np.allclose(jax.nn.log_softmax(logits), theirs, atol=1e-4)
-  # Trained 3-way, evaluated 2-way: same parameters, 2 logits.
   two = omniglot.for_ways(learner, 2)
-  sub = task.replace(x_support=task.x_support[:2], y_support=task.y_support[:2])
-  assert two.predict(params, two.adapt(params, sub.x_support, sub.y_support, 1),
-                     task.x_query).shape == (task.x_query.shape[0], 2)
+
+  @jax.jit
+  def run(params, task):
+    zeroed = dict(params, hypernet=jax.tree.map(jnp.zeros_like, params['hypernet']))
+    head = lambda p: learner.adapt(p, task.x_support, task.y_support, 0)
+    ours = learner.predict(zeroed, head(zeroed), task.x_query)
+    theirs = proto.predict(params['embedding'], proto.adapt(
+        params['embedding'], task.x_support, task.y_support, 0), task.x_query)
+    generated = learner.predict(params, head(params), task.x_query)
+    # Trained 3-way, evaluated 2-way: same parameters, 2 logits (and 1 SGD step on the head).
+    two_way = two.predict(params, two.adapt(params, task.x_support[:2], task.y_support[:2], 1),
+                          task.x_query)
+    return [jax.nn.log_softmax(a) for a in (ours, theirs, generated)] + [two_way]
+
+  params = learner.init(jax.random.key(1))
+  task = jax.tree.map(lambda a: a[0], experiment.sample_tasks(jax.random.key(2)))
+  ours, theirs, generated, two_way = run(params, task)
+  np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+  # With the generated correction the predictions differ (the hypernetwork is not dead).
+  assert not np.allclose(generated, theirs, atol=1e-4)
+  assert two_way.shape == (task.x_query.shape[0], 2)
 
 
 @pytest.mark.parametrize('change, message', [
     ({'ways': 500}, 'ways: expected at most'),
-    ({'shots': 15, 'queries': 6}, 'shots + queries: expected at most 20'),
+    ({'shots': 15, 'queries': 6}, r'shots \+ queries: expected at most 20'),
     ({'algo': 'nope'}, 'config.algo: expected one of'),
     ({'train_ways': 4}, 'config.train_ways: maml has a 3-way head'),
 ])
@@ -110,7 +115,7 @@ def test_impossible_settings_are_clear_errors(change, message, data_config):
   config.update(change)
   if 'ways' in change:
     config.train_ways = change['ways']
-    config.eval.settings = ((change['ways'], 1),)
+    config.eval.settings = ((change['ways'], 1, 2),)
   with pytest.raises(ValueError, match=message):
     omniglot.build_experiment(config)
 

@@ -68,25 +68,27 @@ def parse_arg(arg: str | None) -> dict:
   return out
 
 
-def _steps(algo: str, ways: int, size: str) -> tuple[int, int, int]:
+def _steps(algo: str, ways: int, shots: int, size: str) -> tuple[int, int, int]:
   """(meta-steps, meta-batch, train queries per class) for an algorithm and size."""
   if size == 'paper':
     if algo in METRIC_ALGOS:
       return 20_000, 1, 5
     return 60_000, (16 if ways >= 20 else 32), 15
-  # cpu: measured meta-steps/s on 2 busy CPU cores (see the README's Omniglot section).
+  # cpu, from meta-steps/s measured on 2 CPU cores shared with other jobs (load 6-7):
+  # protonet / hyperhead 20-way 1-shot episodes ~3; MAML 5-way 1-shot, meta-batch 4, ~1.3.
   if algo in METRIC_ALGOS:
-    return 5_000, 1, 5
+    return 2_500, 1, 5
   if algo in ('maml', 'metasgd', 'latent', 'hypermaml', 'learned_update'):
-    return (1_200 if ways < 20 else 500), 4, 5  # second order through per-task convolutions
-  return (2_000 if ways < 20 else 800), 4, 5
+    # second order through per-task convolutions
+    return (300 if ways >= 20 else 800 if shots > 1 else 1_000), 4, 5
+  return (600 if ways >= 20 else 1_500), 4, 5
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The Omniglot experiment's config; see the module docstring for `arg`."""
   a = parse_arg(arg)
   algo, ways, shots, size = a['algo'], a['ways'], a['shots'], a['size']
-  num_steps, meta_batch, queries = _steps(algo, ways, size)
+  num_steps, meta_batch, queries = _steps(algo, ways, shots, size)
   config = ml_collections.ConfigDict()
   config.algo = algo
   config.size = size
@@ -119,9 +121,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.filters = 64
   config.model.batch_norm = size == 'paper' and algo not in METRIC_ALGOS
-  # Shared embedding weights: XLA's convolution (measured faster on CPU than 'im2col', the
-  # 'auto' choice there, which pays off when kernels differ per task).
-  config.model.conv_strategy = 'xla' if algo in METRIC_ALGOS else 'auto'
+  # hypernet.nn.Conv's lowering in training; 'auto' is 'im2col' on CPU, which measured 10x
+  # faster than 'xla' there even for the shared embedding of protonet / hyperhead (20-way
+  # episodes: 2.96 against 0.16 meta-steps/s), and 'xla' on GPU / TPU.
+  config.model.conv_strategy = 'auto'
 
   inner_lr = 0.1 if ways >= 20 else 0.4
   if algo in GRADIENT_ALGOS + ('latent', 'hypermaml', 'learned_update'):
@@ -185,20 +188,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.plots = True
   config.fast_compile = False
 
-  # Evaluation: `num_episodes` test episodes per setting (ways, shots), `queries` per class,
+  # Evaluation: `num_episodes` test episodes per setting (ways, shots, queries per class),
   # after each number of steps; `val_episodes` validation episodes (model selection).
   config.eval = ml_collections.ConfigDict()
   if algo in METRIC_ALGOS:
-    config.eval.settings = ((5, 1), (5, 5), (20, 1))
+    config.eval.settings = ((5, 1, 15), (5, 5, 15), (20, 1, 5))
   else:
-    config.eval.settings = ((ways, shots),)
+    config.eval.settings = ((ways, shots, 15 if ways < 20 else 5),)
   config.eval.steps = ((0,) if algo in ('protonet', 'hyperhead', 'amortised')
                        else ((5,) if ways >= 20 else (1, 3)))
   if algo == 'reptile':
     config.eval.steps = (5, 10)
   config.eval.num_episodes = 1000
   config.eval.val_episodes = 100
-  config.eval.queries = 15
+  # Forward passes only, weights shared by the episodes for protonet / hyperhead: XLA's
+  # convolution measured faster there on CPU (93 against 160-220 s for 300 episodes).
+  config.eval.conv_strategy = 'xla' if algo in METRIC_ALGOS else 'auto'
   config.eval.batch_size = 20 if algo in METRIC_ALGOS else 4
 
   if a['smoke']:
@@ -213,7 +218,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.settings = config.eval.settings[:1]
     config.eval.num_episodes = 4
     config.eval.val_episodes = 2
-    config.eval.queries = 2
+    config.eval.settings = tuple((w, k, 2) for w, k, _ in config.eval.settings)
     config.eval.batch_size = 2
     config.plots = False
     config.fast_compile = True
