@@ -21,7 +21,8 @@ in this process, one after the other:
 * `overhead`: library time per step / reference time per step (1.0: none).
 
 The `memory` section compiles the second-order meta-gradient of MAML for 1..50 inner
-steps (`--memory_steps`), plain, `remat=True` (each inner step rematerialised) and
+steps (`--memory_steps`) on W1's shapes (`--memory_model=w2`: W2's Conv-4, whose 24
+programs take far longer to compile), plain, `remat=True` (each inner step rematerialised) and
 `remat='nested'` (blocks of sqrt(n) steps), and records the compiled peak
 (`temp + argument + output` bytes): compilation only, no timing. It writes
 `memory.png` next to the JSON.
@@ -209,8 +210,8 @@ def plot_memory(path: str, curve: dict[str, Any], device: str) -> None:
             'nested': "remat='nested' (sqrt blocks)"}
   for mode, values in curve['peak_bytes'].items():
     ax.plot(curve['steps'], np.asarray(values) / 2**20, marker='o', label=labels.get(mode, mode))
-  ax.set(xlabel='inner SGD steps (second order)', ylabel='compiled peak memory (MiB)',
-         title=f'MAML meta-gradient, {curve["model"].upper()} shapes ({device})')
+  ax.set(xlabel='inner SGD steps (second order)', ylabel='compiled peak memory (MiB)')
+  ax.set_title(f'MAML meta-gradient, {curve["model"].upper()} shapes\n{device}', fontsize='medium')
   ax.legend(fontsize='small')
   train.save_figure(fig, path)
 
@@ -276,7 +277,7 @@ def replace_readme_section(path: str, text: str) -> None:
 
 # ------------------------------------------------------------------ the run
 def run(workloads: Sequence[str], windows: int, window_s: float, out: str,
-        memory_model: str | None = 'w2', memory_steps: Sequence[int] = DEFAULT_MEMORY_STEPS,
+        memory_model: str | None = 'w1', memory_steps: Sequence[int] = DEFAULT_MEMORY_STEPS,
         readme: str | None = None) -> dict[str, Any]:
   """Measures `workloads` (and the memory curve unless `memory_model` is None), writes the
   JSON to `out` (and `memory.png` beside it), optionally the README table; returns the
@@ -323,7 +324,7 @@ def _define_flags() -> None:
   flags.DEFINE_integer('windows', 5, 'Timed windows per program (the median is reported).')
   flags.DEFINE_float('window_s', 2.0, 'Approximate seconds per timed window.')
   flags.DEFINE_string('out', None, 'JSON path (default workdirs/benchmark/<backend>.json).')
-  flags.DEFINE_string('memory_model', 'w2', "Shapes of the memory curve: 'w1', 'w2' or 'none'.")
+  flags.DEFINE_string('memory_model', 'w1', "Shapes of the memory curve: 'w1', 'w2' or 'none'.")
   flags.DEFINE_list('memory_steps', [str(s) for s in DEFAULT_MEMORY_STEPS],
                     'Inner step counts of the memory curve.')
   flags.DEFINE_string('readme', None, 'Markdown file whose benchmark section is replaced.')
