@@ -310,3 +310,23 @@ def test_config_argument_errors():
   config.lock()
   with pytest.raises(AttributeError, match='steps_per_tsk'):
     config.train.steps_per_tsk = 5
+
+
+def test_continual_table_from_results_files(tmp_path):
+  from experiments import continual_table  # pylint: disable=g-import-not-at-top
+  acc = [[0.9, 0.8], [0.1, 0.95]]
+  for name, method in (('split_mnist_hnet', 'hnet'), ('split_mnist_ewc_strong', 'ewc')):
+    (tmp_path / name).mkdir()
+    train.write_json(str(tmp_path / name / 'results.json'), {
+        'benchmark': 'split_mnist', 'method': method, 'num_tasks': 2, 'steps_per_task': 10,
+        'accuracy_matrix': acc, 'heads': 'one per task',
+        'final_avg_accuracy': train.summary([0.875]), 'bwt': train.summary([-0.1]),
+        'num_trainable_params': 1000, 'compression_ratio': 0.5, 'train_time_s': 60.0})
+  text = continual_table.tables(continual_table.load_runs(str(tmp_path / '*')))
+  assert '| hnet | 87.50 | -10.00 | — | 1,000 | 0.500 |' in text
+  assert '| ewc (split_mnist_ewc_strong) |' in text
+  readme = f'a\n{continual_table.START}\nold\n{continual_table.END}\nb\n'
+  assert continual_table.replace_section(readme, text) == (
+      f'a\n{continual_table.START}\n{text}{continual_table.END}\nb\n')
+  with pytest.raises(ValueError, match='runs'):
+    continual_table.tables([])
