@@ -13,14 +13,14 @@ and `<!-- results:continual:end -->` is replaced.
 
 from __future__ import annotations
 
-import glob
-import json
 import math
 import os
 from collections.abc import Sequence
 from typing import Any
 
 from absl import app, flags
+
+from experiments import results_table
 
 START, END = '<!-- results:continual:start -->', '<!-- results:continual:end -->'
 BENCHMARK_ORDER = ('permuted_mnist', 'split_mnist', 'permuted_mnist1d', 'split_mnist1d')
@@ -31,14 +31,7 @@ TITLES = {'permuted_mnist': 'PermutedMNIST-10', 'split_mnist': 'SplitMNIST (5 ta
 
 def load_runs(pattern: str) -> list[tuple[str, dict[str, Any]]]:
   """`(workdir, results)` for every directory matching `pattern` with a continual `results.json`."""
-  runs = []
-  for workdir in sorted(glob.glob(pattern)):
-    path = os.path.join(workdir, 'results.json')
-    if os.path.isfile(path):
-      with open(path) as f:
-        results = json.load(f)
-      if 'accuracy_matrix' in results:
-        runs.append((workdir, results))
+  runs = [(w, r) for w, r in results_table.read_results(pattern) if 'accuracy_matrix' in r]
   rank = lambda v, order: order.index(v) if v in order else len(order)
   return sorted(runs, key=lambda r: (rank(r[1]['benchmark'], BENCHMARK_ORDER),
                                      rank(r[1]['method'], METHOD_ORDER), r[0]))
@@ -98,11 +91,7 @@ def tables(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
 
 def replace_section(text: str, section: str) -> str:
   """`text` with the part between the START and END markers replaced by `section`."""
-  if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
-    raise ValueError(f'readme: expected one {START} followed by one {END}.')
-  head, rest = text.split(START)
-  _, tail = rest.split(END)
-  return f'{head}{START}\n{section}{END}{tail}'
+  return results_table.replace_section(text, section, START, END)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -111,11 +100,7 @@ def main(argv: Sequence[str]) -> None:
   section = tables(load_runs(flags.FLAGS.runs))
   print(section)
   if flags.FLAGS.readme:
-    from experiments.train import write_text  # pylint: disable=g-import-not-at-top
-    with open(flags.FLAGS.readme) as f:
-      text = f.read()
-    write_text(flags.FLAGS.readme, replace_section(text, section))
-    print(f'Updated {flags.FLAGS.readme}.')
+    results_table.update_readme(flags.FLAGS.readme, section, START, END)
 
 
 if __name__ == '__main__':

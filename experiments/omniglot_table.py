@@ -14,9 +14,6 @@ its training episodes and its training time. The published rows come from `PUBLI
 
 from __future__ import annotations
 
-import glob
-import json
-import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -44,14 +41,8 @@ PUBLISHED = (
 
 
 def load_runs(pattern: str) -> list[tuple[str, dict[str, Any]]]:
-  runs = []
-  for workdir in sorted(glob.glob(pattern)):
-    path = os.path.join(workdir, 'results.json')
-    if os.path.isfile(path):
-      with open(path) as f:
-        runs.append((workdir, json.load(f)))
-  order = {a: i for i, a in enumerate(ALGO_ORDER)}
-  return sorted(runs, key=lambda r: (order.get(r[1].get('algo'), len(order)), r[0]))
+  """The Omniglot runs matching `pattern`, in `ALGO_ORDER`."""
+  return results_table.sort_by_algo(results_table.read_results(pattern), ALGO_ORDER)
 
 
 def select(metrics: dict[str, dict[str, float]], ways: int, shots: int
@@ -113,11 +104,7 @@ def main(argv: Sequence[str]) -> None:
   section = table(load_runs(flags.FLAGS.runs))
   print(section)
   if flags.FLAGS.readme:
-    from experiments.train import write_text  # pylint: disable=g-import-not-at-top
-    with open(flags.FLAGS.readme) as f:
-      text = f.read()
-    write_text(flags.FLAGS.readme, results_table.replace_section(text, section, START, END))
-    print(f'Updated {flags.FLAGS.readme}.')
+    results_table.update_readme(flags.FLAGS.readme, section, START, END)
 
 
 if __name__ == '__main__':

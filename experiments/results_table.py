@@ -39,16 +39,28 @@ PUBLISHED = (
 )
 
 
-def load_runs(pattern: str) -> list[tuple[str, dict[str, Any]]]:
-  """`(workdir, results)` for every directory matching `pattern` with a `results.json`."""
+def read_results(pattern: str) -> list[tuple[str, dict[str, Any]]]:
+  """`(workdir, results)` for every directory matching `pattern` with a `results.json`,
+  in path order (shared by every results-table command)."""
   runs = []
   for workdir in sorted(glob.glob(pattern)):
     path = os.path.join(workdir, 'results.json')
     if os.path.isfile(path):
       with open(path) as f:
         runs.append((workdir, json.load(f)))
-  order = {a: i for i, a in enumerate(ALGO_ORDER)}
+  return runs
+
+
+def sort_by_algo(runs: Sequence[tuple[str, dict[str, Any]]],
+                 algo_order: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+  """Runs in `algo_order` (unknown algorithms last), then by workdir."""
+  order = {a: i for i, a in enumerate(algo_order)}
   return sorted(runs, key=lambda r: (order.get(r[1].get('algo'), len(order)), r[0]))
+
+
+def load_runs(pattern: str) -> list[tuple[str, dict[str, Any]]]:
+  """The sinusoid runs matching `pattern`, in `ALGO_ORDER`."""
+  return sort_by_algo(read_results(pattern), ALGO_ORDER)
 
 
 def _cell(summary: dict[str, float] | None) -> str:
@@ -128,17 +140,22 @@ def replace_section(text: str, section: str, start: str = START, end: str = END)
   return f'{head}{start}\n{section}{end}{tail}'
 
 
+def update_readme(path: str, section: str, start: str = START, end: str = END) -> None:
+  """Replaces the text between `start` and `end` in the file `path` by `section`, atomically."""
+  from experiments.train import write_text  # pylint: disable=g-import-not-at-top
+  with open(path) as f:
+    text = f.read()
+  write_text(path, replace_section(text, section, start, end))
+  print(f'Updated {path}.')
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}.')
   section = tables(load_runs(flags.FLAGS.runs))
   print(section)
   if flags.FLAGS.readme:
-    from experiments.train import write_text  # pylint: disable=g-import-not-at-top
-    with open(flags.FLAGS.readme) as f:
-      text = f.read()
-    write_text(flags.FLAGS.readme, replace_section(text, section))
-    print(f'Updated {flags.FLAGS.readme}.')
+    update_readme(flags.FLAGS.readme, section)
 
 
 if __name__ == '__main__':
