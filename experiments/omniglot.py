@@ -206,15 +206,10 @@ def plot(learner: meta.MetaLearner, config: ml_collections.ConfigDict, workdir: 
 
 
 # ------------------------------------------------------------------ the run
-LOOP_KEYS = ('overwrite', 'plots', 'num_steps', 'steps_per_call', 'log_every',
-             'checkpoint_every', 'keep_checkpoints', 'optimizer')
-
-
 def build_experiment(config: ml_collections.ConfigDict) -> train.Experiment:
   """Validates `config`; the data, the target, the learner, the sampler, evaluation, plots."""
   validate_config(config)
-  fields = {k: v for k, v in json.loads(config.to_json()).items() if k not in LOOP_KEYS}
-  return _build_experiment(json.dumps(fields, sort_keys=True))
+  return _build_experiment(train.experiment_key(config))
 
 
 @functools.lru_cache(maxsize=16)

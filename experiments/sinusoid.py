@@ -237,18 +237,10 @@ def plot(learner: meta.MetaLearner, family, config: ml_collections.ConfigDict, w
 
 
 # ------------------------------------------------------------------ the run
-# Keys read only by the shared loop: configs that differ only in these share one
-# `Experiment`, hence its compiled programs (reruns, resumed runs, sweeps in a notebook).
-LOOP_KEYS = ('overwrite', 'plots', 'num_steps', 'steps_per_call', 'log_every',
-             'checkpoint_every', 'keep_checkpoints', 'optimizer', 'shard_tasks',
-             'compute_dtype')
-
-
 def build_experiment(config: ml_collections.ConfigDict) -> train.Experiment:
   """Validates `config`; the target, the learner, the task sampler, evaluation and plots."""
   validate_config(config)
-  fields = {k: v for k, v in json.loads(config.to_json()).items() if k not in LOOP_KEYS}
-  return _build_experiment(json.dumps(fields, sort_keys=True))
+  return _build_experiment(train.experiment_key(config))
 
 
 @functools.lru_cache(maxsize=16)

@@ -245,6 +245,18 @@ def _read_records(path: str, up_to_step: int) -> list[dict[str, Any]]:
   return [r for r in records if r['step'] <= up_to_step]
 
 
+# Keys read only by this loop: configs that differ only in these can share one `Experiment`
+# (hence its compiled programs): reruns, resumed runs, sweeps in a notebook.
+LOOP_KEYS = ('overwrite', 'plots', 'num_steps', 'steps_per_call', 'log_every',
+             'checkpoint_every', 'keep_checkpoints', 'optimizer', 'shard_tasks', 'compute_dtype')
+
+
+def experiment_key(config: ml_collections.ConfigDict) -> str:
+  """The config without `LOOP_KEYS`, as sorted JSON: a cache key for building an experiment."""
+  fields = {k: v for k, v in json.loads(config.to_json()).items() if k not in LOOP_KEYS}
+  return json.dumps(fields, sort_keys=True)
+
+
 # ------------------------------------------------------------------ the jitted loop
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Adam with `config.optimizer.learning_rate`, after optional global-norm clipping."""
