@@ -47,6 +47,7 @@ from matplotlib.figure import Figure
 
 import hypernet
 from hypernet import continual as cl
+from hypernet import runtime
 from experiments import train
 from experiments.configs import continual as configs
 from experiments.continual_data import Benchmark, load_benchmark, num_classes
@@ -437,6 +438,7 @@ def _define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}.')
+  runtime.keep_freed_memory()  # before the first JAX computation (see hypernet.runtime)
   config = flags.FLAGS.config
   workdir = flags.FLAGS.workdir or os.path.join('workdirs', 'continual',
                                                 f'{config.benchmark}_{config.method}')

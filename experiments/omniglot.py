@@ -48,6 +48,7 @@ import hypernet
 from hypernet import data as hdata
 from hypernet import meta
 from hypernet import nn as hnn
+from hypernet import runtime
 from hypernet.models import Conv4
 from hypernet.target import PyTree
 from hypernet.tasks import Task
@@ -272,6 +273,7 @@ def _define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}.')
+  runtime.keep_freed_memory()  # before the first JAX computation (see hypernet.runtime)
   config = flags.FLAGS.config
   workdir = flags.FLAGS.workdir or default_workdir(config)
   train.quiet_orbax_logs()

@@ -38,6 +38,7 @@ from matplotlib.figure import Figure
 
 import hypernet
 from hypernet import meta
+from hypernet import runtime
 from hypernet.target import PyTree
 from hypernet.tasks import Task, make_family
 from hypernet.tasks.base import check_split
@@ -284,6 +285,7 @@ def _define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}.')
+  runtime.keep_freed_memory()  # before the first JAX computation (see hypernet.runtime)
   config = flags.FLAGS.config
   workdir = flags.FLAGS.workdir or os.path.join('workdirs', 'sinusoid', config.algo)
   train.quiet_orbax_logs()
