@@ -83,7 +83,11 @@ def tables(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
       m = _METRIC.match(name)
       if m:
         by_k.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
-  algos = [r['algo'] for _, r in runs]
+  def base_label(r):  # the algorithm, and its compute dtype where it is not float32
+    dtype = r.get('compute_dtype', 'float32')
+    return r['algo'] if dtype == 'float32' else f'{r["algo"]} ({dtype})'
+
+  labels = [base_label(r) for _, r in runs]
   out = []
   for k, steps in sorted(by_k.items()):
     steps = sorted(steps)
@@ -94,7 +98,9 @@ def tables(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
     out.append('| ' + ' | '.join(head) + ' |')
     out.append('|' + '|'.join([' --- '] + [' ---: '] * (len(head) - 1)) + '|')
     for workdir, r in runs:
-      label = r['algo'] if algos.count(r['algo']) == 1 else f'{r["algo"]} ({os.path.basename(workdir)})'
+      label = base_label(r)
+      if labels.count(label) > 1:
+        label = f'{label} ({os.path.basename(workdir)})'
       cells = [_cell(r['metrics'].get(f'mse_{k}shot_step{s}')) for s in steps]
       speed = f'{r["steps_per_s"]:.0f}' if r.get('steps_per_s') else '—'
       out.append('| ' + ' | '.join([label, *cells, f'{r["num_steps"]:,}', speed,
