@@ -3,6 +3,7 @@ r"""Performance benchmark: `python -m experiments.benchmark`.
     python -m experiments.benchmark                                   # every workload + memory
     python -m experiments.benchmark --workloads=W1,W3 --windows=5
     python -m experiments.benchmark --readme=README.md                # also rewrite the table
+    PEERS_PYTHON=... bash experiments/peers/side_by_side.sh           # with learn2learn, torch.func
 
 For each workload of `experiments.benchmark_workloads` (W1 sinusoid MAML, W2 Omniglot
 Conv-4 MAML, W3 task-embedding hypernetwork and its chunked variant, W4 each
@@ -27,6 +28,21 @@ programs take far longer to compile), plain, `remat=True` (each inner step remat
 (`temp + argument + output` bytes): compilation only, no timing. It writes
 `memory.png` next to the JSON.
 
+`--batch_curve=W1,W2` (default) also times the library's program of those workloads at
+each meta-batch size of `--batch_sizes` (default 1, 4, 16, 32, 64): steps/s and tasks/s,
+a table and `batch_curve.png` (`--batch_curve=` for none).
+
+`--peers=<glob>,...` adds the PyTorch peers' results for the same workloads (files
+written by `experiments/peers/maml_torch.py`; `experiments/peers/side_by_side.sh` runs
+them and then this module) as a second table: this library's steps/s beside
+learn2learn's and torch.func's, and the ratios.
+
+Like the experiments, the benchmark first calls `hypernet.runtime.keep_freed_memory()`
+(recorded as `keep_freed_memory` in the JSON; `HYPERNET_KEEP_FREED_MEMORY=0` turns it
+off), which keeps XLA's per-call temporary buffers from being unmapped and mapped again
+at every step; the library's program and its reference share the process, so the
+overhead ratios do not depend on it.
+
 Outputs: the JSON (`--out`, default `workdirs/benchmark/<backend>.json`, written
 atomically), `memory.png`, a printed table, and with `--readme` the table between
 `<!-- results:benchmark:start -->` and `<!-- results:benchmark:end -->` in that file,
@@ -37,6 +53,8 @@ an idle machine.
 from __future__ import annotations
 
 import datetime
+import glob
+import json
 import os
 import platform
 import resource
@@ -55,12 +73,14 @@ from experiments import benchmark_workloads as bw
 from experiments import train
 import hypernet as hn
 from hypernet import meta
+from hypernet import runtime
 
 README_START = '<!-- results:benchmark:start -->'
 README_END = '<!-- results:benchmark:end -->'
 MEMORY_MODES = {'plain': False, 'remat': True, 'nested': 'nested'}
 DEFAULT_MEMORY_STEPS = (1, 2, 5, 10, 20, 30, 40, 50)
 MEMORY_MODELS = ('w1', 'w2')
+DEFAULT_BATCH_SIZES = (1, 4, 16, 32, 64)
 
 
 # ------------------------------------------------------------------ measuring one program
@@ -115,12 +135,15 @@ def measure(program: bw.Program, windows: int, window_s: float) -> dict[str, Any
   per_step = (time.perf_counter() - t0) / n
   steps = max(1, round(window_s / per_step))
   rates = []
+  faults0, steps0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, 0
   for _ in range(windows):
     t0 = time.perf_counter()
     for _ in range(steps):
       state, metrics = compiled(state, batch)
     _block((state, metrics))
     rates.append(steps / (time.perf_counter() - t0))
+    steps0 += steps
+  faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / steps0
   loss = float(np.asarray(metrics['loss']))
   rate = statistics.median(rates)
   flops = _cost(compiled).get('flops')
@@ -132,6 +155,9 @@ def measure(program: bw.Program, windows: int, window_s: float) -> dict[str, Any
       'flops_per_step': float(flops) if flops is not None else None,
       'flops_per_s': float(flops) * rate if flops is not None else None,
       'final_loss': loss,
+      # Minor page faults of this process per timed step: pages the kernel mapped anew
+      # (see hypernet.runtime.keep_freed_memory).
+      'minor_faults_per_step': faults,
   }
 
 
@@ -216,6 +242,42 @@ def plot_memory(path: str, curve: dict[str, Any], device: str) -> None:
   train.save_figure(fig, path)
 
 
+def batch_curve(workloads: Sequence[str], sizes: Sequence[int], windows: int, window_s: float,
+                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+  """Steps/s (and tasks/s) of the library's program of each workload at each meta-batch size."""
+  unknown = [w for w in workloads if w not in bw.BATCH_CURVE]
+  if unknown:
+    raise ValueError(f'batch_curve: expected workloads in {tuple(bw.BATCH_CURVE)}, received '
+                     f'{unknown}.')
+  if not sizes or any(not isinstance(n, int) or n < 1 for n in sizes):
+    raise ValueError(f'batch_sizes: expected positive integers, received {list(sizes)}.')
+  out = {'sizes': list(sizes), 'workloads': {}}
+  for name in workloads:
+    rates, compile_s = [], []
+    for n in sizes:
+      m = measure(bw.BATCH_CURVE[name](n), windows, window_s)
+      rates.append(m['steps_per_s'])
+      compile_s.append(m['compile_s'])
+      if progress is not None:
+        progress(f'  {name} meta-batch {n:4d}: {m["steps_per_s"]:.4g} steps/s, '
+                 f'{m["steps_per_s"] * n:.4g} tasks/s')
+    out['workloads'][name] = {'steps_per_s': rates, 'compile_s': compile_s,
+                              'tasks_per_s': [r * n for r, n in zip(rates, sizes)]}
+  return out
+
+
+def plot_batch_curve(path: str, curve: dict[str, Any], device: str) -> None:
+  """`batch_curve.png`: tasks/s against meta-batch size (log-log), one line per workload."""
+  fig = Figure(figsize=(6, 4), layout='constrained')
+  ax = fig.subplots()
+  for name, r in curve['workloads'].items():
+    ax.loglog(curve['sizes'], r['tasks_per_s'], marker='o', label=f'{name} ({bw.WORKLOADS[name].description.split(",")[0]})')
+  ax.set(xlabel='meta-batch size (tasks per meta-step)', ylabel='tasks per second')
+  ax.set_title(f'Throughput against meta-batch size\n{device}', fontsize='medium')
+  ax.legend(fontsize='small')
+  train.save_figure(fig, path)
+
+
 # ------------------------------------------------------------------ tables and README
 def device_name() -> str:
   d = jax.devices()[0]
@@ -235,12 +297,14 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 
 def table(results: dict[str, Any]) -> str:
   """The markdown tables (speed per workload; memory per inner step count) of `results`."""
+  kept = {True: 'kept', False: 'not kept'}.get(results.get('keep_freed_memory'), 'not recorded')
   lines = [f'Device: {results["device"]}; jax {results["jax_version"]}; '
+           f'freed host memory {kept} (`hypernet.runtime`); '
            f'{results["windows"]} windows of ~{results["window_s"]} s; generated '
            f'{results["date"]} by `python -m experiments.benchmark`.', '',
            '| workload | steps/s | reference steps/s | overhead (lib/ref time per step) | compile s '
-           '| peak MiB (XLA) | GFLOP/step | GFLOP/s |',
-           '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
+           '| peak MiB (XLA) | GFLOP/step | GFLOP/s | page faults/step |',
+           '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
   for name, r in results['workloads'].items():
     lib, ref = r['library'], r['reference']
     flops = lib['flops_per_step']
@@ -249,7 +313,8 @@ def table(results: dict[str, Any]) -> str:
         f'| {_fmt(r["overhead"]) if r["overhead"] else "—"} | {_fmt(lib["compile_s"])} '
         f'| {_fmt(lib["memory_bytes"]["peak"] / 2**20)} '
         f'| {_fmt(flops / 1e9 if flops else None)} '
-        f'| {_fmt(lib["flops_per_s"] / 1e9 if lib["flops_per_s"] else None)} |')
+        f'| {_fmt(lib["flops_per_s"] / 1e9 if lib["flops_per_s"] else None)} '
+        f'| {_fmt(lib.get("minor_faults_per_step"))} |')
   mem = results.get('memory')
   if mem:
     modes = list(mem['peak_bytes'])
@@ -260,7 +325,76 @@ def table(results: dict[str, Any]) -> str:
     for i, n in enumerate(mem['steps']):
       lines.append(f'| {n} | ' + ' | '.join(_fmt(mem['peak_bytes'][m][i] / 2**20)
                                            for m in modes) + ' |')
+  curve = results.get('batch_curve')
+  if curve:
+    sizes = curve['sizes']
+    lines += ['', 'Tasks per second (meta-steps/s x meta-batch; meta-steps/s in brackets) by '
+              'meta-batch size, library programs:', '',
+              '| workload | ' + ' | '.join(str(n) for n in sizes) + ' |',
+              '| --- | ' + ' | '.join('---:' for _ in sizes) + ' |']
+    for name, r in curve['workloads'].items():
+      lines.append(f'| {name} | ' + ' | '.join(
+          f'{_fmt(t)} ({_fmt(s)})' for t, s in zip(r['tasks_per_s'], r['steps_per_s'])) + ' |')
+  lines += peers_table(results)
   return '\n'.join(lines) + '\n'
+
+
+PEER_IMPLS = {'learn2learn': 'learn2learn', 'torchfunc': 'torch.func'}
+PEER_KEYS = ('impl', 'workload', 'steps_per_s', 'torch_version', 'threads', 'glibc_tunables')
+
+
+def load_peers(patterns: Sequence[str]) -> list[dict[str, Any]]:
+  """The peer results (`experiments/peers/maml_torch.py --out=...` JSON files) matching the
+  glob `patterns`, sorted by path; each checked for the keys the table needs."""
+  paths = sorted({p for pattern in patterns for p in glob.glob(pattern)})
+  if patterns and not paths:
+    raise FileNotFoundError(f'peers: no file matches {list(patterns)}.')
+  peers = []
+  for path in paths:
+    try:
+      with open(path) as f:
+        peer = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+      raise ValueError(f'peers: {path!r} is not a readable JSON file ({e}).') from e
+    missing = [k for k in PEER_KEYS if k not in peer]
+    if missing or peer['impl'] not in PEER_IMPLS:
+      raise ValueError(f'peers: {path!r}: expected the keys {PEER_KEYS} with impl in '
+                       f'{tuple(PEER_IMPLS)}, missing {missing}, impl {peer.get("impl")!r}.')
+    peers.append(dict(peer, path=path))
+  return peers
+
+
+def peers_table(results: dict[str, Any]) -> list[str]:
+  """Rows comparing this library's steps/s with the peers' on the same workloads."""
+  peers = results.get('peers') or []
+  rows = []
+  for name, r in results['workloads'].items():
+    ours = r['library']['steps_per_s']
+    for malloc in ('default', 'kept'):
+      found = {p['impl']: p for p in peers if p['workload'] == name
+               and bool(p['glibc_tunables']) == (malloc == 'kept')}
+      if not found:
+        continue
+      cells = []
+      for impl in PEER_IMPLS:
+        p = found.get(impl)
+        cells.append(_fmt(p['steps_per_s']) if p else '—')
+      ratios = [_fmt(ours / found[i]['steps_per_s'], 2) if i in found else '—' for i in PEER_IMPLS]
+      torch_version = next(iter(found.values()))['torch_version']
+      threads = next(iter(found.values()))['threads']
+      rows.append(f'| {name} | {malloc} | {_fmt(ours)} | ' + ' | '.join(cells) + ' | '
+                  + ' | '.join(ratios) + f' | {torch_version}, {threads} threads |')
+  if not rows:
+    return []
+  kept = results.get('keep_freed_memory')
+  return ['', 'Side by side with PyTorch peers on the same machine (meta-steps/s; the peers '
+          'from `experiments/peers/maml_torch.py`, run just before by '
+          '`experiments/peers/side_by_side.sh`). "peers\' malloc": glibc\'s default settings, '
+          'or the freed memory kept as `hypernet.runtime.keep_freed_memory()` does '
+          f'(this run of the library: {"kept" if kept else "default"}).', '',
+          '| workload | peers\' malloc | hypernet | learn2learn | torch.func '
+          '| hypernet / learn2learn | hypernet / torch.func | torch |',
+          '| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |', *rows]
 
 
 def replace_readme_section(path: str, text: str) -> None:
@@ -278,10 +412,15 @@ def replace_readme_section(path: str, text: str) -> None:
 # ------------------------------------------------------------------ the run
 def run(workloads: Sequence[str], windows: int, window_s: float, out: str,
         memory_model: str | None = 'w1', memory_steps: Sequence[int] = DEFAULT_MEMORY_STEPS,
-        readme: str | None = None) -> dict[str, Any]:
+        readme: str | None = None, peers: Sequence[str] = (),
+        keep_freed_memory: bool | None = None, curve_workloads: Sequence[str] = (),
+        curve_sizes: Sequence[int] = DEFAULT_BATCH_SIZES) -> dict[str, Any]:
   """Measures `workloads` (and the memory curve unless `memory_model` is None), writes the
   JSON to `out` (and `memory.png` beside it), optionally the README table; returns the
-  results."""
+  results. `peers`: glob patterns of peer result files to put beside the workloads;
+  `keep_freed_memory`: what `hypernet.runtime.keep_freed_memory()` returned (recorded);
+  `curve_workloads`: workloads whose steps/s are also measured at each meta-batch size of
+  `curve_sizes` (plotted to `batch_curve.png` beside the JSON)."""
   unknown = [w for w in workloads if w not in bw.WORKLOADS]
   if unknown:
     raise ValueError(f'workloads: expected names in {tuple(bw.WORKLOADS)}, received {unknown}.')
@@ -292,8 +431,13 @@ def run(workloads: Sequence[str], windows: int, window_s: float, out: str,
   if memory_model is not None and memory_model not in MEMORY_MODELS:
     raise ValueError(f'memory_model: expected one of {MEMORY_MODELS} or none, received '
                      f'{memory_model!r}.')
+  peer_results = load_peers(peers)  # before the long run: a bad path fails at once
+  unknown = [w for w in curve_workloads if w not in bw.BATCH_CURVE]
+  if unknown:
+    raise ValueError(f'batch_curve: expected workloads in {tuple(bw.BATCH_CURVE)}, received '
+                     f'{unknown}.')
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  results = {'device': device_name(), 'backend': jax.default_backend(),
+  results = {'keep_freed_memory': keep_freed_memory, 'device': device_name(), 'backend': jax.default_backend(),
              'jax_version': jax.__version__, 'windows': windows, 'window_s': window_s,
              'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
              'load_average': list(os.getloadavg()), 'workloads': {}}
@@ -311,6 +455,13 @@ def run(workloads: Sequence[str], windows: int, window_s: float, out: str,
                                      progress=lambda line: print(line, flush=True))
     plot_memory(os.path.join(os.path.dirname(os.path.abspath(out)), 'memory.png'),
                 results['memory'], results['device'])
+  if curve_workloads:
+    print(f'meta-batch curve: {list(curve_workloads)} at {list(curve_sizes)} tasks ...', flush=True)
+    results['batch_curve'] = batch_curve(curve_workloads, curve_sizes, windows, window_s,
+                                         progress=lambda line: print(line, flush=True))
+    plot_batch_curve(os.path.join(os.path.dirname(os.path.abspath(out)), 'batch_curve.png'),
+                     results['batch_curve'], results['device'])
+  results['peers'] = peer_results
   train.write_json(out, results)
   text = table(results)
   print(text)
@@ -328,19 +479,32 @@ def _define_flags() -> None:
   flags.DEFINE_list('memory_steps', [str(s) for s in DEFAULT_MEMORY_STEPS],
                     'Inner step counts of the memory curve.')
   flags.DEFINE_string('readme', None, 'Markdown file whose benchmark section is replaced.')
+  flags.DEFINE_list('batch_curve', list(bw.BATCH_CURVE),
+                    f'Workloads timed at each --batch_sizes (of {list(bw.BATCH_CURVE)}; '
+                    'empty: none).')
+  flags.DEFINE_list('batch_sizes', [str(n) for n in DEFAULT_BATCH_SIZES],
+                    'Meta-batch sizes of the --batch_curve.')
+  flags.DEFINE_list('peers', [], 'Glob patterns of peer results (experiments/peers/maml_torch.py '
+                    '--out files) to show beside the workloads.')
 
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}.')
+  kept = runtime.keep_freed_memory()  # before the first JAX computation (hypernet.runtime)
   f = flags.FLAGS
   out = f.out or os.path.join('workdirs', 'benchmark', f'{jax.default_backend()}.json')
   try:
     steps = [int(s) for s in f.memory_steps]
   except ValueError as e:
     raise app.UsageError(f'--memory_steps: expected integers, received {f.memory_steps}.') from e
+  try:
+    sizes = [int(n) for n in f.batch_sizes]
+  except ValueError as e:
+    raise app.UsageError(f'--batch_sizes: expected integers, received {f.batch_sizes}.') from e
   model = None if f.memory_model.lower() == 'none' else f.memory_model
-  run(f.workloads, f.windows, f.window_s, out, model, steps, f.readme)
+  run(f.workloads, f.windows, f.window_s, out, model, steps, f.readme, f.peers, kept,
+      f.batch_curve, sizes)
 
 
 if __name__ == '__main__':

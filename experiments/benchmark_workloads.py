@@ -153,9 +153,9 @@ def sinusoid_target() -> hn.Target:
   return hn.Target.from_linen(SinusoidMLP(), jnp.zeros((1, 1)), key=jax.random.key(0))
 
 
-def w1_library(compute_dtype: str | None = None) -> Program:
+def w1_library(compute_dtype: str | None = None, meta_batch: int = 25) -> Program:
   learner = meta.MAML(target=sinusoid_target(), inner_lr=0.01, inner_steps=1)
-  return _library_maml_program(learner, sinusoid_tasks(), compute_dtype)
+  return _library_maml_program(learner, sinusoid_tasks(meta_batch), compute_dtype)
 
 
 def w1_reference() -> Program:
@@ -185,10 +185,10 @@ def omniglot_tasks(meta_batch: int = 32, ways: int = 5, shots: int = 1,
               jax.random.uniform(k2, (meta_batch, ways * queries, 28, 28, 1)), labels(queries))
 
 
-def w2_library() -> Program:
+def w2_library(meta_batch: int = 32) -> Program:
   target = hn.Target.from_linen(Conv4(), jnp.zeros((1, 28, 28, 1)), key=jax.random.key(0))
   learner = meta.MAML(target=target, loss='xent', inner_lr=0.4, inner_steps=1)
-  return _library_maml_program(learner, omniglot_tasks())
+  return _library_maml_program(learner, omniglot_tasks(meta_batch))
 
 
 def _conv4_apply(params, x):
@@ -306,6 +306,14 @@ def w4_library(algo: str) -> Program:
   target = sinusoid_target()
   learner = learners.build_learner(config, target)
   return _library_maml_program(learner, sinusoid_tasks(config.meta_batch_size))
+
+
+# ------------------------------------------------------------------ meta-batch curve
+# The library programs whose meta-batch size the benchmark's `--batch_curve` varies.
+BATCH_CURVE: dict[str, Callable[[int], Program]] = {
+    'W1': lambda meta_batch: w1_library(meta_batch=meta_batch),
+    'W2': w2_library,
+}
 
 
 # ------------------------------------------------------------------ registry

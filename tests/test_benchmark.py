@@ -26,14 +26,29 @@ def test_module_writes_json_and_readme_table(tmp_path):
   readme.write_text(f'# x\nbefore\n{benchmark.README_START}\nold table\n'
                     f'{benchmark.README_END}\nafter\n')
   out = tmp_path / 'bench' / 'cpu.json'
+  # A peer result in the format experiments/peers/maml_torch.py writes (torch is not
+  # installed here): its steps/s go beside the library's, with the ratio.
+  peer = {'impl': 'learn2learn', 'workload': 'W1', 'steps_per_s': 40.0, 'torch_version': '2.x',
+          'threads': 2, 'glibc_tunables': None}
+  (tmp_path / 'peers').mkdir()
+  (tmp_path / 'peers' / 'learn2learn_W1.json').write_text(json.dumps(peer))
   proc = subprocess.run(
       [sys.executable, '-m', 'experiments.benchmark', '--workloads=W1,W3', '--windows=2',
-       '--window_s=0.05', '--memory_model=none', f'--out={out}', f'--readme={readme}'],
+       '--window_s=0.05', '--memory_model=none', f'--out={out}', f'--readme={readme}',
+       '--batch_curve=W1', '--batch_sizes=1,4', f'--peers={tmp_path / "peers" / "*.json"}'],
       cwd=ROOT, capture_output=True, text=True, timeout=300,
       env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu'))
   assert proc.returncode == 0, proc.stderr[-4000:]
   results = json.loads(out.read_text())
   assert results['backend'] == 'cpu' and 'CPU' in results['device']
+  assert results['keep_freed_memory'] in (True, False)
+  curve = results['batch_curve']
+  assert curve['sizes'] == [1, 4] and list(curve['workloads']) == ['W1']
+  w1 = curve['workloads']['W1']
+  assert all(map(_positive, w1['steps_per_s']))
+  assert w1['tasks_per_s'] == [r * n for r, n in zip(w1['steps_per_s'], [1, 4])]
+  assert (out.parent / 'batch_curve.png').stat().st_size > 0
+  assert [p['impl'] for p in results['peers']] == ['learn2learn']
   assert list(results['workloads']) == ['W1', 'W3']
   for name, r in results['workloads'].items():
     assert _positive(r['overhead']), name
@@ -43,6 +58,7 @@ def test_module_writes_json_and_readme_table(tmp_path):
                   'process_max_rss_bytes', 'final_loss'):
         assert _positive(m[key]), (name, side, key, m[key])
       assert len(m['window_steps_per_s']) == 2 and all(map(_positive, m['window_steps_per_s']))
+      assert m['minor_faults_per_step'] >= 0
       mem = m['memory_bytes']
       assert mem['peak'] == mem['temp'] + mem['argument'] + mem['output'] > 0
     # the library and the reference compute the same thing: the same FLOPs within 25%
@@ -54,6 +70,25 @@ def test_module_writes_json_and_readme_table(tmp_path):
   assert text.startswith('# x\nbefore\n') and text.endswith(f'{benchmark.README_END}\nafter\n')
   assert 'old table' not in text and '| W1 |' in text and '| W3 |' in text
   assert results['device'] in text
+  ours = results['workloads']['W1']['library']['steps_per_s']
+  row = next(line for line in text.splitlines() if line.startswith('| W1 | default |'))
+  assert f'| {benchmark._fmt(ours / 40.0, 2)} |' in row and '| 40 |' in row, row
+  assert 'Tasks per second' in text
+
+
+def test_bad_peer_files_and_curves_name_themselves(tmp_path):
+  with pytest.raises(FileNotFoundError, match='peers: no file matches'):
+    benchmark.load_peers([str(tmp_path / 'none*.json')])
+  (tmp_path / 'bad.json').write_text('{"impl": "learn2learn"')
+  with pytest.raises(ValueError, match='bad.json.*not a readable JSON'):
+    benchmark.load_peers([str(tmp_path / 'bad.json')])
+  (tmp_path / 'short.json').write_text('{"impl": "jax", "workload": "W1"}')
+  with pytest.raises(ValueError, match=r"short.json.*missing \['steps_per_s'"):
+    benchmark.load_peers([str(tmp_path / 'short.json')])
+  with pytest.raises(ValueError, match=r"batch_curve: .*\['W3'\]"):
+    benchmark.run(['W1'], 1, 0.1, str(tmp_path / 'a.json'), curve_workloads=['W3'])
+  with pytest.raises(ValueError, match='batch_sizes'):
+    benchmark.batch_curve(['W1'], [0], 1, 0.1)
 
 
 def test_bad_arguments_name_themselves(tmp_path):

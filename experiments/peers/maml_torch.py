@@ -288,6 +288,8 @@ def main(argv=None) -> int:
       'vmap': info['vmap'], 'vmap_error': info['vmap_error'], 'vmap_warnings': info['vmap_warnings'],
       'windows': args.windows, 'window_s': args.window_s, 'python': platform.python_version(),
       'machine': platform.machine(), 'cpu_count': os.cpu_count(),
+      # glibc malloc settings of this process (see hypernet.runtime): None = glibc's defaults.
+      'glibc_tunables': os.environ.get('GLIBC_TUNABLES') or None,
   }
   print(f'{args.impl} {args.workload}: {out["steps_per_s"]:.3f} steps/s '
         f'({1.0 / out["steps_per_s"]:.4f} s/step; windows {out["window_steps_per_s"]}), '
