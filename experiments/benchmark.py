@@ -19,7 +19,8 @@ in this process, one after the other:
   bytes (parameters, optimiser state and the batch included) and each part;
   `process_max_rss_bytes`: the process's peak resident set so far (monotone over the run);
 * `flops_per_step` from the compiled `cost_analysis()` and the achieved `flops_per_s`;
-* `overhead`: library time per step / reference time per step (1.0: none).
+* `overhead`: library time per step / reference time per step (1.0: none), the median of
+  the ratios of paired windows: the two programs' timed windows alternate.
 
 The `memory` section compiles the second-order meta-gradient of MAML for 1..50 inner
 steps (`--memory_steps`) on W1's shapes (`--memory_model=w2`: W2's Conv-4, whose 24
@@ -117,60 +118,86 @@ def measure(program: bw.Program, windows: int, window_s: float) -> dict[str, Any
     window_s: target duration of a window in seconds (> 0); the number of steps per
       window is fixed from the warm-up.
   """
-  t0 = time.perf_counter()
-  compiled = program.step.lower(program.state, program.batch).compile()
-  compile_s = time.perf_counter() - t0
-  state, batch = program.state, program.batch
-  t0 = time.perf_counter()
-  state, metrics = compiled(state, batch)
-  _block((state, metrics))
-  first_step_s = time.perf_counter() - t0
+  return measure_interleaved([program], windows, window_s)[0]
 
-  # Warm-up: at least two steps and a quarter of a window, which also sizes the windows.
-  n, t0 = 0, time.perf_counter()
-  while n < 2 or time.perf_counter() - t0 < window_s / 4:
-    state, metrics = compiled(state, batch)
-    _block(state)
-    n += 1
-  per_step = (time.perf_counter() - t0) / n
-  steps = max(1, round(window_s / per_step))
-  rates = []
-  faults0, steps0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, 0
-  for _ in range(windows):
+
+def measure_interleaved(programs: Sequence[bw.Program], windows: int,
+                        window_s: float) -> list[dict[str, Any]]:
+  """`measure` for several programs whose timed windows alternate (A B A B ...).
+
+  Each program is compiled, run once and warmed up first; then window i of every program
+  runs before window i + 1 of any, so that a drift of the machine's speed (other
+  virtual machines on the same host moved this CPU's rates by up to 2x within an hour
+  here) falls on all of them alike. Page faults are counted over each program's own
+  windows.
+  """
+  runs = []
+  for program in programs:
     t0 = time.perf_counter()
-    for _ in range(steps):
-      state, metrics = compiled(state, batch)
+    compiled = program.step.lower(program.state, program.batch).compile()
+    compile_s = time.perf_counter() - t0
+    state, batch = program.state, program.batch
+    t0 = time.perf_counter()
+    state, metrics = compiled(state, batch)
     _block((state, metrics))
-    rates.append(steps / (time.perf_counter() - t0))
-    steps0 += steps
-  faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / steps0
-  loss = float(np.asarray(metrics['loss']))
-  rate = statistics.median(rates)
-  flops = _cost(compiled).get('flops')
-  return {
-      'compile_s': compile_s, 'first_step_s': first_step_s, 'steps_per_s': rate,
-      'window_steps_per_s': rates, 'steps_per_window': steps,
-      'memory_bytes': memory_bytes(compiled),
-      'process_max_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-      'flops_per_step': float(flops) if flops is not None else None,
-      'flops_per_s': float(flops) * rate if flops is not None else None,
-      'final_loss': loss,
-      # Minor page faults of this process per timed step: pages the kernel mapped anew
-      # (see hypernet.runtime.keep_freed_memory).
-      'minor_faults_per_step': faults,
-  }
+    first_step_s = time.perf_counter() - t0
+    # Warm-up: at least two steps and a quarter of a window, which also sizes the windows.
+    n, t0 = 0, time.perf_counter()
+    while n < 2 or time.perf_counter() - t0 < window_s / 4:
+      state, metrics = compiled(state, batch)
+      _block(state)
+      n += 1
+    per_step = (time.perf_counter() - t0) / n
+    runs.append({'compiled': compiled, 'state': state, 'batch': batch, 'metrics': metrics,
+                 'compile_s': compile_s, 'first_step_s': first_step_s,
+                 'steps': max(1, round(window_s / per_step)), 'rates': [], 'faults': 0})
+  for _ in range(windows):
+    for r in runs:
+      compiled, state, batch, metrics = r['compiled'], r['state'], r['batch'], r['metrics']
+      faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+      t0 = time.perf_counter()
+      for _ in range(r['steps']):
+        state, metrics = compiled(state, batch)
+      _block((state, metrics))
+      r['rates'].append(r['steps'] / (time.perf_counter() - t0))
+      r['faults'] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
+      r['state'], r['metrics'] = state, metrics
+  out = []
+  for r in runs:
+    rate = statistics.median(r['rates'])
+    flops = _cost(r['compiled']).get('flops')
+    out.append({
+        'compile_s': r['compile_s'], 'first_step_s': r['first_step_s'], 'steps_per_s': rate,
+        'window_steps_per_s': r['rates'], 'steps_per_window': r['steps'],
+        'memory_bytes': memory_bytes(r['compiled']),
+        'process_max_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        'flops_per_step': float(flops) if flops is not None else None,
+        'flops_per_s': float(flops) * rate if flops is not None else None,
+        'final_loss': float(np.asarray(r['metrics']['loss'])),
+        # Minor page faults of this process per timed step: pages the kernel mapped anew
+        # (see hypernet.runtime.keep_freed_memory).
+        'minor_faults_per_step': r['faults'] / (windows * r['steps']),
+    })
+  return out
 
 
 def run_workload(name: str, windows: int, window_s: float) -> dict[str, Any]:
-  """The library program of workload `name` and its reference, measured one after the other."""
+  """The library program of workload `name` and its reference, their windows alternating.
+
+  `overhead` is the median over windows of the paired ratio (library time per step in
+  window i) / (reference time per step in window i).
+  """
   w = bw.WORKLOADS[name]
-  out = {'description': w.description, 'library': measure(w.library(), windows, window_s)}
-  if w.reference is not None:
-    ref = measure(w.reference(), windows, window_s)
-    out['reference'] = ref
-    out['overhead'] = ref['steps_per_s'] / out['library']['steps_per_s']
-  else:
+  out = {'description': w.description}
+  if w.reference is None:
+    out['library'] = measure(w.library(), windows, window_s)
     out['reference'], out['overhead'] = None, None
+    return out
+  out['library'], out['reference'] = measure_interleaved([w.library(), w.reference()], windows,
+                                                         window_s)
+  out['overhead'] = statistics.median(
+      r / l for l, r in zip(out['library']['window_steps_per_s'],
+                            out['reference']['window_steps_per_s']))
   return out
 
 
@@ -361,6 +388,13 @@ def load_peers(patterns: Sequence[str]) -> list[dict[str, Any]]:
       raise ValueError(f'peers: {path!r}: expected the keys {PEER_KEYS} with impl in '
                        f'{tuple(PEER_IMPLS)}, missing {missing}, impl {peer.get("impl")!r}.')
     peers.append(dict(peer, path=path))
+  seen = {}
+  for peer in peers:  # one result per (impl, workload, malloc): the table has one cell for it
+    key = (peer['impl'], peer['workload'], bool(peer['glibc_tunables']))
+    if key in seen:
+      raise ValueError(f'peers: {seen[key]!r} and {peer["path"]!r} are both {key[0]} on '
+                       f'{key[1]} with {"kept" if key[2] else "default"} malloc; expected one.')
+    seen[key] = peer['path']
   return peers
 
 

@@ -85,6 +85,12 @@ def test_bad_peer_files_and_curves_name_themselves(tmp_path):
   (tmp_path / 'short.json').write_text('{"impl": "jax", "workload": "W1"}')
   with pytest.raises(ValueError, match=r"short.json.*missing \['steps_per_s'"):
     benchmark.load_peers([str(tmp_path / 'short.json')])
+  good = {'impl': 'learn2learn', 'workload': 'W1', 'steps_per_s': 1.0, 'torch_version': 'x',
+          'threads': 1, 'glibc_tunables': None}
+  for name in ('d1.json', 'd2.json'):
+    (tmp_path / name).write_text(json.dumps(good))
+  with pytest.raises(ValueError, match='d1.json.*d2.json.*expected one'):
+    benchmark.load_peers([str(tmp_path / 'd*.json')])
   with pytest.raises(ValueError, match=r"batch_curve: .*\['W3'\]"):
     benchmark.run(['W1'], 1, 0.1, str(tmp_path / 'a.json'), curve_workloads=['W3'])
   with pytest.raises(ValueError, match='batch_sizes'):

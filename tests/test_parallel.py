@@ -6,11 +6,13 @@ JAX starts, so it runs `tests/_sharded_check.py` in a separate process and check
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from hypernet import parallel
@@ -67,3 +69,48 @@ def test_shard_tasks_checks_its_input():
     parallel.task_mesh([])
   two = parallel.task_mesh([jax.devices()[0]])  # a 1-device mesh: divisibility by 1
   parallel.check_divisible(5, two)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one_device(tmp_path):
+  """Two "hosts" (processes joined by `jax.distributed`, 2 CPU devices each, gloo
+  collectives) train the sharded meta-step over all 4 devices; the result equals one
+  device's in this process."""
+  import _multihost_check as check  # pylint: disable=g-import-not-at-top
+  from experiments import sinusoid, train  # pylint: disable=g-import-not-at-top
+
+  out, port = tmp_path / 'report.json', _free_port()
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
+             JAX_PLATFORMS='cpu', PYTHONPATH=os.path.dirname(HERE))
+  procs = [subprocess.Popen([sys.executable, os.path.join(HERE, '_multihost_check.py'), str(i),
+                             str(port), str(out)], env=env, cwd=os.path.dirname(HERE),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in (0, 1)]
+  try:
+    results = [p.communicate(timeout=300) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, (_, err) in zip(procs, results):
+    assert p.returncode == 0, err[-4000:]
+  report = json.loads(out.read_text())
+  assert (report['process_count'], report['device_count'], report['local_device_count']) == (2, 4, 2)
+  assert report['mesh_devices'] == 4 and report['param_devices'] == 4
+
+  config = check.config_for_check()
+  experiment = sinusoid.build_experiment(config)
+  tx = train.make_optimizer(config)
+  state = train.init_state(experiment.learner, tx, jax.random.key(0), True)
+  chunk = train.TrainChunk(experiment.learner, tx, experiment.sample_tasks, True, None)
+  state, metrics = chunk(state, jax.random.key(1), check.NUM_STEPS)
+  np.testing.assert_allclose(report['losses'], np.asarray(metrics['loss']), rtol=1e-4, atol=1e-6)
+  for got, want in zip(report['params'], jax.tree.leaves(state.meta_params)):
+    np.testing.assert_allclose(got, np.asarray(want).ravel(), rtol=1e-4, atol=1e-5)
+  first = jax.tree.leaves(train.init_state(experiment.learner, tx, jax.random.key(0),
+                                           True).meta_params)
+  assert any(not np.allclose(g, np.asarray(f).ravel()) for g, f in zip(report['params'], first))
