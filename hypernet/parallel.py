@@ -28,8 +28,10 @@ hosts and `task_mesh()` spans them. Tasks sampled inside `jit` from a key (as
 in `experiments.train`) need nothing more: each host computes its own shards.
 A meta-batch built on the host must be this process's part only (its rows
 `[T / process_count, ...]`); `shard_tasks` assembles the global array with
-`jax.make_array_from_process_local_data`. (Tested on 8 simulated CPU devices in one
-process; no multi-host run has been made.)
+`jax.make_array_from_process_local_data`. Tested on 8 simulated CPU devices in one
+process, and with two processes on one machine joined by `jax.distributed` (2 CPU
+devices each, gloo collectives: `tests/_multihost_check.py`), both matching one
+device; no run across real hosts or accelerators has been made.
 """
 
 from __future__ import annotations
