@@ -13,7 +13,12 @@ with `resource.getrusage` around single steps, `jax` 0.10.2).
 threads' own arenas can only `mmap` blocks this large), no `mmap` for large blocks
 (the heap grows with `brk` instead), and no trimming of the heap's free top. The
 process then keeps its peak host memory until it exits, as GPU allocators keep device
-memory; memory freed inside the process is reused. glibc reads the same settings from
+memory; memory freed inside the process is reused. Caveat: a block can only be reused
+by requests that fit in it, so a process that runs programs of growing sizes one after
+the other can hold far more than its largest program needs (seen: the benchmark ran out
+of this machine's 24 GB after many programs when it reached W2 at meta-batch 64, a
+7.4 GB temporary buffer; the default curve now stops at 32). One training run, which
+calls the same programs again and again, does not have that pattern. glibc reads the same settings from
 the environment, which also works for notebooks and other programs (set it before
 Python starts)::
 

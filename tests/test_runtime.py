@@ -26,7 +26,7 @@ import jax, jax.numpy as jnp
 f = jax.jit(lambda x: (jnp.sin(x)[:, ::-1] * 2.0 + jnp.cos(x).T.reshape(x.shape)).sum())
 x = jnp.ones((1024, 4096))  # 16 MiB; 32 MiB of temporaries
 faults = []
-for _ in range(6):
+for _ in range(15):
   before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   f(x).block_until_ready()
   faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
