@@ -16,7 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PEERS_PYTHON:?set PEERS_PYTHON to the python of the scratch environment with torch and learn2learn}
 OUT=${PEERS_OUT:-workdirs/peers}
-KEEP=glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
+# The one definition of the settings: hypernet.runtime.GLIBC_TUNABLES.
+KEEP=$(python -c 'from hypernet import runtime; print(runtime.GLIBC_TUNABLES)')
 mkdir -p "$OUT"
 for workload in W1 W2; do
   for impl in learn2learn torchfunc; do
