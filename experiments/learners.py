@@ -15,8 +15,9 @@
 | `learned_update` | `LearnedUpdate`                | `rule`, `inner`                  |
 | `protonet`       | `ProtoNet` (classification)    | `ways`                           |
 | `hyperhead`      | `HyperHead` (classification)   | `ways`, `head`, `hypernet`, `inner` |
+| `support_film`   | `SupportFiLM` (classification) | `ways`, `encoder`, `hypernet`, `head` |
 
-For `protonet` and `hyperhead` the `target` is the shared embedding network (`x -> [n, D]`);
+For `protonet`, `hyperhead` and `support_film` the `target` is the shared embedding network (`x -> [n, D]`);
 for the others it is the whole network. Learners with a set encoder (`amortised`,
 `hypermaml`) read `config.input_shape`, the shape of ONE input example (default `(1,)`).
 
@@ -49,7 +50,8 @@ from hypernet.meta import hyper
 
 GRADIENT_ALGOS = ('maml', 'fomaml', 'metasgd', 'anil', 'reptile')
 HYPER_ALGOS = ('amortised', 'latent', 'hypermaml', 'learned_update')
-METRIC_ALGOS = ('protonet', 'hyperhead')  # classification with a shared embedding network
+# classification with an embedding network (shared, or modulated per task by `support_film`)
+METRIC_ALGOS = ('protonet', 'hyperhead', 'support_film')
 ALGOS = GRADIENT_ALGOS + HYPER_ALGOS
 CLASSIFICATION_ALGOS = ALGOS + METRIC_ALGOS
 GENERATING_KINDS = ('full', 'chunked', 'per_tensor')
@@ -122,6 +124,13 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
       raise ValueError(f"config.loss: {algo} classifies, expected 'xent', received {loss!r}.")
     if algo == 'protonet':
       return meta.ProtoNet(embedding=target, ways=config.ways)
+    if algo == 'support_film':
+      encoder = build_encoder(config.encoder)
+      return meta.SupportFiLM(
+          embedding=target, hypernet=build_hypernet(config.hypernet, target, encoder.features),
+          encoder=encoder, ways=config.ways, input_shape=input_shape,
+          learn_metric_scale=config.head.learn_scale,
+          init_metric_scale=config.head.init_scale)
     dim = embedding_dim(target, input_shape)
     hnet = build_hypernet(config.hypernet, meta.class_head_target(dim), 2 * dim)
     return meta.HyperHead(embedding=target, hypernet=hnet, ways=config.ways,

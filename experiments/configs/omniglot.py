@@ -32,8 +32,9 @@ import ml_collections
 
 DEFAULT_ALGO = 'hyperhead'
 GRADIENT_ALGOS = ('maml', 'fomaml', 'metasgd', 'anil', 'reptile')
-HYPER_ALGOS = ('amortised', 'latent', 'hypermaml', 'learned_update', 'hyperhead')
-METRIC_ALGOS = ('protonet', 'hyperhead')  # shared embedding: any ways/shots at evaluation
+HYPER_ALGOS = ('support_film', 'amortised', 'latent', 'hypermaml', 'learned_update', 'hyperhead')
+# embedding + metric head: any ways/shots at evaluation
+METRIC_ALGOS = ('protonet', 'hyperhead', 'support_film')
 ALGOS = GRADIENT_ALGOS + HYPER_ALGOS + ('protonet',)
 SIZES = ('cpu', 'paper')
 VARIANTS = ('smoke',)
@@ -140,6 +141,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       config.inner.lr = 0.1
     if algo == 'learned_update':
       del config.inner.lr, config.inner.first_order
+  if algo == 'support_film':
+    # The set encoder reads the [N, 2D] class contexts; the hypernetwork FiLMs every conv.
+    config.encoder = ml_collections.ConfigDict()
+    config.encoder.features = 64
+    config.encoder.hidden = (256,)
+    config.encoder.rho_hidden = (128,)
+    config.encoder.pooling = 'mean'
+    config.hypernet = ml_collections.ConfigDict()
+    config.hypernet.kind = 'film'
+    config.hypernet.hidden = (128,)
+    config.hypernet.head_init = 'hyperfan_in'  # unused by 'film'
+    config.hypernet.init_scale = 0.01
+    config.hypernet.chunk_size = 1024  # unused by 'film'
+    config.hypernet.generate = ('Conv_*',)
+    config.head = ml_collections.ConfigDict()
+    config.head.learn_scale = False
+    config.head.init_scale = 1.0
   if algo in ('amortised', 'hypermaml'):
     config.encoder = ml_collections.ConfigDict()
     config.encoder.features = 64
@@ -197,7 +215,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.settings = ((5, 1, 15), (5, 5, 15), (20, 1, 5))
   else:
     config.eval.settings = ((ways, shots, 15 if ways < 20 else 5),)
-  config.eval.steps = ((0,) if algo in ('protonet', 'hyperhead', 'amortised')
+  config.eval.steps = ((0,) if algo in ('protonet', 'hyperhead', 'support_film', 'amortised')
                        else ((5,) if ways >= 20 else (1, 3)))
   if algo == 'reptile':
     config.eval.steps = (5, 10)
@@ -205,7 +223,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.val_episodes = 100
   # Forward passes only, weights shared by the episodes for protonet / hyperhead: XLA's
   # convolution measured faster there on CPU (93 against 160-220 s for 300 episodes).
-  config.eval.conv_strategy = 'xla' if algo in METRIC_ALGOS else 'auto'
+  config.eval.conv_strategy = 'xla' if algo in ('protonet', 'hyperhead') else 'auto'
   config.eval.batch_size = 20 if algo in METRIC_ALGOS else 4
 
   if a['smoke']:
