@@ -27,7 +27,8 @@ writes checkpoints the same way. A stale `results.json` is removed before traini
 a workdir never shows results that its checkpoints do not back.
 
 Config keys read here: `seed`, `overwrite`, `num_steps`, `steps_per_call`, `log_every`,
-`checkpoint_every`, `keep_checkpoints`, `optimizer.{learning_rate, grad_clip_norm}`,
+`checkpoint_every`, `keep_checkpoints`, `optimizer.{learning_rate, grad_clip_norm}` (and
+optionally `optimizer.{decay_every, decay_rate}`, see `make_optimizer`),
 optionally `plots` (False: no PNG files), `fast_compile` (see `FAST_COMPILE`), `algo`
 (copied into the results), `shard_tasks` (see `task_mesh_for`: None or absent shards the
 meta-batch over all devices when there is more than one) and `compute_dtype` ('float32', the
@@ -73,7 +74,8 @@ CHECKPOINT_DIR = 'checkpoints'
 RESUMABLE_DIFFERENCES = ('num_steps', 'overwrite', 'shard_tasks')
 # Keys added after runs were recorded: absent from an old `config.json` means this value,
 # so those runs can still be resumed and extended.
-ABSENT_MEANS = {'compute_dtype': 'float32'}
+ABSENT_MEANS = {'compute_dtype': 'float32', 'optimizer.decay_every': 0,
+                'optimizer.decay_rate': 0.5}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +172,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 <= clip < math.inf:
     raise ValueError(f'config.optimizer.grad_clip_norm: expected a finite number >= 0 (0: no '
                      f'clipping), received {clip!r}.')
+  every = config.optimizer.get('decay_every', 0)
+  if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+    raise ValueError(f'config.optimizer.decay_every: expected an integer >= 0 (0: constant '
+                     f'learning rate), received {every!r}.')
+  rate = config.optimizer.get('decay_rate', 0.5)
+  if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1:
+    raise ValueError(f'config.optimizer.decay_rate: expected a number in (0, 1], received '
+                     f'{rate!r}.')
   dtype = config.get('compute_dtype', 'float32')
   if dtype not in meta.base.COMPUTE_DTYPES:
     raise ValueError(f'config.compute_dtype: expected one of {meta.base.COMPUTE_DTYPES}, '
@@ -259,13 +269,25 @@ def experiment_key(config: ml_collections.ConfigDict) -> str:
 
 # ------------------------------------------------------------------ the jitted loop
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam with `config.optimizer.learning_rate`, after optional global-norm clipping."""
-  return _optimizer(config.optimizer.learning_rate, config.optimizer.grad_clip_norm)
+  """Adam with `config.optimizer.learning_rate`, after optional global-norm clipping.
+
+  With `config.optimizer.decay_every = n > 0` the learning rate is multiplied by
+  `config.optimizer.decay_rate` every `n` meta-steps (a staircase, as ProtoNets' "halve every
+  2000 episodes"); it depends on the step only, so a run can be extended without changing
+  the steps already taken.
+  """
+  opt = config.optimizer
+  return _optimizer(opt.learning_rate, opt.grad_clip_norm, opt.get('decay_every', 0),
+                    opt.get('decay_rate', 0.5))
 
 
 @functools.lru_cache(maxsize=16)
-def _optimizer(learning_rate: float, grad_clip_norm: float) -> optax.GradientTransformation:
+def _optimizer(learning_rate: float, grad_clip_norm: float, decay_every: int = 0,
+               decay_rate: float = 0.5) -> optax.GradientTransformation:
   # Cached: the same values give the same object, so compiled programs are reused.
+  if decay_every:
+    learning_rate = optax.exponential_decay(learning_rate, transition_steps=decay_every,
+                                            decay_rate=decay_rate, staircase=True)
   tx = optax.adam(learning_rate)
   if grad_clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(grad_clip_norm), tx)

@@ -199,6 +199,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 1e-3
   config.optimizer.grad_clip_norm = 0.0
+  # Staircase decay: x decay_rate every decay_every steps (0: constant learning rate).
+  config.optimizer.decay_every = 0
+  config.optimizer.decay_rate = 0.5
 
   config.num_steps = num_steps
   config.steps_per_call = 50
