@@ -125,12 +125,17 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
     if algo == 'protonet':
       return meta.ProtoNet(embedding=target, ways=config.ways)
     if algo == 'support_film':
+      if config.head.refine not in ('none', 'attention'):
+        raise ValueError(f"config.head.refine: expected 'none' or 'attention', received "
+                         f'{config.head.refine!r}.')
       encoder = build_encoder(config.encoder)
       return meta.SupportFiLM(
           embedding=target, hypernet=build_hypernet(config.hypernet, target, encoder.features),
           encoder=encoder, ways=config.ways, input_shape=input_shape,
           learn_metric_scale=config.head.learn_scale,
-          init_metric_scale=config.head.init_scale)
+          init_metric_scale=config.head.init_scale,
+          refiner=(meta.PrototypeAttention(num_heads=config.head.heads)
+                   if config.head.refine == 'attention' else None))
     dim = embedding_dim(target, input_shape)
     hnet = build_hypernet(config.hypernet, meta.class_head_target(dim), 2 * dim)
     return meta.HyperHead(embedding=target, hypernet=hnet, ways=config.ways,

@@ -3,17 +3,29 @@ r"""Collects Omniglot `results.json` files into the README's few-shot table.
     python -m experiments.omniglot_table --runs='workdirs/omniglot/*'
     python -m experiments.omniglot_table --runs='workdirs/omniglot/*' --readme=README.md
 
-Columns: 5-way 1-shot, 5-way 5-shot, 20-way 1-shot test accuracy (mean ± 95% CI over test
-episodes, in %). A run fills every setting it was evaluated at (`protonet` and `hyperhead`
-are trained once and evaluated at all three; learners with an N-way head at their own). For
-each setting the number of inner steps is the one with the best VALIDATION accuracy (model
-selection never looks at the test split), and the cell says which. Each row names its config
-size ('cpu': at most 45 minutes on 2 CPU cores; 'paper': the publications' training length),
-its training episodes and its training time. The published rows come from `PUBLISHED`.
+Runs whose configs (`config.json` in the workdir) differ only in `seed` (and in keys that
+do not change what is trained: paths, logging, checkpointing, `overwrite`) are one row:
+the seeds of one method. Columns: 5-way 1-shot, 5-way 5-shot and 20-way 1-shot test
+accuracy (%), as `mean ± 95% CI across seeds [± 95% CI over test episodes]`: the mean of
+the per-seed means, the t-interval of that mean over seeds (Student's t with `seeds - 1`
+degrees of freedom; none for one seed), and the per-episode interval pooled over seeds
+(`sqrt(sum ci_i^2) / seeds`). A run fills every setting it was evaluated at (the metric
+learners `protonet`, `hyperhead`, `support_film` are trained once and evaluated at all
+three; learners with an N-way head at their own). For each setting and seed the number of
+inner steps is the one with the best VALIDATION accuracy (model selection never looks at the
+test split). Each row names its protocol ('maml': the 1200/423 character split with
+rotations; 'official': background alphabets for training, evaluation alphabets for test),
+its config size ('cpu': at most 45 minutes on 2 CPU cores; 'paper': the publications'
+training length), its training episodes, meta-steps, seeds and mean training time. Rows of
+the same method that differ in other keys name the differing keys. The published rows come
+from `PUBLISHED`.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -25,9 +37,14 @@ from experiments import results_table
 START, END = '<!-- results:omniglot:start -->', '<!-- results:omniglot:end -->'
 SETTINGS = ((5, 1), (5, 5), (20, 1))
 _METRIC = re.compile(r'^(test|val)_acc_(\d+)w(\d+)s_step(\d+)$')
-ALGO_ORDER = ('hyperhead', 'amortised', 'latent', 'hypermaml', 'learned_update', 'maml', 'fomaml',
-              'metasgd', 'anil', 'reptile', 'protonet')
-HYPER_ALGOS = ('hyperhead', 'amortised', 'latent', 'hypermaml', 'learned_update')
+ALGO_ORDER = ('support_film', 'hyperhead', 'amortised', 'latent', 'hypermaml', 'learned_update',
+              'protonet', 'maml', 'fomaml', 'metasgd', 'anil', 'reptile')
+HYPER_ALGOS = ('support_film', 'hyperhead', 'amortised', 'latent', 'hypermaml', 'learned_update')
+# Config keys that do not change what a run trains or how it is evaluated.
+IGNORED_KEYS = ('seed', 'overwrite', 'plots', 'steps_per_call', 'log_every', 'checkpoint_every',
+                'keep_checkpoints', 'fast_compile', 'shard_tasks', 'data.dir', 'data.cache_dir',
+                'data.source', 'data.download', 'eval.batch_size', 'eval.conv_strategy',
+                'model.conv_strategy')
 
 # Published Omniglot accuracies (%), 28x28, the 1200/423 character split with rotations:
 # MAML: Finn et al. (2017), Table 1 (with their 95% CIs); ProtoNets: Snell et al. (2017),
@@ -39,10 +56,72 @@ PUBLISHED = (
      {(5, 1): (98.8, None), (5, 5): (99.7, None), (20, 1): (96.0, None)}),
 )
 
+# Two-sided 95% quantiles of Student's t, by degrees of freedom (1..30); 1.96 beyond.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_quantile(dof: int) -> float:
+  """The 97.5% quantile of Student's t with `dof >= 1` degrees of freedom."""
+  if dof < 1:
+    raise ValueError(f'dof: expected >= 1, received {dof}.')
+  return _T975[dof - 1] if dof <= len(_T975) else 1.96
+
+
+def across_seeds(means: Sequence[float]) -> tuple[float, float | None]:
+  """Mean of per-seed values and the half-width of its 95% t-interval (None for one seed)."""
+  n = len(means)
+  if n == 0:
+    raise ValueError('means: expected at least one value.')
+  mean = sum(means) / n
+  if n == 1:
+    return mean, None
+  std = math.sqrt(sum((m - mean) ** 2 for m in means) / (n - 1))
+  return mean, t_quantile(n - 1) * std / math.sqrt(n)
+
+
+def _flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def run_config(workdir: str, results: dict[str, Any]) -> dict[str, Any]:
+  """The run's flattened `config.json` (or, without one, what `results.json` says)."""
+  path = os.path.join(workdir, 'config.json')
+  if os.path.isfile(path):
+    with open(path) as f:
+      try:
+        config = _flatten(json.load(f))
+      except json.JSONDecodeError as e:
+        raise ValueError(f'{path}: not valid JSON ({e}).') from e
+  else:
+    config = {k: results.get(k) for k in ('algo', 'size', 'train_ways', 'shots', 'num_steps')}
+  return {k: v for k, v in config.items() if k not in IGNORED_KEYS}
+
 
 def load_runs(pattern: str) -> list[tuple[str, dict[str, Any]]]:
   """The Omniglot runs matching `pattern`, in `ALGO_ORDER`."""
   return results_table.sort_by_algo(results_table.read_results(pattern), ALGO_ORDER)
+
+
+def group_runs(runs: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+  """Runs grouped by config (seeds of one setup), in order of first appearance.
+
+  Returns:
+    `[{'config': flattened config without `IGNORED_KEYS`, 'runs': [(workdir, results)]}]`.
+  """
+  groups: dict[str, dict[str, Any]] = {}
+  for workdir, r in runs:
+    config = run_config(workdir, r)
+    key = json.dumps(config, sort_keys=True, default=str)
+    groups.setdefault(key, {'config': config, 'runs': []})['runs'].append((workdir, r))
+  return list(groups.values())
 
 
 def select(metrics: dict[str, dict[str, float]], ways: int, shots: int
@@ -58,43 +137,91 @@ def select(metrics: dict[str, dict[str, float]], ways: int, shots: int
   return metrics[f'test_acc_{ways}w{shots}s_step{best}'], best
 
 
-def _cell(summary: dict[str, float], steps: int | None = None) -> str:
-  ci = summary.get('ci95')
-  text = f'{summary["mean"]:.1f}' + (f' ± {ci:.1f}' if ci is not None else '')
-  return text + (f' ({steps} st.)' if steps else '')
+def cell_values(group_runs_: Sequence[tuple[str, dict[str, Any]]], ways: int, shots: int
+                ) -> dict[str, Any] | None:
+  """`{'mean', 'ci_seeds', 'ci_episodes', 'seeds', 'steps'}` of one setting over a group's
+  runs, or None where a run lacks the setting."""
+  picked = [select(r['metrics'], ways, shots) for _, r in group_runs_]
+  if not picked or any(p is None for p in picked):
+    return None
+  mean, ci_seeds = across_seeds([p[0]['mean'] for p in picked])
+  cis = [p[0].get('ci95') for p in picked]
+  ci_episodes = (math.sqrt(sum(c * c for c in cis)) / len(cis)
+                 if all(c is not None for c in cis) else None)
+  return {'mean': mean, 'ci_seeds': ci_seeds, 'ci_episodes': ci_episodes, 'seeds': len(picked),
+          'steps': sorted({p[1] for p in picked})}
+
+
+def _cell(v: dict[str, Any] | None) -> str:
+  if v is None:
+    return '—'
+  text = f'{v["mean"]:.2f}'
+  if v['ci_seeds'] is not None:
+    text += f' ± {v["ci_seeds"]:.2f}'
+  if v['ci_episodes'] is not None:
+    text += f' [± {v["ci_episodes"]:.2f}]'
+  if any(v['steps']):
+    text += f' ({"/".join(map(str, v["steps"]))} st.)'
+  return text
+
+
+def _labels(groups: Sequence[dict[str, Any]]) -> list[str]:
+  """Method labels; groups of the same algorithm and protocol name the keys they differ in."""
+  labels = []
+  for g in groups:
+    c = g['config']
+    algo = c.get('algo') or g['runs'][0][1]['algo']
+    kind = 'hypernetwork' if algo in HYPER_ALGOS else 'baseline'
+    label = f'{algo} ({kind})'
+    same = [o['config'] for o in groups if o is not g and o['config'].get('algo') == algo
+            and o['config'].get('data.protocol') == c.get('data.protocol')]
+    if same:
+      keys = sorted(k for k in c if any(o.get(k) != c[k] for o in same))
+      if keys:
+        label += ' ' + ', '.join(f'{k}={c[k]}' for k in keys[:4])
+    labels.append(label)
+  return labels
 
 
 def table(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
   if not runs:
     raise ValueError('runs: no results.json found; expected workdirs of finished Omniglot runs.')
-  head = ['method', 'config', *[f'{w}-way {k}-shot' for w, k in SETTINGS], 'trained on',
-          'meta-steps', 'train time']
-  out = ['**Omniglot few-shot classification**: test accuracy (%, mean ± 95% CI over test '
-         'episodes; inner steps chosen on the validation split)\n',
-         '| ' + ' | '.join(head) + ' |', '|' + '|'.join([' --- '] * 2 + [' ---: '] * 6) + '|']
-  for workdir, r in runs:
-    cells = []
-    for w, k in SETTINGS:
-      sel = select(r['metrics'], w, k)
-      cells.append('—' if sel is None else _cell(sel[0], sel[1]))
-    kind = 'hypernetwork' if r['algo'] in HYPER_ALGOS else 'baseline'
-    label = f'{r["algo"]} ({kind})'
-    trained = f'{r.get("train_ways", "?")}-way {r.get("shots", "?")}-shot'
-    minutes = f'{r["train_time_s"] / 60:.0f} min' if r.get('train_time_s') else '—'
-    if r.get('resumed_from_step'):  # the time of the last invocation only
-      minutes += f' (steps {r["resumed_from_step"] + 1:,}-{r["num_steps"]:,})'
-    out.append('| ' + ' | '.join([label, r.get('size', '?'), *cells, trained,
-                                  f'{r["num_steps"]:,}', minutes]) + ' |')
+  groups = group_runs(runs)
+  head = ['method', 'protocol', 'config', *[f'{w}-way {k}-shot' for w, k in SETTINGS],
+          'trained on', 'meta-steps', 'seeds', 'train time (mean)']
+  out = ['**Omniglot few-shot classification**: test accuracy (%), mean over seeds ± 95% CI '
+         'across seeds [± 95% CI over test episodes]; inner steps chosen on the validation '
+         'split\n',
+         '| ' + ' | '.join(head) + ' |',
+         '|' + '|'.join([' --- '] * 3 + [' ---: '] * (len(head) - 3)) + '|']
+  for g, label in zip(groups, _labels(groups)):
+    rs = [r for _, r in g['runs']]
+    first = rs[0]
+    cells = [_cell(cell_values(g['runs'], w, k)) for w, k in SETTINGS]
+    protocol = g['config'].get('data.protocol', 'maml')
+    trained = f'{first.get("train_ways", "?")}-way {first.get("shots", "?")}-shot'
+    times = [r['train_time_s'] for r in rs if r.get('train_time_s')]
+    minutes = f'{sum(times) / len(times) / 60:.0f} min' if times else '—'
+    if any(r.get('resumed_from_step') for r in rs):
+      minutes += ' (resumed runs: last part only)'
+    steps = sorted({r['num_steps'] for r in rs})
+    out.append('| ' + ' | '.join([label, protocol, first.get('size', '?'), *cells, trained,
+                                  '/'.join(f'{s:,}' for s in steps), str(len(rs)), minutes])
+               + ' |')
   for label, values in PUBLISHED:
-    cells = [_cell({'mean': values[s][0], 'ci95': values[s][1]}) for s in SETTINGS]
-    out.append('| ' + ' | '.join([f'*{label}*', '*paper*', *[f'*{c}*' for c in cells],
-                                  '—', '—', '—']) + ' |')
+    cells = []
+    for s in SETTINGS:
+      mean, ci = values[s]
+      cells.append(f'*{mean:.1f}' + (f' ± {ci:.1f}*' if ci is not None else '*'))
+    out.append('| ' + ' | '.join([f'*{label}*', '*maml*', '*paper*', *cells, '—', '—', '—', '—'])
+               + ' |')
   out.append('')
-  out.append('Rows in italics are published numbers, not runs of this code. Each other row is '
-             'one run (one seed) of `python -m experiments.omniglot`; "(k st.)" is the number '
-             'of inner steps at test; "train time" excludes compilation and evaluation, on 2 CPU cores '
-             'shared with other jobs, and for a resumed run covers the steps named. Generated by `python -m experiments.omniglot_table` from '
-             'the runs\' `results.json`.')
+  out.append('Rows in italics are published numbers, not runs of this code (their ± is over '
+             'test episodes). Each other row is one setup of `python -m experiments.omniglot` '
+             'run with the number of seeds shown; "(k st.)" is the number of inner steps at '
+             'test; "train time" excludes compilation and evaluation, on 2 CPU cores shared '
+             'with other jobs. Generated by `python -m experiments.omniglot_table` from the '
+             'runs\' `config.json` and `results.json`.')
   return '\n'.join(out) + '\n'
 
 

@@ -138,28 +138,3 @@ def test_config_argument_errors():
     omniglot_config.get_config('bogus')
   paper = omniglot_config.get_config('algo=maml,ways=20,size=paper')
   assert (paper.num_steps, paper.meta_batch_size, paper.inner.steps) == (60_000, 16, 5)
-
-
-def test_table_selects_steps_on_validation_and_replaces_the_readme_section(tmp_path):
-  from experiments import omniglot_table
-
-  def s(mean):
-    return {'mean': mean, 'ci95': 0.5, 'n': 10}
-  run = {'algo': 'maml', 'size': 'cpu', 'train_ways': 5, 'shots': 1, 'num_steps': 100,
-         'train_time_s': 120.0, 'resumed_from_step': 0,
-         # the test split favours 1 step, validation 3: the table must report 3 steps
-         'metrics': {'test_acc_5w1s_step1': s(90.0), 'test_acc_5w1s_step3': s(80.0),
-                     'val_acc_5w1s_step1': s(70.0), 'val_acc_5w1s_step3': s(75.0)}}
-  os.makedirs(tmp_path / 'runs' / 'a')
-  with open(tmp_path / 'runs' / 'a' / 'results.json', 'w') as f:
-    json.dump(run, f)
-  runs = omniglot_table.load_runs(str(tmp_path / 'runs' / '*'))
-  text = omniglot_table.table(runs)
-  row = next(line for line in text.splitlines() if line.startswith('| maml'))
-  assert '80.0 ± 0.5 (3 st.)' in row and '90.0' not in row
-  readme = f'intro\n{omniglot_table.START}\nold\n{omniglot_table.END}\nrest\n'
-  from experiments import results_table
-  new = results_table.replace_section(readme, text, omniglot_table.START, omniglot_table.END)
-  assert new.startswith('intro\n') and new.endswith('rest\n') and 'old' not in new
-  with pytest.raises(ValueError, match='runs: no results.json'):
-    omniglot_table.table([])

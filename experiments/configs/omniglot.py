@@ -158,6 +158,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.head = ml_collections.ConfigDict()
     config.head.learn_scale = False
     config.head.init_scale = 1.0
+    config.head.refine = 'none'  # or 'attention': prototypes refined over the task's classes
+    config.head.heads = 4
   if algo in ('amortised', 'hypermaml'):
     config.encoder = ml_collections.ConfigDict()
     config.encoder.features = 64

@@ -65,6 +65,29 @@ def task_context(prototypes: jax.Array) -> jax.Array:
   return jnp.concatenate([standardise(prototypes), standardise(centred)], -1)
 
 
+class PrototypeAttention(nn.Module):
+  """Prototypes refined by self-attention over the task's classes: `[N, D] -> [N, D]`.
+
+  `p + W_o MHA(LN(p))` (one block of a pre-norm Set Transformer, as FEAT's set-to-set
+  adaptation, Ye et al. 2020): each class's prototype, the classifier row of the distance
+  head, is corrected by what the other classes of the task look like. `W_o` starts at zero,
+  so the refinement starts as the identity. Permutation-equivariant over classes.
+  """
+  num_heads: int = 4
+  qkv_features: int = 64
+
+  @nn.compact
+  def __call__(self, prototypes: jax.Array) -> jax.Array:
+    if prototypes.ndim != 2:
+      raise ValueError(f'prototypes: expected [N, D], received shape {prototypes.shape}.')
+    h = nn.LayerNorm(name='norm')(prototypes)[None]  # [1, N, D]
+    delta = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, qkv_features=self.qkv_features,
+        out_features=prototypes.shape[-1], out_kernel_init=nn.initializers.zeros,
+        name='attention')(h, h)[0]  # [N, D]
+    return prototypes + delta
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class SupportFiLM(MetaLearner):
   """ProtoNets in an embedding FiLM-modulated per task from the support set (module doc).
@@ -79,6 +102,8 @@ class SupportFiLM(MetaLearner):
     input_shape: the shape of ONE input example (e.g. `(28, 28, 1)`).
     learn_metric_scale: learn the scale of the squared distances (else 1).
     init_metric_scale: its initial value.
+    refiner: optional set-to-set module on the prototypes (`PrototypeAttention`), applied
+      after the modulated embedding.
   """
   embedding: Target | None = None
   hypernet: nn.Module | None = None
@@ -89,6 +114,7 @@ class SupportFiLM(MetaLearner):
   inner_steps: int = 0
   learn_metric_scale: bool = False
   init_metric_scale: float = 1.0
+  refiner: nn.Module | None = None
 
   def __post_init__(self):
     super().__post_init__()
@@ -140,6 +166,9 @@ class SupportFiLM(MetaLearner):
     params['encoder'] = self.encoder.init(e_key, ctx, jnp.zeros((self.ways, 0)))['params']
     if self.learn_metric_scale:
       params['log_scale'] = jnp.log(jnp.asarray(self.init_metric_scale, jnp.float32))
+    if self.refiner is not None:
+      r_key = jax.random.fold_in(key, 2)
+      params['refiner'] = self.refiner.init(r_key, jnp.zeros((self.ways, dim)))['params']
     return params
 
   def base_params(self, meta_params: PyTree) -> PyTree:
@@ -167,7 +196,10 @@ class SupportFiLM(MetaLearner):
     code = self.task_code(meta_params, x_support, y_support)
     params = self.hypernet.apply({'params': meta_params['hypernet']}, code)
     z = self.embedding.apply(params, x_support)  # [K*N, D]
-    return {'params': params, 'prototypes': class_means(z, y_support, self.ways)}
+    prototypes = class_means(z, y_support, self.ways)  # [N, D]
+    if self.refiner is not None:
+      prototypes = self.refiner.apply({'params': meta_params['refiner']}, prototypes)
+    return {'params': params, 'prototypes': prototypes}
 
   def predict(self, meta_params, adapted, x):
     """Logits `[Q, N]`: minus (scaled) squared distances to the prototypes."""

@@ -1,0 +1,78 @@
+"""`python -m experiments.omniglot_table`: seeds grouped by config, validation-selected steps."""
+
+import json
+import math
+
+import pytest
+
+from experiments import omniglot_table, results_table
+
+
+def s(mean, ci=0.5):
+  return {'mean': mean, 'ci95': ci, 'n': 10}
+
+
+def write_run(root, name, config, results):
+  workdir = root / name
+  workdir.mkdir()
+  (workdir / 'config.json').write_text(json.dumps(config))
+  (workdir / 'results.json').write_text(json.dumps(results))
+
+
+def protonet_run(acc):
+  return {'algo': 'protonet', 'size': 'cpu', 'train_ways': 20, 'shots': 1, 'num_steps': 100,
+          'train_time_s': 60.0, 'metrics': {'test_acc_5w1s_step0': s(acc, 0.3),
+                                            'val_acc_5w1s_step0': s(acc)}}
+
+
+def config(seed, steps=100, protocol='maml', algo='protonet'):
+  return {'algo': algo, 'seed': seed, 'num_steps': steps, 'data': {'protocol': protocol,
+                                                                   'dir': f'/somewhere/{seed}'}}
+
+
+def test_t_quantiles_and_the_interval_across_seeds():
+  assert omniglot_table.t_quantile(2) == pytest.approx(4.303)
+  assert omniglot_table.t_quantile(100) == 1.96
+  mean, ci = omniglot_table.across_seeds([97.0, 98.0, 99.0])
+  assert mean == pytest.approx(98.0) and ci == pytest.approx(4.303 * 1.0 / math.sqrt(3))
+  assert omniglot_table.across_seeds([97.0]) == (97.0, None)
+
+
+def test_seeds_of_one_config_are_one_row(tmp_path):
+  for seed, acc in enumerate((97.0, 98.0, 99.0)):
+    write_run(tmp_path, f'p{seed}', config(seed), protonet_run(acc))
+  write_run(tmp_path, 'longer', config(0, steps=200), dict(protonet_run(95.0), num_steps=200))
+  write_run(tmp_path, 'official', config(0, protocol='official'), protonet_run(90.0))
+  text = omniglot_table.table(omniglot_table.load_runs(str(tmp_path / '*')))
+  rows = [line for line in text.splitlines() if line.startswith('| protonet')]
+  assert len(rows) == 3, text
+  three = next(r for r in rows if '| 3 |' in r)
+  # mean 98, t-interval 4.303 / sqrt(3), pooled episodes interval sqrt(3 * 0.09) / 3.
+  assert f'98.00 ± {4.303 / math.sqrt(3):.2f} [± {math.sqrt(3 * 0.09) / 3:.2f}]' in three
+  assert 'num_steps=100' in three and '| maml |' in three
+  assert any('num_steps=200' in r and '95.00 [± 0.30]' in r for r in rows)
+  assert any('| official |' in r and '90.00' in r for r in rows)
+
+
+def test_table_selects_steps_on_validation_and_replaces_the_readme_section(tmp_path):
+  run = {'algo': 'maml', 'size': 'cpu', 'train_ways': 5, 'shots': 1, 'num_steps': 100,
+         'train_time_s': 120.0, 'resumed_from_step': 0,
+         # the test split favours 1 step, validation 3: the table must report 3 steps
+         'metrics': {'test_acc_5w1s_step1': s(90.0), 'test_acc_5w1s_step3': s(80.0),
+                     'val_acc_5w1s_step1': s(70.0), 'val_acc_5w1s_step3': s(75.0)}}
+  write_run(tmp_path, 'a', config(0, algo='maml'), run)
+  text = omniglot_table.table(omniglot_table.load_runs(str(tmp_path / '*')))
+  row = next(line for line in text.splitlines() if line.startswith('| maml'))
+  assert '80.00 [± 0.50] (3 st.)' in row and '90.0' not in row
+  readme = f'intro\n{omniglot_table.START}\nold\n{omniglot_table.END}\nrest\n'
+  new = results_table.replace_section(readme, text, omniglot_table.START, omniglot_table.END)
+  assert new.startswith('intro\n') and new.endswith('rest\n') and 'old' not in new
+  with pytest.raises(ValueError, match='runs: no results.json'):
+    omniglot_table.table([])
+
+
+def test_a_corrupt_config_names_its_file(tmp_path):
+  write_run(tmp_path, 'a', config(0), protonet_run(97.0))
+  (tmp_path / 'a' / 'config.json').write_text('{')
+  with pytest.raises(ValueError, match=r'a/config.json: not valid JSON'):
+    omniglot_table.table(omniglot_table.load_runs(str(tmp_path / '*')))
