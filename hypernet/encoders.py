@@ -16,20 +16,46 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.experimental import checkify
 
 from hypernet.hypernets.base import MLP, check_positive
 
 POOLINGS = ('mean', 'attention')
 
 
+OUT_OF_RANGE = ('nan', 'clip', 'checkify')
+
+
 class TaskEmbedding(nn.Module):
-  """`task_id` (int scalar) -> `[features]`. Ids must be in `[0, num_tasks)`."""
+  """`task_id` (int scalar) -> `[features]`. Ids must be in `[0, num_tasks)`.
+
+  A concrete id outside `[0, num_tasks)` (a Python or NumPy integer, a concrete array) is a
+  ValueError. A traced id (under `jit`, `vmap`, `scan`) cannot be checked at trace time; what
+  it gives is `out_of_range`:
+
+  * `'nan'` (default): a row of NaN, so that a wrong id makes the loss non-finite (the
+    training loops stop on that, naming the step) instead of silently reading another
+    task's row. (Plain indexing would clamp 5 to the last row and wrap -1 around to it.)
+  * `'clip'`: the id is clamped to `[0, num_tasks - 1]` (XLA's gather semantics; -1 -> 0).
+  * `'checkify'`: a `jax.experimental.checkify.check`: call the model through
+    `checkify.checkify(fn)`, which returns the error (`err.throw()` raises it); a jitted
+    call without `checkify` fails at trace time.
+
+  Attributes:
+    num_tasks: rows of the table.
+    features: size of each row.
+    out_of_range: 'nan', 'clip' or 'checkify' (see above).
+  """
   num_tasks: int
   features: int
+  out_of_range: str = 'nan'
 
   def __post_init__(self):
     check_positive('num_tasks', self.num_tasks)
     check_positive('features', self.features)
+    if self.out_of_range not in OUT_OF_RANGE:
+      raise ValueError(f'out_of_range: expected one of {OUT_OF_RANGE}, received '
+                       f'{self.out_of_range!r}.')
     super().__post_init__()
 
   @nn.compact
@@ -38,8 +64,18 @@ class TaskEmbedding(nn.Module):
     if task_id.ndim != 0 or not jnp.issubdtype(task_id.dtype, jnp.integer):
       raise ValueError(f'task_id: expected an integer scalar (vmap for many tasks), received '
                        f'shape {task_id.shape} dtype {task_id.dtype}.')
+    if not isinstance(task_id, jax.core.Tracer) and not 0 <= int(task_id) < self.num_tasks:
+      raise ValueError(f'task_id: expected an integer in [0, {self.num_tasks}) (num_tasks='
+                       f'{self.num_tasks}), received {int(task_id)}.')
     table = self.param('embedding', nn.initializers.normal(1.0), (self.num_tasks, self.features))
-    return table[task_id]
+    if self.out_of_range == 'clip':
+      return table.at[task_id].get(mode='clip', wrap_negative_indices=False)
+    if self.out_of_range == 'checkify':
+      checkify.check((task_id >= 0) & (task_id < self.num_tasks),
+                     f'task_id: expected an integer in [0, {self.num_tasks}), received {{i}}.',
+                     i=task_id)
+      return table.at[task_id].get(mode='clip', wrap_negative_indices=False)
+    return table.at[task_id].get(mode='fill', fill_value=jnp.nan, wrap_negative_indices=False)
 
 
 class SetEncoder(nn.Module):

@@ -18,6 +18,36 @@ def test_task_embedding_table():
     emb.apply(variables, jnp.array([0, 1]))
 
 
+def test_task_embedding_out_of_range_ids():
+  """Concrete ids outside [0, num_tasks) are errors; traced ones follow `out_of_range`."""
+  from jax.experimental import checkify
+  emb = hn.TaskEmbedding(num_tasks=3, features=4)
+  variables = emb.init(jax.random.key(0), 0)
+  table = variables['params']['embedding']
+  for bad in (5, -1, 3, np.int32(7), jnp.array(-2)):
+    with pytest.raises(ValueError, match=rf'task_id: expected an integer in \[0, 3\).*received '
+                                         rf'{int(bad)}'):
+      emb.apply(variables, bad)
+  np.testing.assert_array_equal(emb.apply(variables, 2), table[2])
+  ids = jnp.array([0, 2, 5, -1])
+  # Default 'nan': a wrong traced id gives a row of NaN (never another task's row).
+  rows = jax.jit(jax.vmap(emb.apply, in_axes=(None, 0)))(variables, ids)
+  np.testing.assert_array_equal(rows[:2], table[jnp.array([0, 2])])
+  assert np.isnan(rows[2:]).all()
+  clip = hn.TaskEmbedding(num_tasks=3, features=4, out_of_range='clip')
+  rows = jax.jit(jax.vmap(clip.apply, in_axes=(None, 0)))(variables, ids)
+  np.testing.assert_array_equal(rows, table[jnp.array([0, 2, 2, 0])])
+  checked = hn.TaskEmbedding(num_tasks=3, features=4, out_of_range='checkify')
+  fn = checkify.checkify(jax.jit(jax.vmap(checked.apply, in_axes=(None, 0))))
+  err, _ = fn(variables, ids)
+  with pytest.raises(checkify.JaxRuntimeError, match=r'task_id: expected an integer in \[0, 3\)'):
+    err.throw()
+  err, rows = fn(variables, ids[:2])
+  err.throw()  # in range: no error
+  with pytest.raises(ValueError, match=r"out_of_range: expected one of .*received 'wrap'"):
+    hn.TaskEmbedding(num_tasks=3, features=4, out_of_range='wrap')
+
+
 @pytest.mark.parametrize('pooling', ['mean', 'attention'])
 def test_set_encoder_is_permutation_invariant_and_masks_padding(pooling):
   enc = hn.SetEncoder(features=6, hidden=(16,), pooling=pooling, num_heads=2, rho_hidden=(8,))
