@@ -38,6 +38,7 @@ import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import flax.errors
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -136,6 +137,38 @@ def default_init(spec: PyTree) -> Callable[[jax.Array], PyTree]:
     return jax.tree.unflatten(treedef, out)
 
   return init
+
+
+def _name_input_errors(apply_fn: Callable[..., Any], sample_specs: tuple) -> Callable[..., Any]:
+  """`apply_fn`, with Flax's parameter-shape error on a wrongly shaped input re-raised as a
+  ValueError naming the input (`x`, or `args[i]`), its expected and its received shape.
+
+  A Linen module infers its parameters' shapes from its input; given an input of another
+  shape it fails (at trace time) with `ScopeParamShapeError` about a kernel, not the input.
+  The expected shape is the sample's given to `from_linen`, with a free leading (batch) axis.
+  """
+  def apply(p, *args, **kwargs):
+    try:
+      return apply_fn(p, *args, **kwargs)
+    except flax.errors.ScopeParamShapeError as e:
+      names = ['x'] if len(args) == 1 else [f'args[{i}]' for i in range(len(args))]
+      parts = []
+      for arg_name, arg, spec in zip(names, args, sample_specs):
+        got = tuple(np.shape(arg))
+        want = tuple(getattr(spec, 'shape', ()))
+        batched = len(want) >= 2  # a leading batch axis, free
+        if len(got) != len(want) or (got[1:] != want[1:] if batched else got != want):
+          expected = '(' + ', '.join(['N', *map(str, want[1:])]) + ')' if batched else str(want)
+          parts.append(f'{arg_name}: expected shape {expected} (the sample input given to '
+                       f'Target.from_linen had shape {want}'
+                       + ('; only the leading axis may differ' if batched else '')
+                       + f'), received {got}')
+      if not parts:  # the inputs look right; some other shape made the parameters not fit
+        raise
+      cause = str(e).split(' (https://')[0]
+      raise ValueError('; '.join(parts) + f'. The module\'s parameters do not fit it ({cause}).'
+                       ) from e
+  return apply
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -254,8 +287,8 @@ class Target:
             "batch_stats='task': the module's output depends on its stored running statistics "
             f'(collections {mutable}); call it in training mode (e.g. apply_kwargs={{"train": True}}) '
             "or use batch_stats='frozen'.")
-    return cls(apply_fn=apply_fn, param_spec=spec, init_fn=init_fn,
-               name=name or type(module).__name__)
+    return cls(apply_fn=_name_input_errors(apply_fn, arg_specs), param_spec=spec,
+               init_fn=init_fn, name=name or type(module).__name__)
 
   @classmethod
   def from_nnx(cls, module_or_factory, *, key: jax.Array | None = None,

@@ -81,3 +81,15 @@ def test_bad_options_name_themselves(mlp):
                        key=jax.random.key(0), batch_stats='running')
   with pytest.raises(TypeError, match='target: expected a hypernet.Target'):
     hn.layout_for('not a target')
+
+
+def test_wrong_input_shape_names_x_with_both_shapes(mlp):
+  """`Target.from_linen`: an input the parameters do not fit is named, at trace time."""
+  target, x = mlp  # built from a sample of shape (8, 16)
+  params = target.init(jax.random.key(0))
+  assert target.apply(params, x[:3]).shape == (3, 4)  # another batch size is fine
+  with pytest.raises(ValueError, match=r'x: expected shape \(N, 16\) .*\(8, 16\).*received '
+                                       r'\(8, 15\)'):
+    jax.eval_shape(target.apply, params, jnp.zeros((8, 15)))
+  with pytest.raises(ValueError, match=r'x: expected shape \(N, 16\).*received \(16, 1\)'):
+    jax.jit(target.apply)(params, jnp.zeros((16, 1)))
