@@ -21,7 +21,7 @@ For `protonet`, `hyperhead` and `support_film` the `target` is the shared embedd
 for the others it is the whole network. Learners with a set encoder (`amortised`,
 `hypermaml`) read `config.input_shape`, the shape of ONE input example (default `(1,)`).
 
-Sub-dicts: `inner` {steps, lr, first_order, remat} (keys a learner has no use for may be
+Sub-dicts: `inner` {steps, lr, first_order, remat, multi_step_loss} (keys a learner has no use for may be
 absent; for `amortised`, `lr` is the step size of fine-tuning the generated parameters
 when evaluated after more than 0 steps); `encoder` {features, hidden, rho_hidden, pooling} -> `hypernet.SetEncoder`;
 `hypernet` {kind, hidden, head_init, init_scale, chunk_size, optional generate (glob
@@ -30,7 +30,8 @@ patterns of the leaves to generate, e.g. `('Dense_0/*',)`: the head only)} -> `F
 `ModulationHypernet(kind=...)` ('film', 'additive', 'multiplicative', 'lowrank');
 `latent` {dim, learn_init}; `head` {base} (`HyperHead`'s 'prototype' or 'none'; its
 hypernetwork is built from `hypernet` for `hypernet.meta.class_head_target(D)` with
-`cond_dim = 2 D`); `rule` {hidden, leaf_emb_dim, init_scale} ->
+`cond_dim = 2 D`); `rule` {hidden, leaf_emb_dim, init_scale, and optionally grad_features, momentum_decays,
+time_scales, sgd_residual, init_lr (absent: the original rule's 'raw', (), (), False)} ->
 `hypernet.WeightConditionedHypernet(use_grad=True)`.
 
 Below this function nothing reads the config: the learners take plain values and modules.
@@ -117,6 +118,7 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
   steps = inner.get('steps', 0)
   first_order = inner.get('first_order', False)
   remat = inner.get('remat', False)
+  multi_step = inner.get('multi_step_loss', False)
   input_shape = tuple(config.get('input_shape', (1,)))
 
   if algo in METRIC_ALGOS:
@@ -125,17 +127,21 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
     if algo == 'protonet':
       return meta.ProtoNet(embedding=target, ways=config.ways)
     if algo == 'support_film':
-      if config.head.refine not in ('none', 'attention'):
-        raise ValueError(f"config.head.refine: expected 'none' or 'attention', received "
-                         f'{config.head.refine!r}.')
-      encoder = build_encoder(config.encoder)
+      refine = config.head.get('refine', 'none')
+      if refine not in ('none', 'attention', 'metric', 'attention+metric'):
+        raise ValueError(f"config.head.refine: expected 'none', 'attention', 'metric' or "
+                         f"'attention+metric', received {refine!r}.")
+      film = config.hypernet.kind != 'none'  # 'none': no modulation (an ablation)
+      encoder = build_encoder(config.encoder) if film else None
       return meta.SupportFiLM(
-          embedding=target, hypernet=build_hypernet(config.hypernet, target, encoder.features),
+          embedding=target,
+          hypernet=build_hypernet(config.hypernet, target, encoder.features) if film else None,
           encoder=encoder, ways=config.ways, input_shape=input_shape,
           learn_metric_scale=config.head.learn_scale,
           init_metric_scale=config.head.init_scale,
-          refiner=(meta.PrototypeAttention(num_heads=config.head.heads)
-                   if config.head.refine == 'attention' else None))
+          refiner=(meta.PrototypeAttention(num_heads=config.head.get('heads', 4))
+                   if 'attention' in refine else None),
+          class_metric=meta.ClassMetric() if 'metric' in refine else None)
     dim = embedding_dim(target, input_shape)
     hnet = build_hypernet(config.hypernet, meta.class_head_target(dim), 2 * dim)
     return meta.HyperHead(embedding=target, hypernet=hnet, ways=config.ways,
@@ -144,7 +150,8 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
 
   if algo in GRADIENT_ALGOS:
     kwargs = dict(target=target, loss=loss, inner_steps=steps, inner_lr=inner.lr, remat=remat,
-                  first_order=first_order or algo in ('fomaml', 'reptile'))
+                  first_order=first_order or algo in ('fomaml', 'reptile'),
+                  multi_step_loss=multi_step)
     cls = {'maml': meta.MAML, 'fomaml': meta.MAML, 'metasgd': meta.MetaSGD, 'anil': meta.ANIL,
            'reptile': meta.Reptile}[algo]
     return cls(**kwargs)
@@ -159,7 +166,7 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
         target=target, loss=loss, inner_steps=steps, inner_lr=inner.lr,
         hypernet=build_hypernet(config.hypernet, target, config.latent.dim),
         latent_dim=config.latent.dim, learn_init=config.latent.learn_init,
-        first_order=first_order, remat=remat)
+        first_order=first_order, remat=remat, multi_step_loss=multi_step)
   if algo == 'hypermaml':
     encoder = build_encoder(config.encoder)
     return hyper.HyperMAML(
@@ -168,7 +175,12 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
         delta_scale=config.delta_scale, first_order=first_order, remat=remat,
         input_shape=input_shape)
   # learned_update
+  r = config.rule
   rule = hypernet.WeightConditionedHypernet(
-      target=target, hidden=tuple(config.rule.hidden), use_grad=True,
-      leaf_emb_dim=config.rule.leaf_emb_dim, init_scale=config.rule.init_scale)
-  return hyper.LearnedUpdate(target=target, loss=loss, inner_steps=steps, rule=rule, remat=remat)
+      target=target, hidden=tuple(r.hidden), use_grad=True, leaf_emb_dim=r.leaf_emb_dim,
+      init_scale=r.init_scale, grad_features=r.get('grad_features', 'raw'),
+      momentum_decays=tuple(r.get('momentum_decays', ())),
+      time_scales=tuple(r.get('time_scales', ())), sgd_residual=r.get('sgd_residual', False),
+      init_lr=r.get('init_lr', 0.01))
+  return hyper.LearnedUpdate(target=target, loss=loss, inner_steps=steps, rule=rule, remat=remat,
+                             first_order=first_order, multi_step_loss=multi_step)

@@ -12,14 +12,35 @@ from hypernet import meta
 from hypernet.tasks import Blobs
 
 
-def make_learner(ways=5, init_scale=0.1, learn_metric_scale=False, hidden=(32,)):
-  net = nn.Sequential([nn.Dense(32), nn.relu, nn.Dense(16)])
-  emb = hn.Target.from_linen(net, jnp.zeros((1, 8)), key=jax.random.key(0))
-  enc = hn.SetEncoder(features=8, hidden=(16,), rho_hidden=(16,))
-  hnet = hn.ModulationHypernet(target=emb, cond_dim=8, kind='film', hidden=hidden,
-                               init_scale=init_scale)
-  return meta.SupportFiLM(embedding=emb, hypernet=hnet, encoder=enc, ways=ways,
-                          input_shape=(8,), learn_metric_scale=learn_metric_scale)
+EMB = hn.Target.from_linen(nn.Sequential([nn.Dense(32), nn.relu, nn.Dense(16)]),
+                          jnp.zeros((1, 8)), key=jax.random.key(0))
+
+
+def make_learner(ways=5, init_scale=0.1, learn_metric_scale=False, hidden=(32,), film=True,
+                 refiner=None, class_metric=None):
+  enc = hn.SetEncoder(features=8, hidden=(16,), rho_hidden=(16,)) if film else None
+  hnet = (hn.ModulationHypernet(target=EMB, cond_dim=8, kind='film', hidden=hidden,
+                                init_scale=init_scale) if film else None)
+  return meta.SupportFiLM(embedding=EMB, hypernet=hnet, encoder=enc, ways=ways,
+                          input_shape=(8,), learn_metric_scale=learn_metric_scale,
+                          refiner=refiner, class_metric=class_metric)
+
+
+VARIANTS = {
+    'film': {},
+    'film+attention+metric': {'refiner': meta.PrototypeAttention(num_heads=2, qkv_features=8),
+                              'class_metric': meta.ClassMetric(hidden=(16,))},
+    'attention': {'film': False, 'refiner': meta.PrototypeAttention(num_heads=2, qkv_features=8)},
+    'metric': {'film': False, 'class_metric': meta.ClassMetric(hidden=(16,))},
+}
+
+
+def perturbed(params, key=jax.random.key(7), scale=0.1):
+  """Params with every leaf moved a little (zero-initialised output layers come alive)."""
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(key, len(leaves))
+  return jax.tree.unflatten(treedef, [a + scale * jax.random.normal(k, a.shape, a.dtype)
+                                      for a, k in zip(leaves, keys)])
 
 
 def tasks(n, ways=5, shots=1, queries=3, seed=0):
@@ -39,22 +60,53 @@ def test_vmapped_meta_loss_equals_a_loop_over_tasks():
                              np.mean([m['accuracy'] for _, m in per_task]), rtol=1e-5)
 
 
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_vmapped_meta_loss_equals_a_loop_for_every_variant(variant):
+  learner = make_learner(**VARIANTS[variant])
+  params = perturbed(learner.init(jax.random.key(1)))
+  batch = tasks(3)
+  loss, _ = jax.jit(lambda p, t: meta.meta_loss(learner, p, t))(params, batch)
+  loop = [learner.task_loss(params, jax.tree.map(lambda a, i=i: a[i], batch))[0]
+          for i in range(3)]
+  np.testing.assert_allclose(loss, np.mean(loop), rtol=1e-5)
+
+
+@pytest.mark.parametrize('variant', ['attention', 'metric', 'film+attention+metric'])
+def test_zero_initialised_heads_start_at_protonets(variant):
+  """The refiner and the class metric start as the identity: ProtoNets' logits."""
+  learner = make_learner(**VARIANTS[variant])
+  params = learner.init(jax.random.key(1))
+  task = jax.tree.map(lambda a: a[0], tasks(1, shots=2))
+  ours = learner.predict(params, learner.adapt(params, task.x_support, task.y_support, 0),
+                         task.x_query)
+  proto = meta.ProtoNet(embedding=EMB, ways=5)
+  if learner.hypernet is None:
+    emb_params = params['embedding']
+  else:  # the FiLM'd weights of this task
+    emb_params = learner.adapt(params, task.x_support, task.y_support, 0)['params']
+  theirs = proto.predict(emb_params, proto.adapt(emb_params, task.x_support, task.y_support, 0),
+                         task.x_query)
+  np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize('learn_metric_scale', [False, True])
 def test_meta_gradient_reaches_every_parameter(learn_metric_scale):
-  learner = make_learner(learn_metric_scale=learn_metric_scale)
-  params = learner.init(jax.random.key(1))
+  learner = make_learner(learn_metric_scale=learn_metric_scale,
+                         **VARIANTS['film+attention+metric'])
+  params = perturbed(learner.init(jax.random.key(1)))
   grads = jax.grad(lambda p: meta.meta_loss(learner, p, tasks(3))[0])(params)
   flat = jax.tree_util.tree_leaves_with_path(grads)
   dead = [jax.tree_util.keystr(path) for path, g in flat if not np.any(np.asarray(g) != 0)]
   assert not dead, f'leaves without gradient: {dead}'
-  assert {'hypernet', 'encoder'} <= set(params)
+  assert {'hypernet', 'encoder', 'refiner', 'class_metric'} <= set(params)
   assert ('log_scale' in params) == learn_metric_scale
 
 
-def test_predictions_are_equivariant_to_the_label_order():
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_predictions_are_equivariant_to_the_label_order(variant):
   """Relabelling the classes permutes the logits' columns and nothing else."""
-  learner = make_learner()
-  params = learner.init(jax.random.key(2))
+  learner = make_learner(**VARIANTS[variant])
+  params = perturbed(learner.init(jax.random.key(2)))
   task = jax.tree.map(lambda a: a[0], tasks(1, ways=5, shots=2))
   perm = jnp.array([3, 0, 4, 1, 2])  # new label of old class c is perm[c]
   logits = learner.predict(params, learner.adapt(params, task.x_support, task.y_support, 0),
@@ -80,7 +132,7 @@ def test_the_hypernetwork_modulates_the_embedding_per_task():
 @pytest.mark.parametrize('ways, shots', [(3, 1), (5, 5), (20, 1)])
 def test_any_ways_and_shots_at_evaluation(ways, shots):
   import dataclasses
-  learner = make_learner(ways=5)
+  learner = make_learner(ways=5, **VARIANTS['film+attention+metric'])
   params = learner.init(jax.random.key(4))
   other = dataclasses.replace(learner, ways=ways)
   batch = tasks(2, ways=ways, shots=shots)
@@ -120,6 +172,8 @@ def test_invalid_settings_raise_clear_errors():
     meta.SupportFiLM(embedding=learner.embedding, encoder=learner.encoder, input_shape=(8,),
                      hypernet=hn.ModulationHypernet(target=learner.embedding, cond_dim=8,
                                                     kind='additive'))
+  with pytest.raises(ValueError, match='received none'):
+    meta.SupportFiLM(embedding=learner.embedding, input_shape=(8,))
   with pytest.raises(ValueError, match='input_shape: expected the shape of one example'):
     meta.SupportFiLM(embedding=learner.embedding, encoder=learner.encoder,
                      hypernet=learner.hypernet)

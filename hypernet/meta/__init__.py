@@ -2,7 +2,7 @@
 
 from hypernet.meta.base import MetaLearner, TrainState, evaluate, init_state, make_meta_step, meta_loss
 from hypernet.meta.inner import inner_sgd
-from hypernet.meta.film import PrototypeAttention, SupportFiLM
+from hypernet.meta.film import ClassMetric, PrototypeAttention, SupportFiLM
 from hypernet.meta.head import HyperHead, class_head_target
 from hypernet.meta.hyper import Amortised, HyperMAML, LatentAdaptation, LearnedUpdate
 from hypernet.meta.maml import ANIL, MAML, MetaSGD, Reptile
@@ -11,4 +11,4 @@ from hypernet.meta.protonets import ProtoNet
 __all__ = ['MetaLearner', 'TrainState', 'evaluate', 'init_state', 'make_meta_step', 'meta_loss',
            'inner_sgd', 'ANIL', 'MAML', 'MetaSGD', 'Reptile', 'ProtoNet', 'Amortised', 'HyperMAML',
            'LatentAdaptation', 'LearnedUpdate', 'HyperHead', 'class_head_target', 'SupportFiLM',
-           'PrototypeAttention']
+           'PrototypeAttention', 'ClassMetric']

@@ -88,6 +88,30 @@ class PrototypeAttention(nn.Module):
     return prototypes + delta
 
 
+class ClassMetric(nn.Module):
+  """A diagonal metric per class, generated from the class and its task: `[N, D] -> [N, D], [N]`.
+
+  For each class, an MLP of `[norm(p_c), norm(p_c - mean_c' p_c')]` (`task_context`) gives
+  the log-precision `[D]` of its squared distance and a bias, so the logits are
+  `-sum_j exp(l_cj) (z_j - p_cj)^2 + b_c`: a per-class Mahalanobis distance (diagonal),
+  predicted from one example where Simple CNAPs estimates it from many. The output layer
+  starts at zero: ProtoNets' metric. The MLP sees each class with its task context, so the
+  head is equivariant to the order of the labels.
+  """
+  hidden: tuple[int, ...] = (128,)
+
+  @nn.compact
+  def __call__(self, prototypes: jax.Array) -> tuple[jax.Array, jax.Array]:
+    if prototypes.ndim != 2:
+      raise ValueError(f'prototypes: expected [N, D], received shape {prototypes.shape}.')
+    dim = prototypes.shape[-1]
+    h = task_context(prototypes)  # [N, 2D]
+    for i, f in enumerate(self.hidden):
+      h = nn.relu(nn.Dense(f, kernel_init=nn.initializers.he_normal(), name=f'dense_{i}')(h))
+    out = nn.Dense(dim + 1, kernel_init=nn.initializers.zeros, name='out')(h)  # [N, D + 1]
+    return out[:, :dim], out[:, dim]
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class SupportFiLM(MetaLearner):
   """ProtoNets in an embedding FiLM-modulated per task from the support set (module doc).
@@ -95,7 +119,8 @@ class SupportFiLM(MetaLearner):
   Attributes:
     embedding: `Target` mapping `x [n, ...]` to `[n, D]` (e.g. Conv-4 without its head).
     hypernet: `ModulationHypernet(kind='film')` for `embedding`, with `cond_dim` equal to
-      `encoder.features`.
+      `encoder.features`; None (with `encoder` None): no modulation, the embedding's weights
+      are `meta_params['embedding']` (the refiner alone, an ablation).
     encoder: `SetEncoder` reading the `[N, 2D]` class contexts (labels are not needed: the
       contexts are per class already; the encoder gets an empty `y`).
     ways: classes per task (labels `0..ways-1`); the meta-parameters do not depend on it.
@@ -104,6 +129,8 @@ class SupportFiLM(MetaLearner):
     init_metric_scale: its initial value.
     refiner: optional set-to-set module on the prototypes (`PrototypeAttention`), applied
       after the modulated embedding.
+    class_metric: optional `ClassMetric`: a per-class diagonal metric and bias generated
+      from the prototypes.
   """
   embedding: Target | None = None
   hypernet: nn.Module | None = None
@@ -115,24 +142,34 @@ class SupportFiLM(MetaLearner):
   learn_metric_scale: bool = False
   init_metric_scale: float = 1.0
   refiner: nn.Module | None = None
+  class_metric: nn.Module | None = None
 
   def __post_init__(self):
     super().__post_init__()
     if not isinstance(self.embedding, Target):
       raise TypeError(f'embedding: expected a hypernet.Target, received '
                       f'{type(self.embedding).__name__}.')
-    if not isinstance(self.hypernet, ModulationHypernet) or self.hypernet.kind != 'film':
-      raise TypeError(f"hypernet: expected a hypernet.ModulationHypernet with kind='film', "
-                      f'received {self.hypernet!r:.200}.')
-    if self.hypernet.target is not self.embedding:
-      raise ValueError('hypernet.target: expected the embedding target itself (the '
-                       'hypernetwork modulates the embedding), received another Target.')
-    if not isinstance(self.encoder, SetEncoder):
-      raise TypeError(f'encoder: expected a hypernet.SetEncoder, received '
-                      f'{type(self.encoder).__name__}.')
-    if self.hypernet.cond_dim != self.encoder.features:
-      raise ValueError(f'hypernet.cond_dim: expected encoder.features = '
-                       f'{self.encoder.features}, received {self.hypernet.cond_dim}.')
+    if (self.hypernet is None and self.encoder is None and self.refiner is None
+        and self.class_metric is None):
+      raise ValueError('hypernet, encoder, refiner, class_metric: expected a FiLM hypernetwork '
+                       'and its set encoder, a refiner or a class metric; received none (that '
+                       'is ProtoNet).')
+    if self.hypernet is not None or self.encoder is not None:
+      if not isinstance(self.hypernet, ModulationHypernet) or self.hypernet.kind != 'film':
+        raise TypeError(f"hypernet: expected a hypernet.ModulationHypernet with kind='film', "
+                        f'received {self.hypernet!r:.200}.')
+      if self.hypernet.target is not self.embedding:
+        raise ValueError('hypernet.target: expected the embedding target itself (the '
+                         'hypernetwork modulates the embedding), received another Target.')
+      if not isinstance(self.encoder, SetEncoder):
+        raise TypeError(f'encoder: expected a hypernet.SetEncoder, received '
+                        f'{type(self.encoder).__name__}.')
+      if self.hypernet.cond_dim != self.encoder.features:
+        raise ValueError(f'hypernet.cond_dim: expected encoder.features = '
+                         f'{self.encoder.features}, received {self.hypernet.cond_dim}.')
+    if self.refiner is not None and not isinstance(self.refiner, nn.Module):
+      raise TypeError(f'refiner: expected a flax.linen.Module (e.g. PrototypeAttention) or '
+                      f'None, received {type(self.refiner).__name__}.')
     if self.loss != 'xent':
       raise ValueError(f"loss: SupportFiLM classifies, expected 'xent', received {self.loss!r}.")
     if not isinstance(self.ways, int) or isinstance(self.ways, bool) or self.ways < 2:
@@ -159,20 +196,29 @@ class SupportFiLM(MetaLearner):
 
   def init(self, key: jax.Array) -> PyTree:
     h_key, e_key = jax.random.split(key)
-    code = jnp.zeros((self.encoder.features,), jnp.float32)
-    params = {'hypernet': self.hypernet.init(h_key, code)['params']}
     dim = self._dim
-    ctx = jnp.zeros((self.ways, 2 * dim), jnp.float32)
-    params['encoder'] = self.encoder.init(e_key, ctx, jnp.zeros((self.ways, 0)))['params']
+    if self.hypernet is None:
+      params = {'embedding': self.embedding.init(h_key)}
+    else:
+      code = jnp.zeros((self.encoder.features,), jnp.float32)
+      params = {'hypernet': self.hypernet.init(h_key, code)['params']}
+      ctx = jnp.zeros((self.ways, 2 * dim), jnp.float32)
+      params['encoder'] = self.encoder.init(e_key, ctx, jnp.zeros((self.ways, 0)))['params']
     if self.learn_metric_scale:
       params['log_scale'] = jnp.log(jnp.asarray(self.init_metric_scale, jnp.float32))
     if self.refiner is not None:
       r_key = jax.random.fold_in(key, 2)
       params['refiner'] = self.refiner.init(r_key, jnp.zeros((self.ways, dim)))['params']
+    if self.class_metric is not None:
+      m_key = jax.random.fold_in(key, 3)
+      params['class_metric'] = self.class_metric.init(
+          m_key, jnp.zeros((self.ways, dim)))['params']
     return params
 
   def base_params(self, meta_params: PyTree) -> PyTree:
     """The unmodulated embedding weights `theta` (the hypernetwork's base)."""
+    if self.hypernet is None:
+      return meta_params['embedding']
     treedef = jax.tree.structure(self.embedding.param_spec)
     return jax.tree.unflatten(treedef, list(meta_params['hypernet']['base']))
 
@@ -193,18 +239,29 @@ class SupportFiLM(MetaLearner):
       raise ValueError(f'x_support, y_support: expected ONE task\'s support set with the same '
                        f'number of examples, received shapes {x_support.shape} and '
                        f'{y_support.shape}.')
-    code = self.task_code(meta_params, x_support, y_support)
-    params = self.hypernet.apply({'params': meta_params['hypernet']}, code)
+    if self.hypernet is None:
+      params = meta_params['embedding']
+    else:
+      code = self.task_code(meta_params, x_support, y_support)
+      params = self.hypernet.apply({'params': meta_params['hypernet']}, code)
     z = self.embedding.apply(params, x_support)  # [K*N, D]
     prototypes = class_means(z, y_support, self.ways)  # [N, D]
     if self.refiner is not None:
       prototypes = self.refiner.apply({'params': meta_params['refiner']}, prototypes)
-    return {'params': params, 'prototypes': prototypes}
+    adapted = {'params': params, 'prototypes': prototypes}
+    if self.class_metric is not None:
+      adapted['log_precision'], adapted['bias'] = self.class_metric.apply(
+          {'params': meta_params['class_metric']}, prototypes)  # [N, D], [N]
+    return adapted
 
   def predict(self, meta_params, adapted, x):
     """Logits `[Q, N]`: minus (scaled) squared distances to the prototypes."""
     z = self.embedding.apply(adapted['params'], x)  # [Q, D]
-    d2 = jnp.sum(jnp.square(z[:, None, :] - adapted['prototypes'][None]), -1)
+    sq = jnp.square(z[:, None, :] - adapted['prototypes'][None])  # [Q, N, D]
+    if 'log_precision' in adapted:
+      d2 = jnp.sum(sq * jnp.exp(adapted['log_precision'])[None], -1) - adapted['bias'][None]
+    else:
+      d2 = jnp.sum(sq, -1)
     if self.learn_metric_scale:
       d2 = d2 * jnp.exp(meta_params['log_scale'])
     return -d2
