@@ -23,7 +23,9 @@ ProtoNets (Snell et al. 2017): one episode per step with 60 classes (1-shot) or 
 (5-shot), 5 queries per class, Adam 1e-3, halving every 2000 episodes; the paper's exact
 stopping point (early stopping on validation) is approximated here by 20,000 episodes. 'cpu'
 shrinks the number of steps and the meta-batch so that a run, evaluation included, finishes
-in at most 45 minutes on a 2-core CPU (the measured times are in each run's results.json).
+in at most 45 minutes on a 2-core CPU (the measured times are in each run's results.json):
+for the metric learners (`protonet`, `hyperhead`, `support_film`) 10,000 20-way 1-shot
+episodes with ProtoNets' learning-rate halving every 2000.
 """
 
 from __future__ import annotations
@@ -75,12 +77,12 @@ def _steps(algo: str, ways: int, shots: int, size: str) -> tuple[int, int, int]:
     if algo in METRIC_ALGOS:
       return 20_000, 1, 5
     return 60_000, (16 if ways >= 20 else 32), 15
-  # cpu, from meta-steps/s measured on 2 CPU cores shared with other jobs (load 6-7):
-  # protonet / hyperhead 20-way 1-shot episodes ~3; MAML 5-way 1-shot, meta-batch 4, ~1.3.
-  # On the idle machine the hyperhead run trained at 8.0 steps/s and took 551 s in all,
-  # evaluation included.
+  # cpu, from meta-steps/s measured on 2 CPU cores: the metric learners on 20-way 1-shot
+  # episodes 11-13 steps/s idle (protonet, support_film), so 10,000 episodes take about 15
+  # minutes and the run, evaluation included, about 25; MAML 5-way 1-shot, meta-batch 4,
+  # ~1.3 under a load of 6-7.
   if algo in METRIC_ALGOS:
-    return 2_500, 1, 5
+    return 10_000, 1, 5
   if algo in ('maml', 'metasgd', 'latent', 'hypermaml', 'learned_update'):
     # second order through per-task convolutions
     return (300 if ways >= 20 else 800 if shots > 1 else 1_000), 4, 5
@@ -201,8 +203,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 1e-3
   config.optimizer.grad_clip_norm = 0.0
-  # Staircase decay: x decay_rate every decay_every steps (0: constant learning rate).
-  config.optimizer.decay_every = 0
+  # Staircase decay: x decay_rate every decay_every steps (0: constant learning rate);
+  # ProtoNets' schedule (halve every 2000 episodes) for the metric learners.
+  config.optimizer.decay_every = 2_000 if algo in METRIC_ALGOS else 0
   config.optimizer.decay_rate = 0.5
 
   config.num_steps = num_steps
