@@ -88,6 +88,15 @@ def make_target(name: str, batch_stats: str | None = None) -> tuple[hn.Target, j
 TARGETS = ('mlp', 'conv4', 'nnx', 'conv4_bn')
 
 
+def pytest_collection_modifyitems(items):
+  """Marks `data` every test of a module that gets data through `data_sources` (`.ci/run` runs
+  them once more with the staged data hidden, as on a new user's machine)."""
+  for item in items:
+    module = getattr(item, 'module', None)
+    if module is not None and 'data_sources' in vars(module):
+      item.add_marker(pytest.mark.data)
+
+
 @pytest.fixture(params=TARGETS)
 def target_and_x(request):
   return make_target(request.param)

@@ -1,16 +1,15 @@
 """Continual learning (`hypernet.continual`, `experiments.continual`): the output regulariser,
 EWC, the metrics, protection of earlier tasks, and smoke runs of the experiment.
 
-The smoke runs use the real MNIST files in `../shared/data` when they are staged, otherwise
-small files generated in the real IDX format (read with `data.verify=False`, since their
-sha256 cannot match the published one).
+The smoke runs use the real MNIST files where `data_sources.staged_root` finds them
+(`$HYPERNET_DATA_DIR` or `../shared/data`), otherwise small files generated in the real IDX
+format (read with `data.verify=False`, since their sha256 cannot match the published one).
 """
 
 import gzip
 import json
 import os
 import struct
-from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -26,7 +25,8 @@ from experiments.configs import continual as continual_config
 from hypernet import continual as cl
 from hypernet.data import mnist as mn
 
-SHARED = Path(__file__).parents[1].parent / 'shared' / 'data'
+import data_sources
+
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 
@@ -182,8 +182,10 @@ def _idx_bytes(a: np.ndarray) -> bytes:
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   """`(data_dir, verify)`: the real files if staged, else generated ones in the IDX format."""
-  if (SHARED / 'mnist').is_dir():
-    return str(SHARED), True
+  staged = data_sources.staged_root('mnist', *(f.name for f in mn.MNIST_FILES['train']
+                                               + mn.MNIST_FILES['test']))
+  if staged is not None:
+    return str(staged), True
   root = tmp_path_factory.mktemp('data')
   rng = np.random.default_rng(0)
   (root / 'mnist').mkdir()

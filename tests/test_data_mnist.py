@@ -1,6 +1,7 @@
 """MNIST / Fashion-MNIST IDX readers, MNIST-1D, and the continual-learning task helpers.
 
-The real files are read from `../shared/data` next to the repository when present; the format
+The real files are read where `data_sources.staged_root` finds them (`$HYPERNET_DATA_DIR` or
+`../shared/data`); MNIST-1D, when not staged, is generated exactly (PyPI `mnist1d`); the format
 and error tests run on small files generated here in the real formats.
 """
 
@@ -18,12 +19,23 @@ from hypernet import data
 from hypernet.data import _io
 from hypernet.data import mnist as mn
 
-SHARED = Path(__file__).parents[1].parent / 'shared' / 'data'
+import data_sources
+
+MNIST = data_sources.staged_root('mnist', *(f.name for f in mn.MNIST_FILES['train']
+                                            + mn.MNIST_FILES['test']))
+FASHION = data_sources.staged_root('fashion-mnist', *(
+    f.name for f in mn.FASHION_MNIST_FILES['train'] + mn.FASHION_MNIST_FILES['test']))
 
 
-def _needs(folder: str):
-  return pytest.mark.skipif(not (SHARED / folder).is_dir(),
-                            reason=f'real {folder} files not staged at {SHARED / folder}')
+def _needs(root, what: str, folder: str):
+  return pytest.mark.skipif(root is None, reason=data_sources.not_staged(
+      what, folder, 'its 70,000 images cannot be generated'))
+
+
+@pytest.fixture(scope='module')
+def mnist1d_root(tmp_path_factory):
+  """The staged MNIST-1D, else one generated exactly with the PyPI package mnist1d."""
+  return data_sources.mnist1d_root(tmp_path_factory.mktemp('mnist1d'))
 
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -50,13 +62,13 @@ def _write_fake_mnist(root: Path, n: int = 7, seed: int = 0) -> tuple[np.ndarray
 # Real files.
 
 
-@_needs('mnist')
+@_needs(MNIST, 'MNIST', 'mnist')
 def test_real_mnist_parses_with_checksums():
-  x, y = data.load_mnist('train', SHARED)
+  x, y = data.load_mnist('train', MNIST)
   assert x.shape == (60000, 28, 28) and x.dtype == np.uint8 and y.shape == (60000,)
   assert x.flags.writeable and x.max() == 255 and x.min() == 0
   np.testing.assert_array_equal(np.bincount(y, minlength=10), MNIST_TRAIN_COUNTS)
-  xt, yt = data.load_mnist('test', SHARED)
+  xt, yt = data.load_mnist('test', MNIST)
   assert xt.shape == (10000, 28, 28)
   np.testing.assert_array_equal(np.bincount(yt, minlength=10), MNIST_TEST_COUNTS)
 
@@ -68,17 +80,17 @@ def test_real_mnist_parses_with_checksums():
   assert set(y[tasks[3].indices]) == {6, 7}
 
 
-@_needs('fashion-mnist')
+@_needs(FASHION, 'Fashion-MNIST', 'fashion-mnist')
 def test_real_fashion_mnist_parses_with_checksums():
   for split, n in (('train', 60000), ('test', 10000)):
-    x, y = data.load_fashion_mnist(split, SHARED)
+    x, y = data.load_fashion_mnist(split, FASHION)
     assert x.shape == (n, 28, 28) and x.dtype == np.uint8
     np.testing.assert_array_equal(np.bincount(y, minlength=10), [n // 10] * 10)
 
 
-@_needs('mnist1d')
-def test_real_mnist1d():
-  d = data.load_mnist1d(SHARED)
+def test_real_mnist1d(mnist1d_root):
+  """The staged file (sha256-checked) or the generated one (checked by content)."""
+  d = data.load_mnist1d(mnist1d_root)
   assert d['x'].shape == (4000, 40) and d['x_test'].shape == (1000, 40)
   assert d['templates_x'].shape == (10, 12) and d['t'].shape == (40,)
   np.testing.assert_array_equal(np.bincount(d['y']),
@@ -87,14 +99,28 @@ def test_real_mnist1d():
                                 [102, 104, 89, 106, 106, 98, 99, 96, 98, 102])
 
 
-@_needs('mnist')
-def test_checksum_mismatch_names_file_and_hashes(tmp_path):
+def test_checksum_mismatch_names_file_and_hashes(tmp_path, monkeypatch):
+  """A damaged copy of the real test files; generated ones with declared checksums if the real
+  ones are not staged."""
   (tmp_path / 'mnist').mkdir()
-  for f in mn.MNIST_FILES['test']:
-    (tmp_path / 'mnist' / f.name).write_bytes((SHARED / 'mnist' / f.name).read_bytes())
+  if MNIST is not None:
+    for f in mn.MNIST_FILES['test']:
+      (tmp_path / 'mnist' / f.name).write_bytes((MNIST / 'mnist' / f.name).read_bytes())
+  else:
+    rng = np.random.default_rng(1)
+    arrays = (rng.integers(0, 256, (50, 28, 28), dtype=np.uint8),
+              rng.integers(0, 10, 50, dtype=np.uint8))
+    for f, a in zip(mn.MNIST_FILES['test'], arrays):
+      (tmp_path / 'mnist' / f.name).write_bytes(gzip.compress(_idx_bytes(a)))
+    declared = data_sources.declared_files(tmp_path / 'mnist',
+                                           [f.name for f in mn.MNIST_FILES['test']])
+    monkeypatch.setitem(mn.MNIST_FILES, 'test', tuple(
+        _io.KnownFile(d.name, d.sha256, d.size, f.url)
+        for d, f in zip(declared, mn.MNIST_FILES['test'])))
+    data.load_mnist('test', tmp_path)  # intact: passes verification
   path = tmp_path / 'mnist' / 't10k-labels-idx1-ubyte.gz'
   blob = bytearray(path.read_bytes())
-  blob[100] ^= 0x01
+  blob[len(blob) // 2] ^= 0x01
   path.write_bytes(blob)
   with pytest.raises(data.ChecksumError) as e:
     data.load_mnist('test', tmp_path)
@@ -202,6 +228,28 @@ def test_mnist1d_npz_pkl_and_unsafe_pickle(tmp_path):
   (folder / 'mnist1d_data.npz').write_bytes(blob[:len(blob) // 3])
   with pytest.raises(data.CorruptFileError, match=r'mnist1d_data\.npz: cannot read'):
     data.load_mnist1d(tmp_path, verify=False)
+
+
+def test_generated_mnist1d_is_verified_by_content(mnist1d_root, tmp_path):
+  """`generate_mnist1d` (PyPI mnist1d) reproduces the canonical data; any other content is a
+  ChecksumError naming the file and the array; NumPy's global generator is left as it was."""
+  pytest.importorskip('mnist1d', reason='the PyPI package mnist1d is not installed')
+  state = np.random.get_state()[1].copy()
+  path = data.generate_mnist1d(tmp_path)
+  np.testing.assert_array_equal(np.random.get_state()[1], state)
+  assert path == tmp_path / 'mnist1d' / 'mnist1d_generated.npz'
+  generated = data.load_mnist1d(tmp_path)  # verify=True: by content
+  canonical = data.load_mnist1d(mnist1d_root)
+  for key, value in canonical.items():
+    np.testing.assert_allclose(generated[key], value, rtol=0, atol=1e-12, err_msg=key)
+  for key, change in (('x', 1e-6), ('y_test', 1)):
+    arrays = dict(generated)
+    arrays[key] = arrays[key].copy()
+    arrays[key][3] += change
+    _io.save_npz(path, arrays)
+    with pytest.raises(data.ChecksumError, match=rf'{path}: array {key!r} differs'):
+      data.load_mnist1d(tmp_path)
+    assert data.load_mnist1d(tmp_path, verify=False)[key][3].tolist() == arrays[key][3].tolist()
 
 
 def test_download_uses_official_file_names_and_verifies(tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 """Omniglot: readers (real files and generated official-layout zips), cache, protocols, episodes.
 
-The real data are read from `../shared/data` next to the repository when present; everything
-else runs on small files generated here in the official formats.
+The real data are read where `data_sources.staged_root` finds them (`$HYPERNET_DATA_DIR` or
+`../shared/data`); everything else runs on small files generated here in the official formats.
 """
 
 import hashlib
@@ -15,56 +15,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from hypernet import data
 from hypernet.data import _io
 from hypernet.data import omniglot as om
 from hypernet.tasks.omniglot import OmniglotEpisodes, episodes_for_protocol
 
-SHARED = Path(__file__).parents[1].parent / 'shared' / 'data'
-REAL = (SHARED / 'omniglot' / 'omniglot.npz').exists()
-needs_real = pytest.mark.skipif(not REAL, reason=f'real Omniglot not staged at {SHARED}/omniglot '
-                                'and its 1623 characters cannot be generated')
+import data_sources
+from data_sources import tiny_omniglot_zips as _tiny_zips
 
-# A tiny dataset in the official layout: split -> alphabet -> number of characters.
-TINY = {'background': {'Alpha': 3, 'Beta_(Test)': 2}, 'evaluation': {'Gamma': 2}}
-
-
-def _drawing(rng: np.random.Generator) -> np.ndarray:
-  """A 105x105 mode-'1' style drawing as bool (True = white paper), a few random strokes."""
-  im = Image.new('1', (105, 105), 1)
-  draw = ImageDraw.Draw(im)
-  for _ in range(3):
-    draw.line([tuple(rng.integers(5, 100, 2).tolist()) for _ in range(3)], fill=0, width=3)
-  return np.asarray(im)
-
-
-def _tiny_zips(folder: Path, rng_seed: int = 0) -> dict:
-  """Writes images_{background,evaluation}.zip.
-
-  Returns:
-    {char_id: (split, alphabet, nn, drawings [20, 105, 105] bool)}.
-  """
-  rng = np.random.default_rng(rng_seed)
-  truth, cid = {}, 0
-  folder.mkdir(parents=True, exist_ok=True)
-  for split, alphabets in TINY.items():
-    with zipfile.ZipFile(folder / f'images_{split}.zip', 'w') as zf:
-      zf.writestr(f'images_{split}/', '')
-      for alphabet, n in alphabets.items():
-        for nn in range(1, n + 1):
-          cid += 1
-          drawings = np.stack([_drawing(rng) for _ in range(20)])
-          truth[cid] = (split, alphabet, nn, drawings)
-          for j in range(20):
-            buf = io.BytesIO()
-            Image.fromarray(drawings[j]).convert('1').save(buf, format='PNG')
-            assert Image.open(io.BytesIO(buf.getvalue())).mode == '1'
-            zf.writestr(f'images_{split}/{alphabet}/character{nn:02d}/{cid:04d}_{j + 1:02d}.png',
-                        buf.getvalue())
-      zf.writestr('__MACOSX/._stray', b'ignored')
-  return truth
+ROOT = data_sources.staged_root('omniglot', 'omniglot.npz')  # the data directory, or None
+REAL = ROOT is not None
+needs_real = pytest.mark.skipif(not REAL, reason=data_sources.not_staged(
+    'Omniglot', 'omniglot', 'its 1623 characters cannot be generated'))
+SMALL = ROOT / 'omniglot' / 'original' if REAL else None  # the official small sets, if staged
 
 
 @pytest.fixture(scope='session')
@@ -78,9 +43,9 @@ def tiny(tmp_path_factory):
 def full(tmp_path_factory):
   """The real Omniglot at 28x28, built once per session into a temporary cache (~10 s)."""
   if not REAL:
-    pytest.skip(f'real Omniglot not staged at {SHARED}/omniglot')
+    pytest.skip(data_sources.not_staged('Omniglot', 'omniglot'))
   cache = tmp_path_factory.mktemp('omniglot_cache')
-  return data.load_omniglot(SHARED, cache_dir=cache), cache
+  return data.load_omniglot(ROOT, cache_dir=cache), cache
 
 
 def _files(folder: Path) -> list[str]:
@@ -111,13 +76,16 @@ def test_real_data_counts_checksums_and_layout(full):
   assert not np.array_equal(d.images[c, 2], d.images[c, 3])
   assert len(list(cache.glob('omniglot_28x28_v1_*.npz'))) == 1
   for known in om.SMALL_ZIP_FILES:  # the staged official small sets pass verification
-    _io.verify(SHARED / 'omniglot' / 'original' / known.name, known)
+    if (SMALL / known.name).exists():
+      _io.verify(SMALL / known.name, known)
 
 
 @needs_real
 def test_official_zip_reader_matches_npz(full):
   d, _ = full
-  small = om.read_omniglot_zip(SHARED / 'omniglot' / 'original' / 'images_background_small1.zip')
+  if not (SMALL / 'images_background_small1.zip').exists():
+    pytest.skip(f'the official images_background_small1.zip is not staged in {SMALL}')
+  small = om.read_omniglot_zip(SMALL / 'images_background_small1.zip')
   assert small.alphabets() == ['Balinese', 'Early_Aramaic', 'Greek', 'Korean', 'Latin']
   assert small.images.shape == (136, 20, 105, 105) and set(small.images.ravel()) == {0, 255}
   idx = small.char_id - 1
@@ -136,7 +104,7 @@ def test_cache_is_reused(full, monkeypatch):
     raise AssertionError('rebuilt although the cache exists')
 
   monkeypatch.setattr(om, '_build', no_rebuild)
-  again = data.load_omniglot(SHARED, cache_dir=cache)
+  again = data.load_omniglot(ROOT, cache_dir=cache)
   np.testing.assert_array_equal(again.images, d.images)
   np.testing.assert_array_equal(again.alphabet, d.alphabet)
   assert path.stat().st_mtime_ns == mtime
@@ -234,10 +202,37 @@ def test_tiny_build_cache_reproducible_and_reused(tiny, tmp_path, monkeypatch):
   data.load_omniglot(root, cache_dir=c1, size=20, verify=False)  # another size: another entry
   assert len(calls) == 2 and len(list(c1.iterdir())) == 2  # one resize per zip
   f1.write_bytes(f1.read_bytes()[:100])  # a damaged cache file is rebuilt, with a warning
-  with pytest.warns(UserWarning, match='unreadable cache, rebuilding it'):
+  with pytest.warns(UserWarning, match=r'unreadable cache .*; rebuilding it'):
     d4 = data.load_omniglot(root, cache_dir=c1, verify=False)
   np.testing.assert_array_equal(d4.images, d1.images)
   assert f1.read_bytes() == f2.read_bytes()
+
+
+@pytest.mark.parametrize('damage', ['16x16', '14x14', 'float', 'other sources', 'no record'])
+def test_wrong_cache_is_rebuilt_with_a_warning_naming_it(tiny, tmp_path, damage):
+  """Issue 11, item 3: a cache is checked (shape, dtype, count, claimed sources) before use."""
+  root, _ = tiny
+  good = data.load_omniglot(root, cache_dir=tmp_path, verify=False)
+  [path] = tmp_path.iterdir()
+  with np.load(path) as z:
+    arrays = {k: z[k] for k in z.files}
+  small = {'16x16': 16, '14x14': 14}.get(damage)
+  if small:  # a readable npz of smaller images under the 28x28 name
+    arrays['images'] = np.ascontiguousarray(arrays['images'][..., :small, :small])
+  elif damage == 'float':
+    arrays['images'] = arrays['images'].astype(np.float32)
+  elif damage == 'other sources':
+    arrays['source_sha256'] = np.array(['0' * 64, '1' * 64])
+  else:  # written before caches recorded their sources
+    for key in ('source_sha256', 'size', 'preprocess_version'):
+      del arrays[key]
+  _io.save_npz(path, arrays)
+  with pytest.warns(UserWarning, match=rf'{path}: .*; rebuilding it'):
+    again = data.load_omniglot(root, cache_dir=tmp_path, verify=False)
+  assert again.images.shape == (7, 20, 28, 28) and again.images.dtype == np.uint8
+  np.testing.assert_array_equal(again.images, good.images)
+  with np.load(path) as z:  # the file itself was rebuilt
+    assert z['images'].shape == (7, 20, 28, 28)
 
 
 def test_tiny_protocols_and_rotations(tiny, tmp_path):
@@ -281,8 +276,8 @@ def test_missing_data_lists_files_to_place(tmp_path, monkeypatch):
 def test_checksum_mismatch_names_file_and_both_hashes(tiny, tmp_path):
   folder = tmp_path / 'omniglot'
   folder.mkdir()
-  src = SHARED / 'omniglot' / 'omniglot.npz'
-  blob = bytearray(src.read_bytes() if REAL else b'not the published omniglot.npz')
+  blob = bytearray((ROOT / 'omniglot' / 'omniglot.npz').read_bytes() if REAL
+                   else b'not the published omniglot.npz')
   blob[len(blob) // 2] ^= 0xFF
   (folder / 'omniglot.npz').write_bytes(blob)
   received = hashlib.sha256(blob).hexdigest()

@@ -6,6 +6,11 @@ notebooks folder as working directory; a failing cell raises nbclient's
 interpreter (so it imports the same `hypernet`), which `test_kernel_is_this_python`
 checks. The repository root is put on the kernel's `PYTHONPATH`, so the notebooks
 run without an installed `hypernet` too.
+
+A notebook that reads data names the dataset folders in its metadata
+(`hypernet.requires_data`); its kernel gets `$HYPERNET_DATA_DIR` pointing at a folder that
+holds them, each the staged real one or, where none is staged, one generated exactly
+(MNIST-1D); a notebook whose data can be neither is skipped, naming what is missing.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import pathlib
 import sys
 
 import pytest
+
+import data_sources
 
 nbclient = pytest.importorskip(
     'nbclient', reason='nbclient is not installed (pip install -e ".[test]" to run notebooks)')
@@ -63,22 +70,35 @@ def test_kernel_is_this_python():
       f'{sys.executable} (prefix {sys.prefix}); check `jupyter kernelspec list`.')
 
 
-SHARED_DATA = REPO_ROOT.parent / 'shared' / 'data'
+# Notebook metadata `hypernet.requires_data` names the dataset folders a notebook reads from
+# `$HYPERNET_DATA_DIR`; the folders that can be generated exactly when not staged:
+GENERATED = {'mnist1d': data_sources.mnist1d_root}
 
 
-def _missing_data(nb: 'nbformat.NotebookNode') -> list[str]:
-  """Dataset folders the notebook needs (metadata `hypernet.requires_data`) that are absent
-  both from `$HYPERNET_DATA_DIR` and from `../shared/data`."""
+def _data_dir(nb: 'nbformat.NotebookNode', tmp_path: pathlib.Path) -> str | None:
+  """A data directory with every dataset the notebook needs (`data_sources`: staged, else
+  generated); None if it needs none. Skips, naming what is missing, where neither serves."""
   needed = nb.metadata.get('hypernet', {}).get('requires_data', [])
-  roots = [pathlib.Path(p) for p in (os.environ.get('HYPERNET_DATA_DIR'),) if p] + [SHARED_DATA]
-  return [name for name in needed if not any((root / name).is_dir() for root in roots)]
+  if not needed:
+    return None
+  root = tmp_path / 'data'
+  root.mkdir()
+  for name in needed:
+    staged = data_sources.staged_root(name)
+    if staged is not None:
+      (root / name).symlink_to(staged / name)
+    elif name in GENERATED:
+      source = GENERATED[name](tmp_path / f'generated_{name}')
+      (root / name).symlink_to(source / name)
+    else:
+      pytest.skip(data_sources.not_staged(f'{name} (read by this notebook)', name))
+  return str(root)
 
 
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_executes(path: pathlib.Path):
+def test_notebook_executes(path: pathlib.Path, tmp_path, monkeypatch):
   nb = nbformat.read(path, as_version=4)
-  missing = _missing_data(nb)
-  if missing:
-    pytest.skip(f'{path.name} reads real data {missing}, found neither in $HYPERNET_DATA_DIR '
-                f'nor in {SHARED_DATA}, and the real datasets cannot be generated')
+  data_dir = _data_dir(nb, tmp_path)
+  if data_dir is not None:  # the notebooks read $HYPERNET_DATA_DIR first
+    monkeypatch.setenv('HYPERNET_DATA_DIR', data_dir)
   _execute(nb)  # raises nbclient.exceptions.CellExecutionError naming the failing cell

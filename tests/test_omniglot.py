@@ -1,7 +1,9 @@
 """The Omniglot experiment: every classification learner builds and trains; outputs; errors.
 
-Runs on the real Omniglot in `../shared/data` when present, otherwise on a small dataset
-generated here in the official zip layout (7 characters; the split sizes are shrunk to fit).
+Runs on the real Omniglot where `data_sources.staged_root` finds it, otherwise on a small
+dataset generated here in the official zip layout (7 characters; the split sizes are shrunk
+to fit), read through the experiment's real code path, its sha256 checked against checksums
+this module declares for the generated files (`data_sources.declared_files`).
 """
 
 import json
@@ -16,20 +18,26 @@ import pytest
 from experiments import omniglot
 from experiments.configs import omniglot as omniglot_config
 from hypernet import meta
+from hypernet.data import omniglot as om
 
-from test_data_omniglot import REAL, SHARED, _tiny_zips
+import data_sources
 
 
 @pytest.fixture(scope='module')
 def data_config(tmp_path_factory):
   """Config overrides for the data: the real files, or generated official-layout zips."""
   cache = tmp_path_factory.mktemp('omniglot_cache')
-  if REAL:
-    return {'dir': str(SHARED), 'cache_dir': str(cache)}
+  root = data_sources.staged_root('omniglot', 'omniglot.npz')
+  if root is not None:
+    yield {'dir': str(root), 'cache_dir': str(cache)}
+    return
   root = tmp_path_factory.mktemp('omniglot_tiny')
-  _tiny_zips(root / 'omniglot')
-  # 7 characters: 4 train (16 classes with rotations), 2 validation (8), 1 test (4).
-  return {'dir': str(root), 'cache_dir': str(cache), 'num_train': 6, 'num_val': 2}
+  data_sources.tiny_omniglot_zips(root / 'omniglot')
+  declared = data_sources.declared_files(root / 'omniglot', [f.name for f in om.ZIP_FILES])
+  with pytest.MonkeyPatch.context() as patch:  # while this module's tests run
+    patch.setattr(om, 'ZIP_FILES', declared)
+    # 7 characters: 4 train (16 classes with rotations), 2 validation (8), 1 test (4).
+    yield {'dir': str(root), 'cache_dir': str(cache), 'num_train': 6, 'num_val': 2}
 
 
 def smoke_config(algo, data_config, **overrides):

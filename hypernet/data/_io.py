@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import gzip
 import hashlib
 import os
+import re
 import secrets
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -104,8 +106,9 @@ def verify(path: Path, known: KnownFile, *, received: str | None = None) -> str:
 
 
 def missing_error(dataset: str, folder: Path, options: Sequence[Sequence[KnownFile]],
-                  download_hint: str) -> MissingDataError:
-  """A `MissingDataError` listing every acceptable set of files and where to put them."""
+                  download_hint: str, fetch_name: str | None = None) -> MissingDataError:
+  """A `MissingDataError` listing every acceptable set of files and where to put them (and,
+  with `fetch_name`, the `python -m hypernet.data.fetch` command that gets them)."""
   lines = [f'{dataset} data not found in {folder} (data directory: the data_dir argument, else '
            f'${ENV_DATA_DIR}, else ~/.cache/hypernet/data). Place '
            + ('one of these file sets' if len(options) > 1 else 'these files') + ' there:']
@@ -116,6 +119,8 @@ def missing_error(dataset: str, folder: Path, options: Sequence[Sequence[KnownFi
       mark = 'present' if f in present else 'MISSING'
       lines.append(f'    [{mark}] {folder / f.name}: {f.describe()}')
   lines.append(download_hint)
+  if fetch_name:
+    lines.append(f'From a shell: python -m hypernet.data.fetch {fetch_name} --dir {folder.parent}')
   return MissingDataError('\n'.join(lines))
 
 
@@ -180,22 +185,101 @@ def load_npz(path: Path, keys: Sequence[str], what: str) -> dict[str, np.ndarray
       return {k: z[k] for k in keys}
 
 
-def download(known: KnownFile, folder: Path) -> Path:
-  """Fetches `known.url` to `folder / known.name`; sha256 is checked before it is moved there."""
+def partial_path(folder: Path, name: str) -> Path:
+  """Where `download` keeps the bytes of an unfinished download of `name` (for resuming)."""
+  return folder / f'.{name}.part'
+
+
+def _request(url: str, offset: int) -> urllib.request.Request:
+  headers = {'User-Agent': 'hypernet-data-fetch'}
+  if offset:
+    headers['Range'] = f'bytes={offset}-'
+  return urllib.request.Request(url, headers=headers)
+
+
+def _resumed_from(response, offset: int) -> int:
+  """The offset the response's body starts at: `offset` for a 206 answer to our range, else 0."""
+  if not offset or getattr(response, 'status', None) != 206:
+    return 0
+  m = re.match(r'bytes (\d+)-', response.headers.get('Content-Range', ''))
+  return offset if m and int(m.group(1)) == offset else 0
+
+
+def download(known: KnownFile, folder: Path,
+             progress: Callable[[int, int], None] | None = None) -> Path:
+  """Fetches `known.url` to `folder / known.name`: resumable, sha256-checked, atomic.
+
+  The bytes go to `folder/.<name>.part` (locked against a second concurrent download of the
+  same file); an interrupted download keeps them, and the next call asks the server for the
+  rest (an HTTP `Range` request; a server that ignores it sends the whole file again). The
+  file is moved to its final name only once its sha256 equals `known.sha256`; a complete
+  download with another sha256 is deleted.
+
+  Args:
+    known: the file (name, sha256, size, url).
+    folder: the dataset folder.
+    progress: called as `progress(bytes_so_far, known.size)` after every block.
+
+  Raises:
+    ChecksumError: the downloaded bytes have another sha256 (nothing is left behind).
+    OSError: no network, a refused connection, an HTTP error, or another process is
+      downloading the same file (the partial file is kept for the next attempt).
+  """
   if not known.url:
     raise ValueError(f'{known.name}: no official URL is known; place the file by hand.')
-  dest = folder / known.name
-  h = hashlib.sha256()
-  try:
-    with atomic_write(dest) as f, urllib.request.urlopen(known.url, timeout=60) as r:
-      for block in iter(lambda: r.read(1 << 20), b''):
-        h.update(block)
-        f.write(block)
-      if h.hexdigest() != known.sha256:
-        raise ChecksumError(f'{known.url}: downloaded bytes have sha256 {h.hexdigest()}, expected '
-                            f'{known.sha256}; nothing was written to {dest}. Retry later or place '
-                            'the file by hand.')
-  except OSError as e:  # URLError, timeouts, refused connections
-    raise OSError(f'{known.url}: download failed ({type(e).__name__}: {e}); nothing was written '
-                  f'to {dest}. Without network, place {known.describe()} there by hand.') from e
+  folder.mkdir(parents=True, exist_ok=True)
+  dest, part = folder / known.name, partial_path(folder, known.name)
+  with open(part, 'ab') as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as e:
+      raise OSError(f'{part}: another process is downloading {known.name} into {folder}; wait '
+                    'for it to finish.') from e
+    offset = f.seek(0, os.SEEK_END)
+    if offset == known.size and sha256sum(part) == known.sha256:  # finished, not yet moved
+      os.replace(part, dest)
+      return dest
+    if offset >= known.size:  # not a prefix of the published file
+      f.truncate(0)
+      offset = 0
+    h = hashlib.sha256()
+    try:
+      with urllib.request.urlopen(_request(known.url, offset), timeout=60) as r:
+        start = _resumed_from(r, offset)
+        if start:
+          with open(part, 'rb') as old:
+            for block in iter(lambda: old.read(1 << 20), b''):
+              h.update(block)
+        else:
+          f.truncate(0)
+        done = start
+        for block in iter(lambda: r.read(1 << 20), b''):
+          h.update(block)
+          f.write(block)
+          done += len(block)
+          if progress is not None:
+            progress(done, known.size)
+      f.flush()
+      os.fsync(f.fileno())
+      if done < known.size:  # http.client does not raise when the server closes early
+        raise ConnectionError(f'the connection closed after {done:,} of {known.size:,} bytes')
+    except OSError as e:  # URLError, HTTPError, timeouts, refused connections, a full disk
+      with contextlib.suppress(OSError):
+        f.flush()
+      kept = part.stat().st_size
+      if kept:
+        resume = (f'{kept:,} of {known.size:,} bytes are kept in {part}, and the next attempt '
+                  'resumes from there')
+      else:
+        part.unlink(missing_ok=True)
+        resume = 'nothing was written'
+      raise OSError(f'{known.url}: download failed ({type(e).__name__}: {e}); {resume}. '
+                    f'Without network, place {known.describe()} at {dest} by hand.') from e
+    if h.hexdigest() != known.sha256:
+      part.unlink()
+      raise ChecksumError(f'{known.url}: downloaded bytes have sha256 {h.hexdigest()} '
+                          f'({done:,} bytes), expected {known.sha256} ({known.size:,} bytes); '
+                          f'nothing was written to {dest}. Retry later or place the file by '
+                          'hand.')
+    os.replace(part, dest)
   return dest

@@ -16,7 +16,13 @@ Files, in `<data_dir>/<folder>/` (see `hypernet.data._io` for the data directory
   [1000, 40]`, `y_test`, `t [40]`, `templates_x [10, 12]`, `templates_t [12]`, `templates_y [10]`)
   or the upstream `mnist1d_data.pkl` (github.com/greydanus/mnist1d, pinned commit), which is
   what `download=True` fetches; the pickle is only read after its sha256 matches, and then
-  with an unpickler that only builds numpy arrays.
+  with an unpickler that only builds numpy arrays. Without network, `generate_mnist1d` (also
+  `python -m hypernet.data.fetch mnist1d`) regenerates the same data offline with the PyPI
+  package `mnist1d` into `mnist1d_generated.npz` (same keys). Its bytes cannot carry the
+  published sha256 (the signals differ from the canonical ones by float rounding, below
+  1e-15), so it is verified by content instead (`verify_mnist1d_arrays`): the arrays the
+  generator reproduces bit for bit (labels, time axis, templates) by sha256, the two signal
+  arrays by four weighted sums each, to 1e-12 of their scale.
 
 IDX format (big-endian): magic `0x0000 <dtype code> <ndim>` (images `0x00000803`, labels
 `0x00000801`: uint8 with 3 or 1 dims), then `ndim` int32 sizes, then the data. `read_idx` checks
@@ -30,8 +36,10 @@ Continual learning: `permuted_mnist_tasks` (one fixed pixel permutation per task
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import pickle
+import random
 import struct
 from pathlib import Path
 from typing import NamedTuple
@@ -84,6 +92,24 @@ MNIST1D_PKL = KnownFile(
     'mnist1d_data.pkl', 'e95257676e9fb04568e46dda007da22cc8664ccba1451456afde55d7f6dd6aa5',
     1_642_012, MNIST1D_URL)
 MNIST1D_KEYS = ('x', 'y', 'x_test', 'y_test', 't', 'templates_x', 'templates_t', 'templates_y')
+# Written by `generate_mnist1d`; verified by content (`verify_mnist1d_arrays`), not by bytes.
+MNIST1D_GENERATED = 'mnist1d_generated.npz'
+# sha256 of `_canonical_bytes(a)` of the canonical arrays that the generator reproduces exactly.
+_MNIST1D_EXACT = {
+    'y': '57920b9314eacbbf8866ed9ee458fc97006c7f4c32979191cfc149aab02548bf',
+    'y_test': '16ca7bc6f59d11f565bb8b967ed7b17c63be57e599d85459f6e792bfeea949e5',
+    't': '84b01f30ff6552a6923bd729666ae3c5b087cfd702a9a08843b165078bfc05b9',
+    'templates_x': '4d5e8fac22c50930e019fac745763b8b3e07b5a981d430a14948ebfc4a21482a',
+    'templates_t': '8a94bedaabf4c4750fcb209497ca62982e7212fe7788cd373d6bbcb9c80b7419',
+    'templates_y': '3b7a53b291f7eaf55b9426edb908adb8fd2ff33d14b4cbde3bcf7ad1d7baf297',
+}
+# `_signal_sums(a)` of the canonical signals (shape, sums); equal up to rounding when generated.
+_MNIST1D_SIGNALS = {
+    'x': ((4000, 40), (-51.78746787509559, 159248.2538653486, 103.25562722217227,
+                       118338.29510719894)),
+    'x_test': ((1000, 40), (51.78746787509186, 40751.74613465136, -17.076472656858925,
+                            29977.877540866408)),
+}
 
 _IDX_DTYPES = {0x08: np.dtype('u1'), 0x09: np.dtype('i1'), 0x0B: np.dtype('>i2'),
                0x0C: np.dtype('>i4'), 0x0D: np.dtype('>f4'), 0x0E: np.dtype('>f8')}
@@ -130,7 +156,8 @@ def _fetch(dataset: str, folder: Path, files: tuple[KnownFile, ...], download: b
       _io.download(f, folder)
   elif missing:
     raise _io.missing_error(dataset, folder, [files], 'Or call the loader with download=True to '
-                            'fetch them from the official mirror (needs network).')
+                            'fetch them from the official mirror (needs network).',
+                            folder.name.replace('-', '_'))
   return [folder / f.name for f in files]
 
 
@@ -199,32 +226,122 @@ def read_mnist1d_pkl(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def load_mnist1d(data_dir: str | os.PathLike | None = None, *, download: bool = False,
                  verify: bool = True) -> dict[str, np.ndarray]:
-  """MNIST-1D from `<data_dir>/mnist1d/` (`mnist1d_data.npz`, else `mnist1d_data.pkl`).
+  """MNIST-1D from `<data_dir>/mnist1d/`: `mnist1d_data.npz`, else `mnist1d_data.pkl`, else
+  `mnist1d_generated.npz` (`generate_mnist1d`), the first one present.
+
+  With `verify`, the npz and the pickle are checked by sha256, the generated file by content
+  (`verify_mnist1d_arrays`).
 
   Returns:
     dict with `x [4000, 40]` float64, `y [4000]` int64, `x_test [1000, 40]`, `y_test [1000]`,
     `t [40]`, `templates_x [10, 12]`, `templates_t [12]`, `templates_y [10]`.
   """
   folder = _io.data_dir(data_dir) / 'mnist1d'
+  known = None
   if (folder / MNIST1D_NPZ.name).exists():
     path, known = folder / MNIST1D_NPZ.name, MNIST1D_NPZ
-  else:
-    if not (folder / MNIST1D_PKL.name).exists():
-      if not download:
-        raise _io.missing_error('MNIST-1D', folder, [[MNIST1D_NPZ], [MNIST1D_PKL]],
-                                'Or call load_mnist1d(..., download=True) to fetch the pickle, '
-                                'or regenerate it offline with the PyPI package mnist1d.')
-      _io.download(MNIST1D_PKL, folder)
+  elif (folder / MNIST1D_PKL.name).exists():
     path, known = folder / MNIST1D_PKL.name, MNIST1D_PKL
-  if verify:
+  elif (folder / MNIST1D_GENERATED).exists():
+    path = folder / MNIST1D_GENERATED
+  elif download:
+    path, known = _io.download(MNIST1D_PKL, folder), MNIST1D_PKL
+  else:
+    raise _io.missing_error(
+        'MNIST-1D', folder, [[MNIST1D_NPZ], [MNIST1D_PKL]],
+        f'Or call load_mnist1d(..., download=True) to fetch the pickle, or run `python -m '
+        f'hypernet.data.fetch mnist1d --dir {folder.parent}`, which downloads it, or without '
+        f'network regenerates it as {folder / MNIST1D_GENERATED} (needs `pip install mnist1d`).')
+  if verify and known is not None:
     _io.verify(path, known)
-  d = (_io.load_npz(path, MNIST1D_KEYS, 'the MNIST-1D npz') if path.suffix == '.npz'
-       else read_mnist1d_pkl(path))
+  d = (read_mnist1d_pkl(path) if path.suffix == '.pkl'
+       else _io.load_npz(path, MNIST1D_KEYS, 'the MNIST-1D npz'))
   n, n_test = len(d['y']), len(d['y_test'])
   if d['x'].shape != (n, 40) or d['x_test'].shape != (n_test, 40) or d['t'].shape != (40,):
     raise _io.CorruptFileError(f'{path}: unexpected shapes x {d["x"].shape}, x_test '
                                f'{d["x_test"].shape}, t {d["t"].shape} (expected [N, 40], [40]).')
+  if verify and known is None:
+    verify_mnist1d_arrays(d, path)
   return d
+
+
+def _canonical_bytes(a: np.ndarray) -> bytes:
+  a = np.asarray(a)
+  a = a.astype('<i8') if a.dtype.kind in 'iub' else a.astype('<f8')
+  return repr(a.shape).encode() + a.tobytes()
+
+
+def _signal_sums(a: np.ndarray) -> np.ndarray:
+  """Four weighted sums of `a`: plain, squares, a fixed cosine weighting, absolute values."""
+  a = np.asarray(a, np.float64).ravel()
+  w = np.cos(0.7 * np.arange(a.size))
+  return np.array([a.sum(), a @ a, a @ w, np.abs(a).sum()])
+
+
+def verify_mnist1d_arrays(d: dict[str, np.ndarray], path: str | os.PathLike) -> None:
+  """Checks that `d` holds the canonical MNIST-1D (up to float rounding in the signals).
+
+  Labels, time axis and templates must equal the canonical arrays exactly (sha256); `x` and
+  `x_test` must have their shapes, and four weighted sums each within 1e-12 of the sum of
+  absolute values (float rounding moves them by about 1e-15 of it).
+
+  Raises:
+    ChecksumError: naming `path` and the first array that differs.
+  """
+  for key, want in _MNIST1D_EXACT.items():
+    got = hashlib.sha256(_canonical_bytes(d[key])).hexdigest()
+    if got != want:
+      raise _io.ChecksumError(
+          f'{path}: array {key!r} differs from the canonical MNIST-1D (sha256 of its values '
+          f'{got}, expected {want}). Regenerate it with `python -m hypernet.data.fetch mnist1d` '
+          '(the PyPI package mnist1d with its default arguments), or pass verify=False to read '
+          'a deliberately different dataset.')
+  for key, (shape, want) in _MNIST1D_SIGNALS.items():
+    got = _signal_sums(d[key]) if d[key].shape == shape else None
+    if got is None or not np.allclose(got, want, rtol=0, atol=1e-12 * want[3]):
+      received = f'shape {d[key].shape}' if got is None else f'sums {got.tolist()}'
+      raise _io.ChecksumError(
+          f'{path}: array {key!r} differs from the canonical MNIST-1D: expected shape {shape} '
+          f'and weighted sums {list(want)}, received {received}. Regenerate it with `python -m '
+          'hypernet.data.fetch mnist1d`, or pass verify=False to read a deliberately different '
+          'dataset.')
+
+
+def generate_mnist1d(data_dir: str | os.PathLike | None = None) -> Path:
+  """Regenerates MNIST-1D offline into `<data_dir>/mnist1d/mnist1d_generated.npz`.
+
+  Runs `mnist1d.data.make_dataset(get_dataset_args())` of the PyPI package `mnist1d` (pure
+  numpy and scipy, no network), which reproduces the canonical data (labels, time axis and
+  templates exactly, the signals up to float rounding), checks it with
+  `verify_mnist1d_arrays`, and writes it atomically with the keys of the staged npz. The
+  package seeds Python's and NumPy's global generators; both are restored afterwards.
+
+  Returns:
+    the path written.
+
+  Raises:
+    ModuleNotFoundError: the package is not installed (`pip install mnist1d`).
+    ChecksumError: this version of the package does not reproduce the canonical data.
+  """
+  try:
+    from mnist1d.data import get_dataset_args, make_dataset  # pylint: disable=g-import-not-at-top
+  except ModuleNotFoundError as e:
+    raise ModuleNotFoundError(
+        f'generate_mnist1d needs the PyPI package mnist1d ({e}); `pip install mnist1d`, or '
+        f'place {MNIST1D_NPZ.describe()} or {MNIST1D_PKL.describe()} by hand.') from e
+  py_state, np_state = random.getstate(), np.random.get_state()
+  try:
+    made = make_dataset(get_dataset_args())
+  finally:
+    random.setstate(py_state)
+    np.random.set_state(np_state)
+  arrays = {k: np.asarray(made[k]) for k in ('x', 'y', 'x_test', 'y_test', 't')}
+  arrays.update({f'templates_{k}': np.asarray(made['templates'][k]) for k in ('x', 't', 'y')})
+  arrays = {k: arrays[k] for k in MNIST1D_KEYS}
+  path = _io.data_dir(data_dir) / 'mnist1d' / MNIST1D_GENERATED
+  verify_mnist1d_arrays(arrays, f'{path} (generated by mnist1d.data.make_dataset)')
+  _io.save_npz(path, arrays)
+  return path
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,7 +27,11 @@ would make Pillow fall back to NEAREST silently; MAML's `resize_images.py` did t
 is written atomically as a reproducible `.npz` (fixed zip timestamps: rebuilding gives the same
 bytes) to `<cache_dir>/omniglot_28x28_v1_<key>.npz`, where `<key>` hashes the source files'
 sha256, the size and the preprocessing version; later calls load it (0.1 s) instead of
-rebuilding. Measured on 2 CPU cores shared with other jobs (load average ~4.5): a build from
+rebuilding. The cache file also records what it was built from (`source_sha256`, `size`,
+`preprocess_version`); before it is used, `load_omniglot` checks that record against the
+sources and the request, and the arrays' shapes, dtype and character count (1623 for the
+published sources), and rebuilds the file, with a warning naming it, when anything differs.
+Measured on 2 CPU cores shared with other jobs (load average ~4.5): a build from
 `omniglot.npz` takes 4-8 s, about half decompressing the npz and half resizing the 32,460
 drawings; the two official zips add PNG decoding (0.6 s per 2,720 PNGs, so roughly 7 s more).
 Command: `python -c "import time; from hypernet import data; t = time.perf_counter();
@@ -80,6 +84,7 @@ from hypernet.data._io import KnownFile
 PREPROCESS_VERSION = 1
 DRAWINGS = 20
 RAW_SIZE = 105
+NUM_CHARACTERS = 1623  # in the published files (both official splits)
 
 _OFFICIAL_URL = 'https://raw.githubusercontent.com/brendenlake/omniglot/master/python/'
 NPZ_FILE = KnownFile(
@@ -259,7 +264,8 @@ def _sources(folder: Path, source: str, download: bool) -> tuple[str, list[Known
   hint = ('The npz has no official download; use source="zip" with download=True.'
           if source == 'npz' else
           'Or call load_omniglot(..., download=True) to fetch the official zips (needs network).')
-  raise _io.missing_error('Omniglot', folder, options, hint)
+  raise _io.missing_error('Omniglot', folder, options, hint,
+                          'omniglot' if source != 'npz' else None)
 
 
 def cache_path(cache_dir: Path, source_hashes: Sequence[str], size: int) -> Path:
@@ -318,14 +324,53 @@ def load_omniglot(data_dir: str | os.PathLike | None = None, *,
   hashes = [_io.verify(p, f) if verify else _io.sha256sum(p) for p, f in zip(paths, known)]
   cached = cache_path(_io.cache_dir(cache_dir), hashes, size)
   if cached.exists():
-    try:
-      return OmniglotData(**_io.load_npz(cached, [f.name for f in dataclasses.fields(OmniglotData)],
-                                         'an Omniglot cache file'))
-    except (_io.CorruptFileError, ValueError) as e:
-      warnings.warn(f'{cached}: unreadable cache, rebuilding it ({e}).', stacklevel=2)
+    data, problem = _read_cache(cached, hashes, size)
+    if data is not None:
+      return data
+    warnings.warn(f'{cached}: {problem}; rebuilding it.', stacklevel=2)
   data = _build(kind, paths, size)
-  _io.save_npz(cached, data.arrays())
+  _io.save_npz(cached, {**data.arrays(), **_cache_record(hashes, size)})
   return data
+
+
+_CACHE_RECORD = ('source_sha256', 'size', 'preprocess_version')
+
+
+def _cache_record(source_hashes: Sequence[str], size: int) -> dict[str, np.ndarray]:
+  return {'source_sha256': np.array(sorted(source_hashes)), 'size': np.array([size], np.int64),
+          'preprocess_version': np.array([PREPROCESS_VERSION], np.int64)}
+
+
+def _read_cache(path: Path, source_hashes: Sequence[str],
+                size: int) -> tuple[OmniglotData | None, str]:
+  """The cached arrays if the file is intact and was built from these sources at this size;
+  else `(None, what is wrong)`."""
+  fields = [f.name for f in dataclasses.fields(OmniglotData)]
+  try:
+    d = _io.load_npz(path, fields + list(_CACHE_RECORD), 'an Omniglot cache file')
+  except _io.CorruptFileError as e:
+    return None, f'unreadable cache ({e})'
+  record = {'source_sha256': sorted(source_hashes), 'size': [size],
+            'preprocess_version': [PREPROCESS_VERSION]}
+  for key, want in record.items():
+    got = np.ravel(d[key]).tolist()
+    if got != want:
+      return None, f'a cache built for {key} {got}, expected {want}'
+  images = d['images']
+  if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (DRAWINGS, size, size):
+    return None, (f'cached images are {images.dtype} {images.shape}, expected uint8 '
+                  f'[C, {DRAWINGS}, {size}, {size}]')
+  published = {f.sha256 for f in (NPZ_FILE, *ZIP_FILES)}
+  if set(source_hashes) <= published and images.shape[0] != NUM_CHARACTERS:
+    return None, (f'the cache holds {images.shape[0]} characters, expected {NUM_CHARACTERS} '
+                  'for the published sources')
+  try:
+    data = OmniglotData(**{k: d[k] for k in fields})
+  except ValueError as e:
+    return None, f'inconsistent cached arrays ({e})'
+  if np.any(np.diff(data.char_id) <= 0):
+    return None, 'cached character ids are not sorted and unique'
+  return data, ''
 
 
 # ---------------------------------------------------------------------------------------------
