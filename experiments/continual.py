@@ -10,13 +10,15 @@ given (task-incremental), filling column `j` of the accuracy matrix `acc[i, j]` 
 training task `j`). Outputs in the workdir (default `workdirs/continual/<benchmark>_<method>`):
 
 * `config.json` (before the first step; a workdir holding another config is refused, see
-  `experiments.train.prepare_workdir`), `metrics.jsonl` (training loss per log step),
+  `experiments.train.check_workdir`; nothing changes in a refused workdir),
+  `metrics.jsonl` (training loss per log step),
 * orbax checkpoints after every task: a rerun resumes after the last finished task and ends
-  with exactly the result of an uninterrupted run,
+  with exactly the result of an uninterrupted run (an unreadable newest checkpoint is moved
+  aside with a warning, see `experiments.train.restore_newest`),
 * `accuracy_matrix.md` and `accuracy_matrix.png` (heatmap),
 * `results.json`: the matrix, the final average accuracy and backward transfer as
-  `{"mean", "ci95", "n"}` (`n` = seeds run, here 1: ci95 is NaN, as in
-  `experiments.train.summary`), the final per-task accuracies summarised over tasks, the
+  `{"mean", "ci95", "n"}` (`n` = seeds run, here 1: ci95 is null, see
+  `experiments.train.strict_json`), the final per-task accuracies summarised over tasks, the
   trainable parameter count and the compression ratio (trainable / target parameters), and,
   with `eval.infer_task`, the accuracy when the task is inferred by lowest predictive entropy.
 
@@ -80,6 +82,7 @@ def _check_float(config, key: str, positive: bool = False) -> None:
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises a ValueError naming the key, the expected and the received value."""
+  train.check_numbers(config)  # every number finite
   if config.benchmark not in configs.BENCHMARKS:
     _fail('benchmark', f'one of {configs.BENCHMARKS}', config.benchmark)
   if config.method not in configs.METHODS:
@@ -304,7 +307,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     FloatingPointError: a training metric is not finite (naming task, step and metric).
   """
   validate_config(config)
-  train.prepare_workdir(config, workdir)
+  train.check_workdir(config, workdir)  # reads only; the workdir changes after every check
   bench = benchmark_for(config)
   prog = programs(config, bench.input_dim)
   method, num_tasks = prog.method, config.data.num_tasks
@@ -322,19 +325,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                method.target.num_params, ratio, num_tasks, steps)
 
   ckpt_dir = os.path.abspath(os.path.join(workdir, train.CHECKPOINT_DIR))
-  manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
-      max_to_keep=2, create=True, enable_async_checkpointing=False))
   metrics_path = os.path.join(workdir, train.METRICS_FILE)
-  try:
-    start_task = manager.latest_step() or 0
+  start_task, unreadable, records = 0, [], []
+  if not config.overwrite:  # a checkpoint after task t is step t + 1
+    start_task, state, unreadable = train.restore_newest(ckpt_dir, state)
+    start_task = start_task or 0
     if start_task:
-      abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-      state = manager.restore(start_task, args=ocp.args.StandardRestore(abstract))
       logging.info('resumed after task %d from %s.', start_task - 1, ckpt_dir)
-    records = []
-    if os.path.exists(metrics_path):  # keep the log lines of the tasks the checkpoint backs
-      with open(metrics_path) as f:
-        records = [r for r in map(json.loads, filter(str.strip, f)) if r['task'] < start_task]
+    # the log lines of the tasks the checkpoint backs
+    records = train.read_records(metrics_path, lambda r: r['task'] < start_task)
+  train.commit_workdir(config, workdir, unreadable)
+  manager = train.open_checkpoints(ckpt_dir, keep=2)
+  try:
     train.write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in records))
     acc = np.array(state['acc'])
     seconds = np.array(state['seconds'])
@@ -377,6 +379,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                        record['ce'], record['reg'], record['acc'], rate,
                        datetime.timedelta(seconds=round(left / rate)))
           pending, t_log = {}, now
+      train.check_params_finite(params, f'the last step of task {task}', 'parameters',
+                                f' (config.train.learning_rate={config.train.learning_rate})')
       memory = prog.end_task(params, memory, data, task_id, jax.random.fold_in(fisher_key, task))
       column = [float(prog.accuracy(params, data, jnp.asarray(i, jnp.int32)))
                 for i in range(num_tasks)]
@@ -421,7 +425,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                               f'accuracy {100 * cl.average_accuracy(acc):.2f}%')
     fig.colorbar(im, ax=ax, label='test accuracy (%)')
     train.save_figure(fig, os.path.join(workdir, 'accuracy_matrix.png'))
-  train.write_json(os.path.join(workdir, train.RESULTS_FILE), results)  # last: complete.
+  train.write_results(os.path.join(workdir, train.RESULTS_FILE), results)  # last: complete.
   return results
 
 

@@ -66,7 +66,9 @@ def load_runs(pattern: str) -> list[tuple[str, dict[str, Any]]]:
 def _cell(summary: dict[str, float] | None) -> str:
   if summary is None:
     return '—'
-  if not math.isfinite(summary['mean']):  # some task's loss overflowed: the mean is meaningless
+  if summary['mean'] is None:  # strict JSON (experiments.train.strict_json): some task's
+    return f'diverged ({summary.get("diverged", "nan")})'  # loss overflowed
+  if not math.isfinite(summary['mean']):  # files written before results.json was strict JSON
     return f'diverged ({summary["mean"]})'
   if summary.get('ci95') is None:
     return f'{summary["mean"]:.3f}'

@@ -7,7 +7,9 @@ owns everything else:
 
 * the workdir: `config.json` is written before the first step; a workdir holding a run
   with a different config is refused unless `config.overwrite` (which starts afresh);
-  `num_steps` may differ, so a finished run can be extended;
+  `num_steps` may differ, so a finished run can be extended. Everything that can refuse a
+  run (the config, `config.json`, `metrics.jsonl`, the checkpoints) is checked before
+  anything in the workdir changes, so a refused rerun leaves a finished run as it was;
 * randomness: one root `jax.random.key(config.seed)`, split into `init`, `train` and
   `eval` keys; the meta-batch of update `s` (1-based) is `sample_tasks(fold_in(train_key,
   s - 1))`, so training holds no hidden state beyond the `TrainState`;
@@ -15,16 +17,26 @@ owns everything else:
   samples each step's tasks on device;
 * orbax checkpoints in `workdir/checkpoints` every `config.checkpoint_every` steps and at
   the end (the newest `config.keep_checkpoints` kept); a rerun resumes from the newest and
-  ends with exactly the parameters of an uninterrupted run;
+  ends with exactly the parameters of an uninterrupted run. An unreadable newest checkpoint
+  (a damaged disk, a copy cut short) is reported in one warning naming its directory, moved
+  to `workdir/unreadable_checkpoints/`, and the run resumes from the newest intact one; if
+  none is readable the run is refused, naming the checkpoint directory;
 * `metrics.jsonl` (one JSON object per log step: `pandas.read_json(path, lines=True)`),
   progress lines with steps/s and ETA, a `FloatingPointError` naming the step and the
-  metric when a training metric is not finite;
+  metric when a training metric is not finite, and naming the step and the leaf when the
+  meta-parameters are not finite after an update (nothing is saved for that step); before
+  evaluation, the final meta-parameters must also give a finite training loss on one more
+  meta-batch (a last update can leave finite parameters that overflow);
 * `learning_curve.png`, then `results.json`: every evaluation value as
-  `{"mean", "ci95", "n"}` plus the algorithm, steps, speed and parameter counts.
+  `{"mean", "ci95", "n"}` plus the algorithm, steps, speed and parameter counts. It is
+  strict JSON: a value that is not finite is never written as a number (`strict_json`:
+  an evaluation with more inner steps than training can diverge, which is reported, not
+  hidden, as `{"mean": null, "diverged": "nan", ...}`).
 
 Every file is written to a temporary name and moved into place (`os.replace`); orbax
-writes checkpoints the same way. A stale `results.json` is removed before training, so
-a workdir never shows results that its checkpoints do not back.
+writes checkpoints the same way. `results.json` is written last, so it only ever holds a
+finished run; a rerun that extends the run replaces it when it finishes, and a refused or
+failed rerun leaves it (its `num_steps` says which run it records).
 
 Config keys read here: `seed`, `overwrite`, `num_steps`, `steps_per_call`, `log_every`,
 `checkpoint_every`, `keep_checkpoints`, `optimizer.{learning_rate, grad_clip_norm}` (and
@@ -46,9 +58,11 @@ import logging as pylogging
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -61,13 +75,14 @@ from matplotlib.figure import Figure
 
 import hypernet
 from hypernet import meta, parallel
-from hypernet.target import PyTree
+from hypernet.target import PyTree, path_str
 from hypernet.tasks import Task
 
 CONFIG_FILE = 'config.json'
 METRICS_FILE = 'metrics.jsonl'
 RESULTS_FILE = 'results.json'
 CHECKPOINT_DIR = 'checkpoints'
+UNREADABLE_DIR = 'unreadable_checkpoints'  # unreadable checkpoints are moved here, not deleted
 # Keys that may differ between a workdir's run and a rerun that resumes it. `shard_tasks`
 # changes where the tasks are computed, not what (results agree within float tolerance),
 # so a run may resume on a machine with another number of devices.
@@ -136,11 +151,40 @@ def save_figure(fig: Figure, path: str) -> None:
 
 
 def summary(values: np.ndarray) -> dict[str, float | int]:
-  """Mean and 95% confidence half-width (normal approximation) of per-task values `[n]`."""
+  """Mean and 95% confidence half-width (normal approximation) of per-task values `[n]`.
+
+  The mean is NaN or inf if some values are (e.g. an evaluation with more inner steps than
+  training overflowed); `results.json` records that as `diverged` (`strict_json`).
+  """
   values = np.asarray(values, np.float64).reshape(-1)
   n = int(values.shape[0])
   std = float(np.std(values, ddof=1)) if n > 1 else float('nan')
   return {'mean': float(np.mean(values)), 'ci95': 1.96 * std / math.sqrt(n), 'n': n}
+
+
+def strict_json(obj: Any) -> Any:
+  """`obj` with no non-finite float left, for strict JSON files (`results.json`).
+
+  A `summary` whose mean is not finite becomes `{"mean": null, "ci95": null, "n", "diverged":
+  "nan" | "inf" | "-inf"}` (the divergence is reported, not hidden); any other non-finite
+  float (e.g. the `ci95` of a single value) becomes null.
+  """
+  if isinstance(obj, Mapping):
+    mean = obj.get('mean')
+    if isinstance(mean, float) and not math.isfinite(mean) and 'n' in obj:
+      return {**{k: strict_json(v) for k, v in obj.items()}, 'mean': None, 'ci95': None,
+              'diverged': str(mean)}
+    return {k: strict_json(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [strict_json(v) for v in obj]
+  if isinstance(obj, (float, np.floating)) and not math.isfinite(obj):
+    return None
+  return obj
+
+
+def write_results(path: str, results: Mapping[str, Any]) -> None:
+  """`results.json`, atomically, as strict JSON (`strict_json`: no NaN or Infinity tokens)."""
+  write_text(path, json.dumps(strict_json(results), indent=2, allow_nan=False) + '\n')
 
 
 def quiet_orbax_logs() -> None:
@@ -151,6 +195,31 @@ def quiet_orbax_logs() -> None:
   logging.get_absl_handler().addFilter(_Filter())
 
 
+def _drop_closed_loop_noise(hook: Callable[[Any], None]) -> Callable[[Any], None]:
+  def unraisable(u):
+    if isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == 'Event loop is closed':
+      return
+    hook(u)
+  unraisable.drops_closed_loop_noise = True
+  return unraisable
+
+
+def quiet_failed_restores() -> None:
+  """Silences the flood of "Event loop is closed" tracebacks after a failed orbax restore.
+
+  When one array of a checkpoint cannot be read, orbax closes its event loop while
+  tensorstore still completes the other reads; each completion then fails to call back into
+  the closed loop and Python prints it through `sys.unraisablehook` (dozens of tracebacks,
+  the real error among them), then warns of the abandoned reads' coroutines. Only those two
+  are dropped; other unraisable exceptions reach the previous hook. Idempotent.
+  """
+  if not getattr(sys.unraisablehook, 'drops_closed_loop_noise', False):
+    sys.unraisablehook = _drop_closed_loop_noise(sys.unraisablehook)
+    # ... and the reads it abandoned, collected later.
+    warnings.filterwarnings('ignore', message=r"coroutine '.*' was never awaited",
+                            category=RuntimeWarning)
+
+
 # ------------------------------------------------------------------ config and workdir
 def _positive_int(config: ml_collections.ConfigDict, name: str) -> int:
   value = config[name]
@@ -159,8 +228,50 @@ def _positive_int(config: ml_collections.ConfigDict, name: str) -> int:
   return value
 
 
+# Numeric keys of the learners' sub-dicts (`experiments.learners`), checked here when present so
+# that an error names the key the user set (`config.inner.lr`), not a learner's field (e.g.
+# `Amortised.finetune_lr`): key -> (integer?, minimum).
+LEARNER_NUMBERS = {'inner.lr': (False, 0), 'inner.steps': (True, 0)}
+
+
+def _number_leaves(value: Any, key: str):
+  """(dotted key, number) for every number in `value` (tuples and lists included)."""
+  if isinstance(value, Mapping):
+    for k, v in value.items():
+      yield from _number_leaves(v, f'{key}.{k}' if key else k)
+  elif isinstance(value, (tuple, list)):
+    for i, v in enumerate(value):
+      yield from _number_leaves(v, f'{key}[{i}]')
+  elif isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+    yield key, value
+
+
+def check_numbers(config: ml_collections.ConfigDict) -> None:
+  """Every number in `config` is finite, and the learners' numeric keys are in range.
+
+  Raises:
+    ValueError: naming the key the user set (e.g. `config.inner.lr`), the expected and the
+      received value: before anything is built, not at the first step.
+  """
+  for key, value in _number_leaves(config.to_dict(), ''):
+    if not math.isfinite(value):
+      raise ValueError(f'config.{key}: expected a finite number, received {value!r}.')
+  flat = _flatten(config.to_dict())
+  for key, (integer, low) in LEARNER_NUMBERS.items():
+    if key not in flat:
+      continue
+    value = flat[key]
+    ok = (not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
+          and value >= low)
+    if not ok:
+      want = f'an integer >= {low}' if integer else f'a finite number >= {low}'
+      raise ValueError(f'config.{key}: expected {want}, received {value!r}.')
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Raises a ValueError naming the key for invalid values of the keys this loop reads."""
+  """Raises a ValueError naming the key for invalid values of the keys this loop reads, and
+  for any number in the config that is not finite (`check_numbers`)."""
+  check_numbers(config)
   for name in ('num_steps', 'steps_per_call', 'log_every', 'checkpoint_every',
                'keep_checkpoints'):
     _positive_int(config, name)
@@ -208,26 +319,30 @@ def _config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[
                 if k not in RESUMABLE_DIFFERENCES and get(old, k) != get(new, k))
 
 
-def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Creates `workdir`, refuses (or, with `config.overwrite`, clears) a different run in it,
-  writes `config.json` and removes a stale `results.json`.
+def _read_json(path: str) -> Any:
+  """A JSON file of the workdir; a damaged one is a ValueError naming it."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{path}: not valid JSON ({e}); the file is empty, truncated or damaged. '
+                     'Restore it, use another --workdir, or set --config.overwrite=True to '
+                     'discard the run in it.') from None
+
+
+def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses a workdir holding another run; reads but never changes anything.
 
   Raises:
     ValueError: `workdir` holds a run whose config differs in more than `num_steps` (the
-      message lists the keys), or checkpoints without a `config.json`, and
-      `config.overwrite` is False.
+      message lists the keys), an unreadable `config.json` (named), or checkpoints without
+      a `config.json`, and `config.overwrite` is False.
   """
-  os.makedirs(workdir, exist_ok=True)
-  config_path = os.path.join(workdir, CONFIG_FILE)
-  new = json.loads(config.to_json())
   if config.overwrite:
-    for name in (CONFIG_FILE, METRICS_FILE, RESULTS_FILE):
-      if os.path.exists(os.path.join(workdir, name)):
-        os.remove(os.path.join(workdir, name))
-    shutil.rmtree(os.path.join(workdir, CHECKPOINT_DIR), ignore_errors=True)
-  elif os.path.exists(config_path):
-    with open(config_path) as f:
-      old = json.load(f)
+    return
+  config_path = os.path.join(workdir, CONFIG_FILE)
+  if os.path.exists(config_path):
+    old, new = _read_json(config_path), json.loads(config.to_json())
     diff = _config_differences(old, new)
     if diff:
       details = '; '.join(f'{k}: {_flatten(old).get(k, "<absent>")!r} -> '
@@ -240,19 +355,69 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   elif os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
     raise ValueError(f'workdir {workdir!r} holds checkpoints but no {CONFIG_FILE}; use another '
                      f'--workdir, or set --config.overwrite=True to discard them.')
-  results_path = os.path.join(workdir, RESULTS_FILE)
-  if os.path.exists(results_path):
-    os.remove(results_path)
-  write_text(config_path, config.to_json(indent=2) + '\n')
+
+
+def commit_workdir(config: ml_collections.ConfigDict, workdir: str,
+                   unreadable_steps: Sequence[int] = ()) -> None:
+  """After every check passed: creates `workdir`, clears it with `config.overwrite`, moves
+  unreadable checkpoints aside (to `unreadable_checkpoints/<step>`) and writes `config.json`."""
+  os.makedirs(workdir, exist_ok=True)
+  if config.overwrite:
+    for name in (CONFIG_FILE, METRICS_FILE, RESULTS_FILE):
+      if os.path.exists(os.path.join(workdir, name)):
+        os.remove(os.path.join(workdir, name))
+    shutil.rmtree(os.path.join(workdir, CHECKPOINT_DIR), ignore_errors=True)
+  for step in unreadable_steps:
+    aside = os.path.join(workdir, UNREADABLE_DIR, str(step))
+    n = 1
+    while os.path.exists(aside):
+      n += 1
+      aside = os.path.join(workdir, UNREADABLE_DIR, f'{step}.{n}')
+    os.makedirs(os.path.dirname(aside), exist_ok=True)
+    os.replace(os.path.join(workdir, CHECKPOINT_DIR, str(step)), aside)
+  write_text(os.path.join(workdir, CONFIG_FILE), config.to_json(indent=2) + '\n')
+
+
+def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """`check_workdir`, then `commit_workdir` (a workdir without checkpoints to restore)."""
+  check_workdir(config, workdir)
+  commit_workdir(config, workdir)
+
+
+def read_records(path: str, keep: Callable[[dict[str, Any]], bool] = lambda r: True
+                 ) -> list[dict[str, Any]]:
+  """The records of a `metrics.jsonl` that `keep` accepts ([] if there is no file).
+
+  A last line that is not valid JSON (a write cut short) is dropped with a warning.
+
+  Raises:
+    ValueError: an earlier line is not a JSON object; naming the file and the line.
+  """
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    lines = [(i + 1, line) for i, line in enumerate(f) if line.strip()]
+  records = []
+  for n, (number, line) in enumerate(lines):
+    try:
+      record = json.loads(line)
+      if not isinstance(record, dict):
+        raise ValueError(f'expected a JSON object, received {type(record).__name__}')
+    except ValueError as e:
+      if n == len(lines) - 1:
+        warnings.warn(f'{path}: line {number} is not valid JSON ({e}), a write cut short; '
+                      'dropping it.', stacklevel=2)
+        break
+      raise ValueError(f'{path}: line {number} is not a JSON object ({e}); the file is '
+                       'damaged. Repair or delete it (it only holds the training log), or '
+                       'set --config.overwrite=True to discard the run.') from None
+    records.append(record)
+  return [r for r in records if keep(r)]
 
 
 def _read_records(path: str, up_to_step: int) -> list[dict[str, Any]]:
   """`metrics.jsonl` records of steps <= `up_to_step` (those a checkpoint backs)."""
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  return [r for r in records if r['step'] <= up_to_step]
+  return read_records(path, lambda r: r['step'] <= up_to_step)
 
 
 # Keys read only by this loop: configs that differ only in these can share one `Experiment`
@@ -409,6 +574,116 @@ def _check_finite(metrics: dict[str, np.ndarray], first_step: int,
         f'(config.optimizer.learning_rate={config.optimizer.learning_rate}).')
 
 
+def _leaves_finite(tree: PyTree) -> jax.Array:
+  """`[num_leaves]` bool: whether every value of each leaf is finite (ints count as finite)."""
+  return jax.numpy.stack([jax.numpy.all(jax.numpy.isfinite(x)) for x in jax.tree.leaves(tree)])
+
+
+def check_params_finite(params: PyTree, where: str, what: str = 'meta-parameters',
+                        hint: str = '') -> None:
+  """Raises FloatingPointError naming the first non-finite leaf of `params` after `where`
+  (e.g. 'the update of step 40')."""
+  finite = np.asarray(jax.device_get(jit(_leaves_finite)(params)))
+  if not finite.all():
+    paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    bad = [p for p, ok in zip(paths, finite) if not ok]
+    raise FloatingPointError(
+        f'{what} are not finite after {where} (leaf {bad[0]!r}'
+        + (f' and {len(bad) - 1} more' if len(bad) > 1 else '') + f'): the update diverged'
+        f'{hint}. Nothing was saved for this step.')
+
+
+def _next_loss(learner: meta.MetaLearner, sample_tasks: Callable[[jax.Array], Task],
+               meta_params: PyTree, key: jax.Array) -> jax.Array:
+  return meta.meta_loss(learner, meta_params, sample_tasks(key))[0]
+
+
+def _check_final_loss(experiment: Experiment, meta_params: PyTree, train_key: jax.Array,
+                      step: int, config: ml_collections.ConfigDict, fast_compile: bool) -> None:
+  """The training loss of the final meta-parameters (on the meta-batch step `step + 1` would
+  use) must be finite: a last update can leave finite parameters that overflow."""
+  loss = float(jit(_next_loss, (0, 1), fast_compile)(
+      experiment.learner, experiment.sample_tasks, meta_params,
+      jax.random.fold_in(train_key, step)))
+  if not math.isfinite(loss):
+    raise FloatingPointError(
+        f'the meta-parameters after the last update (step {step}) give a training loss of '
+        f'{loss} on the next meta-batch: the last update diverged (config.optimizer.'
+        f'learning_rate={config.optimizer.learning_rate}). Nothing was saved for this step and '
+        f'no results were written.')
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+  text = str(e).split('\n')[0].split(' [tensorstore_spec')[0]
+  return f'{type(e).__name__}: {text[:limit]}' + ('...' if len(text) > limit else '')
+
+
+def open_checkpoints(ckpt_dir: str, keep: int | None = None) -> ocp.CheckpointManager:
+  """An orbax `CheckpointManager` on `ckpt_dir` (created), saving synchronously."""
+  return ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=True, enable_async_checkpointing=False))
+
+
+def restore_newest(ckpt_dir: str, like: PyTree, max_step: int | None = None,
+                   max_step_name: str = 'max_step') -> tuple[int | None, PyTree, list[int]]:
+  """The newest checkpoint in `ckpt_dir` that can be restored with the structure of `like`.
+
+  Reads only. An unreadable checkpoint (damaged files, another model's) is skipped with a
+  warning naming its directory and the error; the caller moves it aside (`commit_workdir`).
+
+  Args:
+    ckpt_dir: the checkpoint directory (absent: nothing to restore).
+    like: the state whose structure, shapes and dtypes the checkpoint must have.
+    max_step: a checkpoint beyond this step is refused (e.g. `config.num_steps`).
+    max_step_name: how the refusal names `max_step`.
+
+  Returns:
+    `(step, state, unreadable)`: the restored step (None: no checkpoint, `state` is `like`)
+    and the steps of the newer, unreadable checkpoints.
+
+  Raises:
+    ValueError: a checkpoint beyond `max_step`, or checkpoints none of which can be restored
+      (the message names the directory and each error).
+  """
+  if not os.path.isdir(ckpt_dir):
+    return None, like, []
+  quiet_failed_restores()
+  manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
+      create=False, enable_async_checkpointing=False))
+  try:
+    steps = sorted(manager.all_steps(), reverse=True)
+    if steps and max_step is not None and steps[0] > max_step:
+      raise ValueError(f'{ckpt_dir} has a checkpoint at step {steps[0]}, beyond '
+                       f'{max_step_name}={max_step}; raise it or use another workdir (nothing '
+                       'was changed).')
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    errors = {}
+    for step in steps:
+      try:
+        state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore raise many types
+        errors[step] = _one_line(e)
+        continue
+      if errors:
+        logging.warning(
+            'checkpoint %s cannot be restored (%s); resuming from the newest readable one, '
+            'step %d. The unreadable one%s moved to %s.',
+            ', '.join(os.path.join(ckpt_dir, str(k)) for k in errors),
+            '; '.join(f'step {k}: {v}' for k, v in errors.items()), step,
+            's are' if len(errors) > 1 else ' is',
+            os.path.join(os.path.dirname(ckpt_dir), UNREADABLE_DIR))
+      return step, state, list(errors)
+    if errors:
+      raise ValueError(
+          f'{ckpt_dir}: no checkpoint can be restored ('
+          + '; '.join(f'step {k}: {v}' for k, v in errors.items())
+          + '). They are damaged, or were written by another model or optimiser. Nothing was '
+          'changed; move that directory away, or set --config.overwrite=True to start afresh.')
+    return None, like, []
+  finally:
+    manager.close()
+
+
 def _plot_learning_curve(path: str, records: list[dict[str, Any]],
                          lines: Mapping[str, float]) -> None:
   """Training loss (and meta-gradient norm) per log step; held-out values as lines."""
@@ -439,16 +714,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     experiment: what to train and evaluate.
 
   Returns:
-    the contents of `results.json`.
+    the results; `results.json` holds `strict_json` of them (a diverged evaluation mean is
+    NaN or inf here, `null` with `"diverged"` in the file).
 
   Raises:
     ValueError: an invalid config value (e.g. a meta-batch that does not split over the
-      devices of `config.shard_tasks`), or a workdir holding another run.
-    FloatingPointError: a training metric is not finite (the message names step and metric).
+      devices of `config.shard_tasks`), a workdir holding another run, an unreadable
+      `config.json` or `metrics.jsonl`, a checkpoint beyond `config.num_steps`, or
+      checkpoints none of which can be restored. Raised before the workdir changes.
+    FloatingPointError: a training metric is not finite (the message names step and metric),
+      or the meta-parameters after an update are not finite or give a non-finite training
+      loss (nothing is saved for that step, no results are written).
   """
   validate_config(config)
   mesh = task_mesh_for(config, experiment.sample_tasks)
-  prepare_workdir(config, workdir)
+  check_workdir(config, workdir)
   learner, num_steps = experiment.learner, config.num_steps
   init_key, train_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
 
@@ -464,24 +744,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                config.get('algo', type(learner).__name__), num_meta_params, num_steps,
                config.steps_per_call)
 
+  # Everything that can refuse the run is read before the workdir changes.
   ckpt_dir = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
-  manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
-      max_to_keep=config.keep_checkpoints, create=True, enable_async_checkpointing=False))
-  try:
-    latest = manager.latest_step()
+  metrics_path = os.path.join(workdir, METRICS_FILE)
+  unreadable, records = [], []
+  if not config.overwrite:
+    latest, state, unreadable = restore_newest(ckpt_dir, state, num_steps, 'config.num_steps')
+    start = latest or 0
     if latest is not None:
-      if latest > num_steps:
-        raise ValueError(f'workdir {workdir!r} has a checkpoint at step {latest}, beyond '
-                         f'config.num_steps={num_steps}; raise num_steps or use another workdir.')
-      abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-      state = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
       logging.info('resumed from the checkpoint at step %d in %s.', latest, ckpt_dir)
-    start = int(state.step)
-    metrics_path = os.path.join(workdir, METRICS_FILE)
     records = _read_records(metrics_path, start)
-    if records or os.path.exists(metrics_path):
-      write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in records))
+  else:
+    start = 0
+  hint = f' (config.optimizer.learning_rate={config.optimizer.learning_rate})'
+  if start == num_steps:  # a finished run, evaluated again: its parameters are checked first
+    check_params_finite(state.meta_params, f'the update of step {start}', hint=hint)
+    _check_final_loss(experiment, state.meta_params, train_key, start, config, fast_compile)
+  commit_workdir(config, workdir, unreadable)
+  if records or os.path.exists(metrics_path):
+    write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in records))
 
+  manager = open_checkpoints(ckpt_dir, config.keep_checkpoints)
+  try:
     train_chunk = make_train_chunk(learner, tx, experiment.sample_tasks, fast_compile, mesh,
                                    config.get('compute_dtype', 'float32'))
     compile_s0 = train_chunk.compile_s
@@ -497,6 +781,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       metrics = jax.device_get(metrics)  # {name: [length]}, one transfer per call.
       run_s += time.perf_counter() - t0 - (train_chunk.compile_s - c0)
       _check_finite(metrics, step + 1, config)
+      check_params_finite(state.meta_params, f'the update of step {end}', hint=hint)
+      if end == num_steps:
+        _check_final_loss(experiment, state.meta_params, train_key, end, config, fast_compile)
       for name, values in metrics.items():
         pending.setdefault(name, []).append(np.asarray(values))
       step = end
@@ -542,11 +829,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   }
   if records and config.get('plots', True):
     lines = {name: results['metrics'][name]['mean'] for name in experiment.curve_metrics
-             if name in results.get('metrics', {})}
+             if name in results.get('metrics', {})
+             and math.isfinite(results['metrics'][name]['mean'])}
     _plot_learning_curve(os.path.join(workdir, 'learning_curve.png'), records, lines)
   if experiment.plot is not None and config.get('plots', True):
     experiment.plot(workdir, state.meta_params, eval_key, results)
-  write_json(os.path.join(workdir, RESULTS_FILE), results)  # last: the run is complete.
+  write_results(os.path.join(workdir, RESULTS_FILE), results)  # last: the run is complete.
   return results
 
 

@@ -48,6 +48,25 @@ def test_non_finite_means_read_diverged(tmp_path):
   assert '| metasgd | 0.500 ± 0.050 | diverged (inf) |' in text
 
 
+def test_strict_json_diverged_means_read_diverged(tmp_path):
+  """results.json is strict JSON now: a diverged mean is null with `diverged` (train.strict_json)."""
+  from experiments import train
+  workdir = tmp_path / 'a'
+  workdir.mkdir()
+  results = {'algo': 'metasgd', 'num_steps': 100, 'steps_per_s': 1.0, 'num_meta_params': 10,
+             'metrics': {'mse_5shot_step1': train.summary([0.4, 0.6]),
+                         'mse_5shot_step10': train.summary([0.4, float('nan')])},
+             'baselines': {'mse_mean_function': train.summary([3.0])}}
+  train.write_results(str(workdir / 'results.json'), results)
+  on_disk = json.loads((workdir / 'results.json').read_text(),
+                       parse_constant=lambda c: pytest.fail(f'{c} in results.json'))
+  assert on_disk['metrics']['mse_5shot_step10'] == {'mean': None, 'ci95': None, 'n': 2,
+                                                    'diverged': 'nan'}
+  assert on_disk['baselines']['mse_mean_function']['ci95'] is None  # one value: no interval
+  text = results_table.tables(results_table.load_runs(str(tmp_path / '*')))
+  assert '| metasgd | 0.500 ± 0.196 | diverged (nan) |' in text
+
+
 def test_no_runs_is_an_error(tmp_path):
   with pytest.raises(ValueError, match='results.json'):
     results_table.tables(results_table.load_runs(str(tmp_path / '*')))

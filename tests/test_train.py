@@ -7,6 +7,7 @@ as a notebook sweep would share it, so that they reuse its compiled programs.
 
 import json
 import os
+import re
 
 import chex
 import jax
@@ -168,3 +169,152 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
   assert os.listdir(tmp_path) == ['out.json']
   with open(path) as f:
     assert json.load(f) == {'a': 1}
+
+
+# ------------------------------------------------------------------ refusals change nothing
+def _snapshot(workdir):
+  """{relative path: (bytes, mtime)} of every file under `workdir`."""
+  out = {}
+  for root, _, files in os.walk(workdir):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        out[os.path.relpath(path, workdir)] = (f.read(), os.stat(path).st_mtime_ns)
+  return out
+
+
+def _corrupt_checkpoint(workdir, step):
+  """Empties every data file of checkpoint `step` (as a copy cut short would leave it)."""
+  for root, _, files in os.walk(os.path.join(workdir, 'checkpoints', str(step))):
+    if os.path.basename(root) == 'd':
+      for name in files:
+        open(os.path.join(root, name), 'w').close()
+
+
+@pytest.fixture
+def finished(uninterrupted, tmp_path):
+  """A copy of the finished 40-step run (checkpoints 20 and 40, results.json)."""
+  import shutil
+  workdir = str(tmp_path / 'finished')
+  shutil.copytree(uninterrupted[0], workdir)
+  return workdir
+
+
+def test_refused_reruns_change_nothing_in_the_workdir(experiment, finished):
+  """Issue 11, item 1: every refusal comes before the first change to a finished run."""
+  before = _snapshot(finished)
+  assert 'results.json' in before and 'config.json' in before
+  with pytest.raises(ValueError, match=r'checkpoint at step 40, beyond config.num_steps=20'):
+    train.train_and_evaluate(smoke_config(num_steps=20), finished, experiment)
+  assert _snapshot(finished) == before
+  with pytest.raises(ValueError, match=r'seed: 0 -> 1'):
+    train.train_and_evaluate(smoke_config(seed=1), finished, experiment)
+  assert _snapshot(finished) == before
+  for step in (20, 40):
+    _corrupt_checkpoint(finished, step)
+  before = _snapshot(finished)
+  with pytest.raises(ValueError, match=r'checkpoints: no checkpoint can be restored \(step 40: '
+                                       r'.*; step 20: .*overwrite'):
+    train.train_and_evaluate(smoke_config(num_steps=60), finished, experiment)
+  assert _snapshot(finished) == before
+
+
+def test_corrupt_newest_checkpoint_resumes_from_the_intact_one(experiment, uninterrupted,
+                                                               finished, capfd, caplog):
+  """Issue 11, item 4: one warning naming the checkpoint, no traceback flood, an exact resume."""
+  _, results, state = uninterrupted
+  _corrupt_checkpoint(finished, 40)
+  os.remove(os.path.join(finished, 'results.json'))
+  with caplog.at_level('WARNING'):
+    resumed = train.train_and_evaluate(smoke_config(), finished, experiment)
+  warned = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING'
+            and 'cannot be restored' in r.getMessage()]
+  assert len(warned) == 1
+  assert os.path.join(finished, 'checkpoints', '40') in warned[0]
+  assert 'resuming from the newest readable one, step 20' in warned[0]
+  assert 'Event loop is closed' not in capfd.readouterr().err
+  assert resumed['resumed_from_step'] == 20 and resumed['metrics'] == results['metrics']
+  chex.assert_trees_all_equal(_final_state(finished, experiment), state)
+  assert os.path.isdir(os.path.join(finished, 'unreadable_checkpoints', '40'))  # kept, aside
+
+
+def test_damaged_config_and_metrics_files_are_named(experiment, finished):
+  """Issue 11, item 6: an empty config.json or a damaged metrics.jsonl names the file."""
+  metrics = os.path.join(finished, 'metrics.jsonl')
+  with open(metrics) as f:
+    lines = f.read().splitlines()
+  assert len(lines) == 2
+  with open(metrics, 'w') as f:  # a damaged first line: refused, naming file and line
+    f.write(lines[0][:10] + '\n' + lines[1] + '\n')
+  before = _snapshot(finished)
+  with pytest.raises(ValueError, match=rf'{metrics}: line 1 is not a JSON object'):
+    train.train_and_evaluate(smoke_config(num_steps=60), finished, experiment)
+  assert _snapshot(finished) == before
+  with open(metrics, 'w') as f:  # a last line cut short: dropped with a warning
+    f.write(lines[0] + '\n' + lines[1][:10])
+  with pytest.warns(UserWarning, match=rf'{metrics}: line 2 is not valid JSON.*dropping it'):
+    assert [r['step'] for r in train._read_records(metrics, 40)] == [20]
+  config_path = os.path.join(finished, 'config.json')
+  open(config_path, 'w').close()
+  before = _snapshot(finished)
+  with pytest.raises(ValueError, match=rf'{config_path}: not valid JSON .*empty, truncated'):
+    train.train_and_evaluate(smoke_config(), finished, experiment)
+  assert _snapshot(finished) == before
+
+
+# ------------------------------------------------------------------ a diverged last update
+def test_a_diverged_last_update_writes_no_checkpoint_and_no_results(experiment, tmp_path):
+  """Issue 11, item 2: the final parameters are checked before evaluation and any write."""
+  one_step = dict(num_steps=1, steps_per_call=1, log_every=1, checkpoint_every=1)
+  config = smoke_config(**one_step)
+  config.optimizer.learning_rate = 1e38  # finite parameters (~1e38) that overflow
+  with pytest.raises(FloatingPointError, match=r'after the last update \(step 1\) give a '
+                                               r'training loss of (nan|inf)'):
+    train.train_and_evaluate(config, str(tmp_path / 'a'), experiment)
+  config.optimizer.learning_rate = 1e39  # inf in float32: the parameters themselves
+  with pytest.raises(FloatingPointError, match=r'meta-parameters are not finite after the '
+                                               r"update of step 1 \(leaf '"):
+    train.train_and_evaluate(config, str(tmp_path / 'b'), experiment)
+  for workdir in ('a', 'b'):
+    assert not os.path.exists(tmp_path / workdir / 'results.json')
+    assert not os.path.exists(tmp_path / workdir / 'checkpoints' / '1')
+
+
+def test_results_json_is_strict_json(experiment, tmp_path):
+  """A diverged evaluation value is reported in results.json without NaN or Infinity."""
+  import dataclasses
+
+  def evaluate(meta_params, key):
+    out = experiment.evaluate(meta_params, key)
+    out['metrics']['mse_overstepped'] = np.array([1.0, np.nan, 2.0])
+    return out
+
+  workdir = str(tmp_path)
+  results = train.train_and_evaluate(
+      smoke_config(num_steps=20), workdir, dataclasses.replace(experiment, evaluate=evaluate))
+  assert np.isnan(results['metrics']['mse_overstepped']['mean'])  # in memory: the value
+  with open(os.path.join(workdir, 'results.json')) as f:
+    on_disk = json.loads(f.read(), parse_constant=lambda c: pytest.fail(f'{c} in results.json'))
+  assert on_disk['metrics']['mse_overstepped'] == {'mean': None, 'ci95': None, 'n': 3,
+                                                   'diverged': 'nan'}
+  assert on_disk['metrics']['mse_5shot_step1'] == results['metrics']['mse_5shot_step1']
+
+
+# ------------------------------------------------------------------ config numbers
+@pytest.mark.parametrize('algo, key, value, message', [
+    ('maml', 'inner.lr', float('nan'), 'a finite number, received nan'),
+    ('maml', 'inner.lr', float('inf'), 'a finite number, received inf'),
+    ('amortised', 'inner.lr', -0.5, 'a finite number >= 0, received -0.5'),
+    ('hypermaml', 'delta_scale', float('nan'), 'a finite number, received nan'),
+    ('maml', 'inner.steps', -1, 'an integer >= 0, received -1'),
+])
+def test_config_numbers_are_checked_before_anything_is_built(algo, key, value, message,
+                                                             monkeypatch):
+  """Issue 11, item 5: the message names the key the user set (not e.g. `finetune_lr`)."""
+  config = sinusoid_config.get_config(f'algo={algo},smoke')
+  section, _, name = key.rpartition('.')
+  (config[section] if section else config)[name] = value
+  monkeypatch.setattr(sinusoid, '_build_experiment',
+                      lambda *a: pytest.fail('built despite an invalid config'))
+  with pytest.raises(ValueError, match=rf'config\.{re.escape(key)}: expected {message}'):
+    sinusoid.build_experiment(config)
