@@ -237,4 +237,5 @@ def main(argv: Sequence[str]) -> None:
 if __name__ == '__main__':
   flags.DEFINE_string('runs', 'workdirs/omniglot/*', 'Glob of workdirs holding results.json.')
   flags.DEFINE_string('readme', None, 'Markdown file whose Omniglot section is replaced.')
-  app.run(main)
+  from experiments import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main)  # absl.app.run, with one-line errors

@@ -1,0 +1,80 @@
+"""Command-line errors (`experiments.cli`): one `FATAL ...` line, exit status 1, no traceback.
+
+Each case runs an entry point in a subprocess with a mistake a user makes: a bad config
+value, an unknown key, a bad config argument, a refused workdir, missing data, a bad flag.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments.configs import sinusoid as sinusoid_config
+
+SINUSOID = ['experiments.sinusoid', '--config=experiments/configs/sinusoid.py:algo=maml,smoke']
+CONTINUAL = ['experiments.continual',
+             '--config=experiments/configs/continual.py:benchmark=split_mnist,method=hnet,smoke']
+
+
+def _run(args, cwd):
+  env = {k: v for k, v in os.environ.items() if not k.startswith('HYPERNET_')}
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env['PYTHONPATH'] = repo
+  return subprocess.run([sys.executable, '-m', *args], cwd=repo, env=env, capture_output=True,
+                        text=True, timeout=300)
+
+
+@pytest.mark.parametrize('case', [
+    'bad_value', 'unknown_key', 'bad_config_argument', 'refused_workdir', 'missing_data',
+    'continual_value', 'benchmark_flag', 'table_runs'])
+def test_user_errors_are_one_fatal_line(case, tmp_path):
+  workdir = str(tmp_path / 'wd')
+  args, expected = {
+      'bad_value': (SINUSOID + ['--config.inner.lr=nan', f'--workdir={workdir}'],
+                    'FATAL experiments.sinusoid: config.inner.lr: expected a finite number, '
+                    'received nan.'),
+      'unknown_key': (SINUSOID + ['--config.num_stepz=3'],
+                      'FATAL Flags parsing error: no such config key: \'num_stepz\' Did you mean '
+                      '"num_steps"'),
+      'bad_config_argument': (['experiments.sinusoid',
+                               '--config=experiments/configs/sinusoid.py:algo=nope'],
+                              'FATAL Flags parsing error: flag --config=experiments/configs/'
+                              'sinusoid.py:algo=nope: Error whilst parsing config file: '
+                              'ValueError: config algo: expected one of'),
+      'refused_workdir': (SINUSOID + [f'--workdir={workdir}'],
+                          f'FATAL experiments.sinusoid: workdir {workdir!r} holds a run with a '
+                          'different config ('),
+      'missing_data': (['experiments.omniglot', f'--config.data.dir={tmp_path / "nowhere"}',
+                        f'--config.data.cache_dir={tmp_path / "cache"}', f'--workdir={workdir}'],
+                       'FATAL experiments.omniglot: Omniglot data not found in'),
+      'continual_value': (CONTINUAL + ['--config.train.learning_rate=-1',
+                                       f'--workdir={workdir}'],
+                          'FATAL experiments.continual: config.train.learning_rate: expected a '
+                          'finite number > 0, received -1'),
+      'benchmark_flag': (['experiments.benchmark', '--workloads=W9',
+                          f'--out={tmp_path / "b.json"}'],
+                         'FATAL experiments.benchmark: workloads: expected names in'),
+      'table_runs': (['experiments.results_table', f'--runs={tmp_path}/*'],
+                     'FATAL experiments.results_table: runs: no results.json found'),
+  }[case]
+  if case == 'refused_workdir':
+    os.makedirs(workdir)
+    config = sinusoid_config.get_config('algo=maml,smoke')
+    config.seed = 1
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json())
+    before = sorted(os.listdir(workdir))
+  done = _run(args, tmp_path)
+  assert done.returncode == 1, done.stderr[-2000:]
+  assert 'Traceback' not in done.stderr, done.stderr[-2000:]
+  fatal = [line for line in done.stderr.splitlines() if line.startswith('FATAL')]
+  assert len(fatal) == 1 and fatal[0].startswith(expected), done.stderr[-2000:]
+  if case == 'refused_workdir':
+    assert 'seed: 1 -> 0' in fatal[0]
+    assert sorted(os.listdir(workdir)) == before
+    with open(os.path.join(workdir, 'config.json')) as f:
+      assert json.load(f)['seed'] == 1
+  if case == 'missing_data':  # the message goes on with the files to place, one per line
+    assert 'images_background.zip' in done.stderr and 'hypernet.data.fetch omniglot' in done.stderr
