@@ -15,9 +15,9 @@
 | `learned_update` | `LearnedUpdate`                | `rule`, `inner`                  |
 | `protonet`       | `ProtoNet` (classification)    | `ways`                           |
 | `hyperhead`      | `HyperHead` (classification)   | `ways`, `head`, `hypernet`, `inner` |
-| `support_film`   | `SupportFiLM` (classification) | `ways`, `encoder`, `hypernet`, `head` |
+| `support_metric` | `SupportMetric` (classification) | `ways`, `head`, (`hypernet`, `encoder`) |
 
-For `protonet`, `hyperhead` and `support_film` the `target` is the shared embedding network (`x -> [n, D]`);
+For `protonet`, `hyperhead` and `support_metric` the `target` is the shared embedding network (`x -> [n, D]`);
 for the others it is the whole network. Learners with a set encoder (`amortised`,
 `hypermaml`) read `config.input_shape`, the shape of ONE input example (default `(1,)`).
 
@@ -51,8 +51,8 @@ from hypernet.meta import hyper
 
 GRADIENT_ALGOS = ('maml', 'fomaml', 'metasgd', 'anil', 'reptile')
 HYPER_ALGOS = ('amortised', 'latent', 'hypermaml', 'learned_update')
-# classification with an embedding network (shared, or modulated per task by `support_film`)
-METRIC_ALGOS = ('protonet', 'hyperhead', 'support_film')
+# classification with an embedding network (shared, or modulated per task by `support_metric`)
+METRIC_ALGOS = ('protonet', 'hyperhead', 'support_metric')
 ALGOS = GRADIENT_ALGOS + HYPER_ALGOS
 CLASSIFICATION_ALGOS = ALGOS + METRIC_ALGOS
 GENERATING_KINDS = ('full', 'chunked', 'per_tensor')
@@ -126,14 +126,14 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
       raise ValueError(f"config.loss: {algo} classifies, expected 'xent', received {loss!r}.")
     if algo == 'protonet':
       return meta.ProtoNet(embedding=target, ways=config.ways)
-    if algo == 'support_film':
+    if algo == 'support_metric':
       refine = config.head.get('refine', 'none')
       if refine not in ('none', 'attention', 'metric', 'attention+metric'):
         raise ValueError(f"config.head.refine: expected 'none', 'attention', 'metric' or "
                          f"'attention+metric', received {refine!r}.")
       film = config.hypernet.kind != 'none'  # 'none': no modulation (an ablation)
       encoder = build_encoder(config.encoder) if film else None
-      return meta.SupportFiLM(
+      return meta.SupportMetric(
           embedding=target,
           hypernet=build_hypernet(config.hypernet, target, encoder.features) if film else None,
           encoder=encoder, ways=config.ways, input_shape=input_shape,

@@ -10,7 +10,7 @@ accuracy (%), as `mean ± 95% CI across seeds [± 95% CI over test episodes]`: t
 the per-seed means, the t-interval of that mean over seeds (Student's t with `seeds - 1`
 degrees of freedom; none for one seed), and the per-episode interval pooled over seeds
 (`sqrt(sum ci_i^2) / seeds`). A run fills every setting it was evaluated at (the metric
-learners `protonet`, `hyperhead`, `support_film` are trained once and evaluated at all
+learners `protonet`, `hyperhead`, `support_metric` are trained once and evaluated at all
 three; learners with an N-way head at their own). For each setting and seed the number of
 inner steps is the one with the best VALIDATION accuracy (model selection never looks at the
 test split). Each row names its protocol ('maml': the 1200/423 character split with
@@ -37,9 +37,9 @@ from experiments import results_table
 START, END = '<!-- results:omniglot:start -->', '<!-- results:omniglot:end -->'
 SETTINGS = ((5, 1), (5, 5), (20, 1))
 _METRIC = re.compile(r'^(test|val)_acc_(\d+)w(\d+)s_step(\d+)$')
-ALGO_ORDER = ('support_film', 'hyperhead', 'amortised', 'latent', 'hypermaml', 'learned_update',
+ALGO_ORDER = ('support_metric', 'hyperhead', 'amortised', 'latent', 'hypermaml', 'learned_update',
               'protonet', 'maml', 'fomaml', 'metasgd', 'anil', 'reptile')
-HYPER_ALGOS = ('support_film', 'hyperhead', 'amortised', 'latent', 'hypermaml', 'learned_update')
+HYPER_ALGOS = ('support_metric', 'hyperhead', 'amortised', 'latent', 'hypermaml', 'learned_update')
 # Config keys that do not change what a run trains or how it is evaluated.
 IGNORED_KEYS = ('seed', 'overwrite', 'plots', 'steps_per_call', 'log_every', 'checkpoint_every',
                 'keep_checkpoints', 'fast_compile', 'shard_tasks', 'data.dir', 'data.cache_dir',

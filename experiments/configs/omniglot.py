@@ -24,7 +24,7 @@ ProtoNets (Snell et al. 2017): one episode per step with 60 classes (1-shot) or 
 stopping point (early stopping on validation) is approximated here by 20,000 episodes. 'cpu'
 shrinks the number of steps and the meta-batch so that a run, evaluation included, finishes
 in at most 45 minutes on a 2-core CPU (the measured times are in each run's results.json):
-for the metric learners (`protonet`, `hyperhead`, `support_film`) 10,000 20-way 1-shot
+for the metric learners (`protonet`, `hyperhead`, `support_metric`) 10,000 20-way 1-shot
 episodes with ProtoNets' learning-rate halving every 2000.
 """
 
@@ -34,9 +34,9 @@ import ml_collections
 
 DEFAULT_ALGO = 'hyperhead'
 GRADIENT_ALGOS = ('maml', 'fomaml', 'metasgd', 'anil', 'reptile')
-HYPER_ALGOS = ('support_film', 'amortised', 'latent', 'hypermaml', 'learned_update', 'hyperhead')
+HYPER_ALGOS = ('support_metric', 'amortised', 'latent', 'hypermaml', 'learned_update', 'hyperhead')
 # embedding + metric head: any ways/shots at evaluation
-METRIC_ALGOS = ('protonet', 'hyperhead', 'support_film')
+METRIC_ALGOS = ('protonet', 'hyperhead', 'support_metric')
 ALGOS = GRADIENT_ALGOS + HYPER_ALGOS + ('protonet',)
 SIZES = ('cpu', 'paper')
 VARIANTS = ('smoke',)
@@ -78,7 +78,7 @@ def _steps(algo: str, ways: int, shots: int, size: str) -> tuple[int, int, int]:
       return 20_000, 1, 5
     return 60_000, (16 if ways >= 20 else 32), 15
   # cpu, from meta-steps/s measured on 2 CPU cores: the metric learners on 20-way 1-shot
-  # episodes 11-13 steps/s idle (protonet, support_film), so 10,000 episodes take about 15
+  # episodes 11-13 steps/s idle (protonet, support_metric), so 10,000 episodes take about 15
   # minutes and the run, evaluation included, about 25; MAML 5-way 1-shot, meta-batch 4,
   # ~1.3 under a load of 6-7.
   if algo in METRIC_ALGOS:
@@ -143,25 +143,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       config.inner.lr = 0.1
     if algo == 'learned_update':
       del config.inner.lr, config.inner.first_order
-  if algo == 'support_film':
-    # The set encoder reads the [N, 2D] class contexts; the hypernetwork FiLMs every conv.
-    config.encoder = ml_collections.ConfigDict()
-    config.encoder.features = 64
-    config.encoder.hidden = (256,)
-    config.encoder.rho_hidden = (128,)
-    config.encoder.pooling = 'mean'
+  if algo == 'support_metric':
+    # The flagship (hypernet.meta.SupportMetric): the distance head generated from the support
+    # set, by attention over the prototypes ('attention') and a per-class diagonal metric
+    # ('metric'); 'none' is ProtoNets. The ablations in the README change these keys.
+    config.head = ml_collections.ConfigDict()
+    config.head.refine = 'attention+metric'  # 'none', 'attention', 'metric', 'attention+metric'
+    config.head.heads = 4  # attention heads
+    config.head.learn_scale = False  # a learned scale of the distances (TADAM)
+    config.head.init_scale = 1.0
+    # Optional FiLM of the embedding per task (an ablation): hypernet.kind='film' FiLMs every
+    # conv from a set encoding of the [N, 2D] class contexts. With it, the embedding's weights
+    # differ per task: evaluate with --config.eval.conv_strategy=auto.
     config.hypernet = ml_collections.ConfigDict()
-    config.hypernet.kind = 'film'
+    config.hypernet.kind = 'none'  # or 'film'
     config.hypernet.hidden = (128,)
     config.hypernet.head_init = 'hyperfan_in'  # unused by 'film'
     config.hypernet.init_scale = 0.01
     config.hypernet.chunk_size = 1024  # unused by 'film'
     config.hypernet.generate = ('Conv_*',)
-    config.head = ml_collections.ConfigDict()
-    config.head.learn_scale = False
-    config.head.init_scale = 1.0
-    config.head.refine = 'none'  # or 'attention': prototypes refined over the task's classes
-    config.head.heads = 4
+    config.encoder = ml_collections.ConfigDict()
+    config.encoder.features = 64
+    config.encoder.hidden = (256,)
+    config.encoder.rho_hidden = (128,)
+    config.encoder.pooling = 'mean'
   if algo in ('amortised', 'hypermaml'):
     config.encoder = ml_collections.ConfigDict()
     config.encoder.features = 64
@@ -223,7 +228,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.settings = ((5, 1, 15), (5, 5, 15), (20, 1, 5))
   else:
     config.eval.settings = ((ways, shots, 15 if ways < 20 else 5),)
-  config.eval.steps = ((0,) if algo in ('protonet', 'hyperhead', 'support_film', 'amortised')
+  config.eval.steps = ((0,) if algo in ('protonet', 'hyperhead', 'support_metric', 'amortised')
                        else ((5,) if ways >= 20 else (1, 3)))
   if algo == 'reptile':
     config.eval.steps = (5, 10)
@@ -231,7 +236,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.val_episodes = 100
   # Forward passes only, weights shared by the episodes for protonet / hyperhead: XLA's
   # convolution measured faster there on CPU (93 against 160-220 s for 300 episodes).
-  config.eval.conv_strategy = 'xla' if algo in ('protonet', 'hyperhead') else 'auto'
+  config.eval.conv_strategy = 'xla' if algo in METRIC_ALGOS else 'auto'
   config.eval.batch_size = 20 if algo in METRIC_ALGOS else 4
 
   if a['smoke']:

@@ -2,7 +2,7 @@
 
 from hypernet.meta.base import MetaLearner, TrainState, evaluate, init_state, make_meta_step, meta_loss
 from hypernet.meta.inner import inner_sgd
-from hypernet.meta.film import ClassMetric, PrototypeAttention, SupportFiLM
+from hypernet.meta.support_metric import ClassMetric, PrototypeAttention, SupportMetric
 from hypernet.meta.head import HyperHead, class_head_target
 from hypernet.meta.hyper import Amortised, HyperMAML, LatentAdaptation, LearnedUpdate
 from hypernet.meta.maml import ANIL, MAML, MetaSGD, Reptile
@@ -10,5 +10,5 @@ from hypernet.meta.protonets import ProtoNet
 
 __all__ = ['MetaLearner', 'TrainState', 'evaluate', 'init_state', 'make_meta_step', 'meta_loss',
            'inner_sgd', 'ANIL', 'MAML', 'MetaSGD', 'Reptile', 'ProtoNet', 'Amortised', 'HyperMAML',
-           'LatentAdaptation', 'LearnedUpdate', 'HyperHead', 'class_head_target', 'SupportFiLM',
+           'LatentAdaptation', 'LearnedUpdate', 'HyperHead', 'class_head_target', 'SupportMetric',
            'PrototypeAttention', 'ClassMetric']

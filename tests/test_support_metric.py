@@ -1,4 +1,4 @@
-"""SupportFiLM: the support-conditioned FiLM hypernetwork's contract on synthetic episodes."""
+"""SupportMetric: the support-conditioned FiLM hypernetwork's contract on synthetic episodes."""
 
 import flax.linen as nn
 import jax
@@ -21,7 +21,7 @@ def make_learner(ways=5, init_scale=0.1, learn_metric_scale=False, hidden=(32,),
   enc = hn.SetEncoder(features=8, hidden=(16,), rho_hidden=(16,)) if film else None
   hnet = (hn.ModulationHypernet(target=EMB, cond_dim=8, kind='film', hidden=hidden,
                                 init_scale=init_scale) if film else None)
-  return meta.SupportFiLM(embedding=EMB, hypernet=hnet, encoder=enc, ways=ways,
+  return meta.SupportMetric(embedding=EMB, hypernet=hnet, encoder=enc, ways=ways,
                           input_shape=(8,), learn_metric_scale=learn_metric_scale,
                           refiner=refiner, class_metric=class_metric)
 
@@ -158,22 +158,22 @@ def test_invalid_settings_raise_clear_errors():
   learner = make_learner()
   params = learner.init(jax.random.key(0))
   task = jax.tree.map(lambda a: a[0], tasks(1))
-  with pytest.raises(ValueError, match='num_steps: SupportFiLM has no inner loop'):
+  with pytest.raises(ValueError, match='num_steps: SupportMetric has no inner loop'):
     learner.adapt(params, task.x_support, task.y_support, 2)
-  with pytest.raises(ValueError, match='inner_steps: SupportFiLM has no inner loop'):
+  with pytest.raises(ValueError, match='inner_steps: SupportMetric has no inner loop'):
     import dataclasses
     dataclasses.replace(learner, inner_steps=1)
   with pytest.raises(ValueError, match='hypernet.cond_dim: expected encoder.features = 8'):
-    meta.SupportFiLM(embedding=learner.embedding, encoder=learner.encoder, input_shape=(8,),
+    meta.SupportMetric(embedding=learner.embedding, encoder=learner.encoder, input_shape=(8,),
                      hypernet=hn.ModulationHypernet(target=learner.embedding, cond_dim=4,
                                                     kind='film'))
   with pytest.raises(TypeError, match="hypernet: expected a hypernet.ModulationHypernet with "
                                       "kind='film'"):
-    meta.SupportFiLM(embedding=learner.embedding, encoder=learner.encoder, input_shape=(8,),
+    meta.SupportMetric(embedding=learner.embedding, encoder=learner.encoder, input_shape=(8,),
                      hypernet=hn.ModulationHypernet(target=learner.embedding, cond_dim=8,
                                                     kind='additive'))
   with pytest.raises(ValueError, match='received none'):
-    meta.SupportFiLM(embedding=learner.embedding, input_shape=(8,))
+    meta.SupportMetric(embedding=learner.embedding, input_shape=(8,))
   with pytest.raises(ValueError, match='input_shape: expected the shape of one example'):
-    meta.SupportFiLM(embedding=learner.embedding, encoder=learner.encoder,
+    meta.SupportMetric(embedding=learner.embedding, encoder=learner.encoder,
                      hypernet=learner.hypernet)
