@@ -2,6 +2,8 @@ r"""Collects Omniglot `results.json` files into the README's few-shot table.
 
     python -m experiments.omniglot_table --runs='workdirs/omniglot/*'
     python -m experiments.omniglot_table --runs='workdirs/omniglot/*' --readme=README.md
+    python -m experiments.omniglot_table --runs='workdirs/omniglot_ablation/*' --split=val \
+        --readme=README.md   # the ablation table: validation accuracy, its own README section
 
 Runs whose configs (`config.json` in the workdir) differ only in `seed` (and in keys that
 do not change what is trained: paths, logging, checkpointing, `overwrite`) are one row:
@@ -35,6 +37,14 @@ from absl import app, flags
 from experiments import results_table
 
 START, END = '<!-- results:omniglot:start -->', '<!-- results:omniglot:end -->'
+# The ablations are chosen on the validation split; `--split=val` writes this section.
+ABLATION_START = '<!-- results:omniglot_ablation:start -->'
+ABLATION_END = '<!-- results:omniglot_ablation:end -->'
+SPLITS = ('test', 'val')
+# Runs recorded under an earlier name of the same learner (same code): `support_film` was
+# `SupportMetric` before its rename, when its config had no `head.refine` / `head.heads`.
+ALGO_ALIASES = {'support_film': 'support_metric'}
+ABSENT_MEANS = {'head.refine': 'none', 'head.heads': 4}
 SETTINGS = ((5, 1), (5, 5), (20, 1))
 _METRIC = re.compile(r'^(test|val)_acc_(\d+)w(\d+)s_step(\d+)$')
 ALGO_ORDER = ('support_metric', 'hyperhead', 'amortised', 'latent', 'hypermaml', 'learned_update',
@@ -102,6 +112,10 @@ def run_config(workdir: str, results: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f'{path}: not valid JSON ({e}).') from e
   else:
     config = {k: results.get(k) for k in ('algo', 'size', 'train_ways', 'shots', 'num_steps')}
+  if config.get('algo') in ALGO_ALIASES:
+    config['algo'] = ALGO_ALIASES[config['algo']]
+    for k, v in ABSENT_MEANS.items():
+      config.setdefault(k, v)
   return {k: v for k, v in config.items() if k not in IGNORED_KEYS}
 
 
@@ -124,24 +138,24 @@ def group_runs(runs: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any
   return list(groups.values())
 
 
-def select(metrics: dict[str, dict[str, float]], ways: int, shots: int
+def select(metrics: dict[str, dict[str, float]], ways: int, shots: int, split: str = 'test'
            ) -> tuple[dict[str, float], int] | None:
-  """The test summary at the step count with the best validation mean, and that count."""
+  """The `split` summary at the step count with the best validation mean, and that count."""
   steps = sorted({int(m.group(4)) for name in metrics if (m := _METRIC.match(name))
                   and (int(m.group(2)), int(m.group(3))) == (ways, shots)})
-  steps = [k for k in steps if f'test_acc_{ways}w{shots}s_step{k}' in metrics]
+  steps = [k for k in steps if f'{split}_acc_{ways}w{shots}s_step{k}' in metrics]
   if not steps:
     return None
   best = max(steps, key=lambda k: metrics.get(f'val_acc_{ways}w{shots}s_step{k}',
                                               {'mean': float('-inf')})['mean'])
-  return metrics[f'test_acc_{ways}w{shots}s_step{best}'], best
+  return metrics[f'{split}_acc_{ways}w{shots}s_step{best}'], best
 
 
-def cell_values(group_runs_: Sequence[tuple[str, dict[str, Any]]], ways: int, shots: int
-                ) -> dict[str, Any] | None:
+def cell_values(group_runs_: Sequence[tuple[str, dict[str, Any]]], ways: int, shots: int,
+                split: str = 'test') -> dict[str, Any] | None:
   """`{'mean', 'ci_seeds', 'ci_episodes', 'seeds', 'steps'}` of one setting over a group's
   runs, or None where a run lacks the setting."""
-  picked = [select(r['metrics'], ways, shots) for _, r in group_runs_]
+  picked = [select(r['metrics'], ways, shots, split) for _, r in group_runs_]
   if not picked or any(p is None for p in picked):
     return None
   mean, ci_seeds = across_seeds([p[0]['mean'] for p in picked])
@@ -183,21 +197,25 @@ def _labels(groups: Sequence[dict[str, Any]]) -> list[str]:
   return labels
 
 
-def table(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
+def table(runs: Sequence[tuple[str, dict[str, Any]]], split: str = 'test') -> str:
+  """The markdown table of `split` accuracies ('test': the results; 'val': the ablations)."""
   if not runs:
     raise ValueError('runs: no results.json found; expected workdirs of finished Omniglot runs.')
+  if split not in SPLITS:
+    raise ValueError(f'split: expected one of {SPLITS}, received {split!r}.')
   groups = group_runs(runs)
   head = ['method', 'protocol', 'config', *[f'{w}-way {k}-shot' for w, k in SETTINGS],
           'trained on', 'meta-steps', 'seeds', 'train time (mean)']
-  out = ['**Omniglot few-shot classification**: test accuracy (%), mean over seeds ± 95% CI '
-         'across seeds [± 95% CI over test episodes]; inner steps chosen on the validation '
-         'split\n',
+  title = ('**Omniglot few-shot classification**: test accuracy' if split == 'test' else
+           '**Omniglot ablations**: VALIDATION accuracy (the split the choices were made on)')
+  out = [f'{title} (%), mean over seeds ± 95% CI across seeds [± 95% CI over {split} '
+         'episodes]; inner steps chosen on the validation split\n',
          '| ' + ' | '.join(head) + ' |',
          '|' + '|'.join([' --- '] * 3 + [' ---: '] * (len(head) - 3)) + '|']
   for g, label in zip(groups, _labels(groups)):
     rs = [r for _, r in g['runs']]
     first = rs[0]
-    cells = [_cell(cell_values(g['runs'], w, k)) for w, k in SETTINGS]
+    cells = [_cell(cell_values(g['runs'], w, k, split)) for w, k in SETTINGS]
     protocol = g['config'].get('data.protocol', 'maml')
     trained = f'{first.get("train_ways", "?")}-way {first.get("shots", "?")}-shot'
     times = [r['train_time_s'] for r in rs if r.get('train_time_s')]
@@ -208,7 +226,7 @@ def table(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
     out.append('| ' + ' | '.join([label, protocol, first.get('size', '?'), *cells, trained,
                                   '/'.join(f'{s:,}' for s in steps), str(len(rs)), minutes])
                + ' |')
-  for label, values in PUBLISHED:
+  for label, values in PUBLISHED if split == 'test' else ():
     cells = []
     for s in SETTINGS:
       mean, ci = values[s]
@@ -216,26 +234,31 @@ def table(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
     out.append('| ' + ' | '.join([f'*{label}*', '*maml*', '*paper*', *cells, '—', '—', '—', '—'])
                + ' |')
   out.append('')
-  out.append('Rows in italics are published numbers, not runs of this code (their ± is over '
-             'test episodes). Each other row is one setup of `python -m experiments.omniglot` '
+  out.append(('Rows in italics are published numbers, not runs of this code (their ± is over '
+              'test episodes). ' if split == 'test' else '') + 'Each other row is one setup of `python -m experiments.omniglot` '
              'run with the number of seeds shown; "(k st.)" is the number of inner steps at '
              'test; "train time" excludes compilation and evaluation, on 2 CPU cores shared '
              'with other jobs. Generated by `python -m experiments.omniglot_table` from the '
-             'runs\' `config.json` and `results.json`.')
+             'runs\' `config.json` and `results.json`' + ('' if split == 'test' else
+                                                         f' (--split={split})') + '.')
   return '\n'.join(out) + '\n'
 
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}.')
-  section = table(load_runs(flags.FLAGS.runs))
+  split = flags.FLAGS.split
+  section = table(load_runs(flags.FLAGS.runs), split)
   print(section)
   if flags.FLAGS.readme:
-    results_table.update_readme(flags.FLAGS.readme, section, START, END)
+    start, end = (START, END) if split == 'test' else (ABLATION_START, ABLATION_END)
+    results_table.update_readme(flags.FLAGS.readme, section, start, end)
 
 
 if __name__ == '__main__':
   flags.DEFINE_string('runs', 'workdirs/omniglot/*', 'Glob of workdirs holding results.json.')
   flags.DEFINE_string('readme', None, 'Markdown file whose Omniglot section is replaced.')
+  flags.DEFINE_enum('split', 'test', SPLITS, "'test': the results table; 'val': the ablation "
+                    'table (validation accuracy, its own README section).')
   from experiments import cli  # pylint: disable=g-import-not-at-top
   cli.run(main)  # absl.app.run, with one-line errors

@@ -76,3 +76,21 @@ def test_a_corrupt_config_names_its_file(tmp_path):
   (tmp_path / 'a' / 'config.json').write_text('{')
   with pytest.raises(ValueError, match=r'a/config.json: not valid JSON'):
     omniglot_table.table(omniglot_table.load_runs(str(tmp_path / '*')))
+
+
+def test_the_ablation_table_reports_validation_and_maps_the_old_name(tmp_path):
+  old = dict(config(0, algo='support_film'), hypernet={'kind': 'film'})
+  write_run(tmp_path, 'film', old, dict(protonet_run(97.0), algo='support_film'))
+  new = dict(config(0, algo='support_metric'), hypernet={'kind': 'none'},
+             head={'refine': 'attention', 'heads': 4})
+  run = protonet_run(97.0)
+  run['metrics'] = {'test_acc_5w1s_step0': s(91.0), 'val_acc_5w1s_step0': s(99.0)}
+  write_run(tmp_path, 'attn', new, dict(run, algo='support_metric'))
+  text = omniglot_table.table(omniglot_table.load_runs(str(tmp_path / '*')), split='val')
+  assert 'VALIDATION' in text and 'Snell' not in text
+  rows = [line for line in text.splitlines() if line.startswith('| support_metric')]
+  assert len(rows) == 2
+  assert any('head.refine=none' in r and 'hypernet.kind=film' in r for r in rows)
+  assert any('head.refine=attention' in r and '99.00' in r and '91.00' not in r for r in rows)
+  with pytest.raises(ValueError, match="split: expected one of"):
+    omniglot_table.table(omniglot_table.load_runs(str(tmp_path / '*')), split='train')
