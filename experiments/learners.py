@@ -30,9 +30,9 @@ patterns of the leaves to generate, e.g. `('Dense_0/*',)`: the head only)} -> `F
 `ModulationHypernet(kind=...)` ('film', 'additive', 'multiplicative', 'lowrank');
 `latent` {dim, learn_init}; `head` {base} (`HyperHead`'s 'prototype' or 'none'; its
 hypernetwork is built from `hypernet` for `hypernet.meta.class_head_target(D)` with
-`cond_dim = 2 D`); `rule` {hidden, leaf_emb_dim, init_scale, and optionally grad_features, momentum_decays,
-time_scales, sgd_residual, init_lr (absent: the original rule's 'raw', (), (), False)} ->
-`hypernet.WeightConditionedHypernet(use_grad=True)`.
+`cond_dim = 2 D`); `rule` {hidden, leaf_emb_dim, init_scale, and optionally grad_features,
+momentum_decays, time_scales, update_kind, init_lr, max_log_scale (absent: the original rule's
+'raw', (), (), 'direct')} -> `hypernet.WeightConditionedHypernet(use_grad=True)`.
 
 Below this function nothing reads the config: the learners take plain values and modules.
 """
@@ -180,7 +180,7 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
       target=target, hidden=tuple(r.hidden), use_grad=True, leaf_emb_dim=r.leaf_emb_dim,
       init_scale=r.init_scale, grad_features=r.get('grad_features', 'raw'),
       momentum_decays=tuple(r.get('momentum_decays', ())),
-      time_scales=tuple(r.get('time_scales', ())), sgd_residual=r.get('sgd_residual', False),
-      init_lr=r.get('init_lr', 0.01))
+      time_scales=tuple(r.get('time_scales', ())), update_kind=r.get('update_kind', 'direct'),
+      init_lr=r.get('init_lr', 0.01), max_log_scale=r.get('max_log_scale', 2.0))
   return hyper.LearnedUpdate(target=target, loss=loss, inner_steps=steps, rule=rule, remat=remat,
                              first_order=first_order, multi_step_loss=multi_step)

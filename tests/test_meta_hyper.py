@@ -67,9 +67,10 @@ def make_learner(name: str) -> meta.MetaLearner:
     return meta.HyperMAML(target=target, encoder=encoder(),
                           hypernet=hn.FullHypernet(target, COND_DIM, hidden=(32,)),
                           inner_steps=1, inner_lr=0.01)
-  if name == 'learned_update':
+  if name == 'learned_update':  # a larger first step than MAML's 0.01 (300 meta-steps here)
     return meta.LearnedUpdate(target=target, inner_steps=3,
-                              rule=hn.WeightConditionedHypernet(target, hidden=(16,)))
+                              rule=hn.WeightConditionedHypernet(target, hidden=(16,),
+                                                                init_lr=0.05))
   raise ValueError(name)
 
 
@@ -210,9 +211,10 @@ def test_learned_update_applies_the_rule_k_times():
   p = learner.init(jax.random.key(0))
   t = jax.tree.map(lambda a: a[0], tasks(9, 1))
   loss_fn = lambda q: jnp.mean((learner.target.apply(q, t.x_support) - t.y_support) ** 2)
-  want = p['init']
+  want, state = p['init'], learner.rule.init_state()  # momenta and step count carried over
   for _ in range(3):
-    want = learner.rule.apply({'params': p['rule']}, want, jax.grad(loss_fn)(want))
+    want, state = learner.rule.apply({'params': p['rule']}, want, jax.grad(loss_fn)(want), state,
+                                     method='step')
   chex.assert_trees_all_close(learner.adapt(p, t.x_support, t.y_support, 3), want,
                               rtol=1e-5, atol=1e-6)
   chex.assert_trees_all_equal(learner.adapt(p, t.x_support, t.y_support, 0), p['init'])

@@ -8,7 +8,13 @@ A `MetaLearner` is written for ONE task:
   `adapted` is whatever `predict` needs, usually the target's parameters;
 * `predict(meta_params, adapted, x) -> outputs`;
 * `task_loss(meta_params, task, num_steps) -> (loss, metrics)`: the query loss
-  after adaptation (scalar) and a dict of scalars.
+  after adaptation (scalar) and a dict of scalars;
+* optionally `adapt_path(meta_params, x_support, y_support, num_steps) -> path`: what
+  `adapt` returns after each of the steps 1..num_steps, stacked (leaves `[num_steps, ...]`);
+  learners with it can train on the multi-step loss (`multi_step_loss=True`: the mean of
+  the query losses after 1, 2, ..., `inner_steps` steps, the MAML++ "multi-step loss" of
+  Antoniou et al. 2019 with uniform weights), so that they are trained for every number
+  of steps up to `inner_steps`, not only the last.
 
 Around it, for batches of tasks (leading task axis `[T, ...]`):
 
@@ -49,14 +55,25 @@ class MetaLearner(abc.ABC):
   Attributes:
     loss: 'mse' (regression) or 'xent' (classification, integer labels).
     inner_steps: number of adaptation steps used in training (static; >= 0).
+    multi_step_loss: train on the mean query loss after 1..`inner_steps` steps instead of
+      the loss after `inner_steps` (needs `adapt_path`); the reported `loss` metric is
+      still the query loss after the last step.
   """
   loss: str = 'mse'
   inner_steps: int = 1
+  multi_step_loss: bool = False
 
   def __post_init__(self):
     losses.get_loss(self.loss)
     if not isinstance(self.inner_steps, int) or self.inner_steps < 0:
       raise ValueError(f'inner_steps: expected an integer >= 0, received {self.inner_steps!r}.')
+    if not isinstance(self.multi_step_loss, bool):
+      raise ValueError(f'multi_step_loss: expected True or False, received '
+                       f'{self.multi_step_loss!r}.')
+    if self.multi_step_loss and type(self).adapt_path is MetaLearner.adapt_path:
+      raise ValueError(f'multi_step_loss: {type(self).__name__} has no adapt_path (the '
+                       'adapted state after every step), expected multi_step_loss=False, '
+                       'received True.')
 
   @property
   def loss_fn(self):
@@ -75,10 +92,29 @@ class MetaLearner(abc.ABC):
   def predict(self, meta_params: PyTree, adapted: Any, x: jax.Array) -> jax.Array:
     """ONE task: outputs at `x [N, ...]` of the adapted model."""
 
+  def adapt_path(self, meta_params: PyTree, x_support: jax.Array, y_support: jax.Array,
+                 num_steps: int) -> Any:
+    """ONE task: `adapt`'s result after each of the steps 1..`num_steps`, stacked
+    (every leaf `[num_steps, ...]`). Optional; needed by `multi_step_loss`."""
+    raise NotImplementedError(f'{type(self).__name__} does not implement adapt_path.')
+
   def task_loss(self, meta_params: PyTree, task: Task,
                 num_steps: int | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """ONE task: query loss after adapting on the support set, and metrics."""
+    """ONE task: query loss after adapting on the support set, and metrics.
+
+    With `multi_step_loss` and `num_steps > 0` the returned loss (the one differentiated)
+    is the mean query loss over the steps 1..`num_steps`; `metrics['loss']` is the query
+    loss after `num_steps` either way.
+    """
     num_steps = self.inner_steps if num_steps is None else num_steps
+    if self.multi_step_loss and num_steps > 0:
+      path = self.adapt_path(meta_params, task.x_support, task.y_support, num_steps)
+      outs = jax.vmap(lambda a: self.predict(meta_params, a, task.x_query))(path)  # [S, Q, ...]
+      step_losses = jax.vmap(lambda o: self.loss_fn(o, task.y_query))(outs)  # [S]
+      metrics = {'loss': step_losses[-1], 'loss_mean_over_steps': jnp.mean(step_losses)}
+      if self.loss == 'xent':
+        metrics['accuracy'] = losses.accuracy(outs[-1], task.y_query)
+      return jnp.mean(step_losses), metrics
     adapted = self.adapt(meta_params, task.x_support, task.y_support, num_steps)
     out = self.predict(meta_params, adapted, task.x_query)
     loss = self.loss_fn(out, task.y_query)

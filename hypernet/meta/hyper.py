@@ -296,8 +296,9 @@ class LatentAdaptation(MetaLearner):
     return self.hypernet.apply({'params': meta_params['hypernet']}, z)
 
   def adapt_latent(self, meta_params: PyTree, x_support: jax.Array, y_support: jax.Array,
-                   num_steps: int) -> jax.Array:
-    """ONE task: z `[latent_dim]` after `num_steps` SGD steps on the support loss."""
+                   num_steps: int, return_path: bool = False) -> jax.Array:
+    """ONE task: z `[latent_dim]` after `num_steps` SGD steps on the support loss (with
+    `return_path`, z after each step `[num_steps, latent_dim]`)."""
     _check_support(x_support, y_support)
     _check_num_steps(num_steps)
 
@@ -305,13 +306,18 @@ class LatentAdaptation(MetaLearner):
       return self.loss_fn(self.target.apply(self.decode(meta_params, z), x_support), y_support)
 
     z, _ = inner_sgd(support_loss, self._z_init(meta_params), self.inner_lr, int(num_steps),
-                     first_order=self.first_order, remat=self.remat)
+                     first_order=self.first_order, remat=self.remat, return_path=return_path)
     return z
 
   def adapt(self, meta_params, x_support, y_support, num_steps):
     """ONE task: the target parameters decoded from the adapted z."""
     return self.decode(meta_params, self.adapt_latent(meta_params, x_support, y_support,
                                                       num_steps))
+
+  def adapt_path(self, meta_params, x_support, y_support, num_steps):
+    """ONE task: the target parameters decoded after each step 1..num_steps (`[S, ...]`)."""
+    z_path = self.adapt_latent(meta_params, x_support, y_support, num_steps, return_path=True)
+    return jax.vmap(lambda z: self.decode(meta_params, z))(z_path)  # leaves [S, ...]
 
   def predict(self, meta_params, adapted, x):
     return self.target.apply(adapted, x)
@@ -430,25 +436,28 @@ class HyperMAML(MetaLearner):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class LearnedUpdate(MetaLearner):
-  """`theta_{k+1} = rule(theta_k, grad L_support(theta_k))` for `inner_steps` steps.
+  """`(theta_{k+1}, s_{k+1}) = rule(theta_k, grad L_support(theta_k), s_k)`, k < num_steps.
 
-  The steps run in `jax.lax.scan` (each rematerialised with `remat=True`); the
-  meta-gradient flows through every step, gradients of the support loss
-  included (second order). With `inner_steps=0` the rule is never applied and
-  gets no gradient. The rule is only trained for the number of steps it is
-  unrolled for: nothing makes it stable when applied more often at evaluation
-  (unlike SGD with a small step size), so evaluate it at `inner_steps` first.
+  The rule (a `WeightConditionedHypernet`) carries a state `s` (gradient momenta and the
+  step index), fresh for every task. The steps run in `jax.lax.scan` (each
+  rematerialised with `remat=True`, so unrolling many steps in training stores one
+  parameter set per step, not every step's activations); the meta-gradient flows through
+  every step, through the support-loss gradients too (second order) unless `first_order`.
+  A rule is trained for the numbers of steps it is unrolled for: with
+  `multi_step_loss=True` for every number from 1 to `inner_steps` (the mean query loss
+  over the steps), otherwise only for `inner_steps`.
 
   Attributes:
     target: the `Target`.
-    rule: a `hypernet.WeightConditionedHypernet` for `target` (with `use_grad=True`),
-      or any module `(params, grads) -> params`.
+    rule: a `hypernet.WeightConditionedHypernet` for `target` (with `use_grad=True`).
     remat: rematerialise each step.
+    first_order: treat the support-loss gradients as constants in the meta-gradient.
   meta_params: `{'init': target params, 'rule': ...}`.
   """
   target: Target | None = None
   rule: nn.Module | None = None
   remat: bool = False
+  first_order: bool = False
 
   def __post_init__(self):
     super().__post_init__()
@@ -457,6 +466,11 @@ class LearnedUpdate(MetaLearner):
     if getattr(self.rule, 'use_grad', True) is not True:
       raise ValueError('rule.use_grad: expected True (the rule takes the support-loss gradient), '
                        f'received {self.rule.use_grad!r}.')
+    if not (callable(getattr(self.rule, 'init_state', None))
+            and callable(getattr(self.rule, 'step', None))):
+      raise TypeError(f'rule: expected a module with init_state() and step(params, grads, state) '
+                      f'(a hypernet.WeightConditionedHypernet), received '
+                      f'{type(self.rule).__name__}.')
     _check_for_target('rule', self.rule, self.target)
 
   def init(self, key: jax.Array) -> PyTree:
@@ -465,22 +479,37 @@ class LearnedUpdate(MetaLearner):
     grads = jax.tree.map(jnp.zeros_like, params)
     return {'init': params, 'rule': self.rule.init(rule_key, params, grads)['params']}
 
-  def adapt(self, meta_params, x_support, y_support, num_steps):
-    """ONE task: `num_steps` applications of the rule from `meta_params['init']`."""
+  def _run(self, meta_params, x_support, y_support, num_steps, return_path):
     _check_support(x_support, y_support)
     _check_num_steps(num_steps)
     support_loss = _support_loss_fn(self, x_support, y_support)
+    rule_vars = {'params': meta_params['rule']}
 
-    def step(params, _):
-      loss, grads = jax.value_and_grad(support_loss)(params)
-      return self.rule.apply({'params': meta_params['rule']}, params, grads), loss
+    def step(carry, _):
+      params, state = carry
+      grads = jax.grad(support_loss)(params)
+      if self.first_order:
+        grads = jax.lax.stop_gradient(grads)
+      params, state = self.rule.apply(rule_vars, params, grads, state, method='step')
+      return (params, state), (params if return_path else None)
 
     if self.remat:
       step = jax.checkpoint(step)
     if num_steps == 0:
+      if return_path:
+        return jax.tree.map(lambda a: jnp.zeros((0, *a.shape), a.dtype), meta_params['init'])
       return meta_params['init']
-    params, _ = jax.lax.scan(step, meta_params['init'], None, length=int(num_steps))
-    return params
+    (params, _), path = jax.lax.scan(step, (meta_params['init'], self.rule.init_state()), None,
+                                     length=int(num_steps))
+    return path if return_path else params
+
+  def adapt(self, meta_params, x_support, y_support, num_steps):
+    """ONE task: `num_steps` applications of the rule from `meta_params['init']`."""
+    return self._run(meta_params, x_support, y_support, num_steps, return_path=False)
+
+  def adapt_path(self, meta_params, x_support, y_support, num_steps):
+    """ONE task: the parameters after each application 1..num_steps (leaves `[S, ...]`)."""
+    return self._run(meta_params, x_support, y_support, num_steps, return_path=True)
 
   def predict(self, meta_params, adapted, x):
     return self.target.apply(adapted, x)

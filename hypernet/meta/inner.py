@@ -30,8 +30,8 @@ REMAT_MODES = (False, True, 'step', 'nested')
 
 
 def inner_sgd(loss_fn: Callable[[PyTree], jax.Array], params: PyTree, lr: float | PyTree,
-              num_steps: int, *, first_order: bool = False,
-              remat: bool | str = False) -> tuple[PyTree, jax.Array]:
+              num_steps: int, *, first_order: bool = False, remat: bool | str = False,
+              return_path: bool = False) -> tuple[PyTree, jax.Array]:
   """`num_steps` SGD steps on `loss_fn` from `params`.
 
   Args:
@@ -43,14 +43,21 @@ def inner_sgd(loss_fn: Callable[[PyTree], jax.Array], params: PyTree, lr: float 
     remat: False, True (= 'step': rematerialise each step) or 'nested' (blocks of
       `ceil(sqrt(num_steps))` steps, each block and each step rematerialised); see
       the module docstring.
+    return_path: return the parameters after every step, stacked: each leaf
+      `[num_steps, ...]` (for a loss over the steps, `MetaLearner.multi_step_loss`);
+      not with `remat='nested'`.
 
   Returns:
-    `(adapted params, losses [num_steps])`, the support loss before each step.
+    `(adapted params, losses [num_steps])`, the support loss before each step; with
+    `return_path`, `(params after steps 1..num_steps [num_steps, ...], losses)`.
   """
   if not isinstance(num_steps, int) or num_steps < 0:
     raise ValueError(f'num_steps: expected an integer >= 0, received {num_steps!r}.')
   if remat not in REMAT_MODES:
     raise ValueError(f'remat: expected one of {REMAT_MODES}, received {remat!r}.')
+  if return_path and remat == 'nested':
+    raise ValueError("return_path: not available with remat='nested' (it would store every "
+                     "step's parameters, which 'nested' exists to avoid); received both.")
   per_param = not isinstance(lr, (int, float)) and not (hasattr(lr, 'ndim') and lr.ndim == 0)
 
   def step(p, _):
@@ -61,11 +68,14 @@ def inner_sgd(loss_fn: Callable[[PyTree], jax.Array], params: PyTree, lr: float 
       p = jax.tree.map(lambda w, a, d: w - a * d, p, lr, g)
     else:
       p = jax.tree.map(lambda w, d: w - lr * d, p, g)
-    return p, loss
+    return p, ((loss, p) if return_path else loss)
 
   if remat:
     step = jax.checkpoint(step)
   if num_steps == 0:
+    if return_path:
+      return jax.tree.map(lambda a: jnp.zeros((0, *jnp.shape(a)), jnp.result_type(a)),
+                          params), jnp.zeros((0,))
     return params, jnp.zeros((0,))
   # The first step runs outside the loop. Under `vmap` over tasks, MAML starts every
   # task from the same (unbatched) meta-parameters; a `scan` carry must be batched from
@@ -76,6 +86,11 @@ def inner_sgd(loss_fn: Callable[[PyTree], jax.Array], params: PyTree, lr: float 
   # the benchmark's W1 went from 857 to 683 us of ops per step (its reference: 712-717),
   # and W2's paired overhead against its reference from 1.22 to 0.98-0.99.
   params, first = step(params, None)
+  if return_path:
+    first_loss, first_params = first
+    params, (losses, path) = jax.lax.scan(step, params, None, length=num_steps - 1)
+    path = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first_params, path)
+    return path, jnp.concatenate([first_loss[None], losses])
   first = first[None]
   n = num_steps - 1
   if n == 0:

@@ -12,6 +12,10 @@ meta-gradient is formed:
   `adapt_leaves=` (default: the last layer's leaves); the rest is shared.
 * `Reptile` (Nichol et al. 2018): first-order; the meta-"gradient" is
   `params - adapted` averaged over tasks, handed to the outer optimiser.
+
+MAML, Meta-SGD and ANIL implement `adapt_path`, so they can be trained with
+`multi_step_loss=True` (the mean query loss after 1..`inner_steps` steps): a learner
+evaluated after more steps than one is then trained for each of them.
 """
 
 from __future__ import annotations
@@ -58,12 +62,20 @@ class MAML(MetaLearner):
     return meta_params
 
   def adapt(self, meta_params, x_support, y_support, num_steps):
+    return self._adapt(meta_params, x_support, y_support, num_steps, return_path=False)
+
+  def adapt_path(self, meta_params, x_support, y_support, num_steps):
+    """ONE task: the parameters after each of the steps 1..num_steps (leaves `[S, ...]`)."""
+    return self._adapt(meta_params, x_support, y_support, num_steps, return_path=True)
+
+  def _adapt(self, meta_params, x_support, y_support, num_steps, return_path):
     def support_loss(p):
       return self.loss_fn(self.target.apply(p, x_support), y_support)
 
     params, _ = inner_sgd(support_loss, self._init_params(meta_params),
                           self._inner_lr(meta_params), num_steps,
-                          first_order=self.first_order, remat=self.remat)
+                          first_order=self.first_order, remat=self.remat,
+                          return_path=return_path)
     return params
 
   def predict(self, meta_params, adapted, x):
@@ -102,7 +114,7 @@ class ANIL(MAML):
       sel = (parent,) if parent else (paths[-1],)
     return layout_for(self.target, sel)
 
-  def adapt(self, meta_params, x_support, y_support, num_steps):
+  def _adapt(self, meta_params, x_support, y_support, num_steps, return_path):
     layout = self._layout()
     shared = layout.shared_values(meta_params)
     head = [jax.tree.leaves(meta_params)[l.index] for l in layout.generated]
@@ -111,7 +123,10 @@ class ANIL(MAML):
       return self.loss_fn(self.target.apply(layout.merge(h, shared), x_support), y_support)
 
     head, _ = inner_sgd(support_loss, head, self.inner_lr, num_steps,
-                        first_order=self.first_order, remat=self.remat)
+                        first_order=self.first_order, remat=self.remat,
+                        return_path=return_path)
+    if return_path:  # head leaves [S, ...]; the shared leaves repeated along S
+      return jax.vmap(lambda h: layout.merge(h, shared))(head)
     return layout.merge(head, shared)
 
 
@@ -121,8 +136,15 @@ class Reptile(MAML):
 
   The inner loop runs on all of a task's points (support and query), as in the
   paper; the query loss reported is measured after adapting on the support set
-  alone, like every other learner.
+  alone, like every other learner. Its meta-"gradient" is not a query loss, so
+  `multi_step_loss` does not apply.
   """
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.multi_step_loss:
+      raise ValueError('multi_step_loss: Reptile\'s meta-gradient is not a query loss, expected '
+                       'False, received True.')
 
   def meta_grad(self, meta_params, tasks):
     def direction(task):
