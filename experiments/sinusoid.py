@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -90,6 +91,22 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'config.eval.{name}: expected a positive integer, received {value!r}.')
   _int_tuple(config, 'shots', 1)
   _int_tuple(config, 'steps', 0)
+  for shift in config.eval.get('ood', ()):
+    try:
+      ood_family(config, shift)
+    except ValueError as e:
+      raise ValueError(f'config.eval.ood: {shift!r} does not apply to config.task.family='
+                       f'{config.task.family!r} ({e})') from None
+  for name in ('cost_repeats', 'track_tasks'):
+    value = config.eval.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      raise ValueError(f'config.eval.{name}: expected an integer >= 0 (0: off), received '
+                       f'{value!r}.')
+  if config.eval.get('track_tasks', 0):
+    if config.eval.track_tasks > config.eval.num_tasks:
+      raise ValueError(f'config.eval.track_tasks: expected at most eval.num_tasks='
+                       f'{config.eval.num_tasks}, received {config.eval.track_tasks}.')
+    _int_tuple(config, 'track_steps', 0)
   if not 0 <= config.eval.num_plot_tasks <= config.eval.num_tasks:
     raise ValueError(f'config.eval.num_plot_tasks: expected 0..eval.num_tasks='
                      f'{config.eval.num_tasks}, received {config.eval.num_plot_tasks!r}.')
@@ -134,12 +151,71 @@ def _eval_data(family, num_tasks: int, shots: tuple[int, ...], num_query: int,
 
 
 def _query_mse(learner, shots, steps, batch_size, meta_params, tasks):
-  """`{'mse_<K>shot_step<k>': [n]}` for every K in `shots` and k in `steps`, one program."""
+  """`{'mse_<K>shot_step<k>': [n]}` for every K in `shots` and k in `steps`, one program.
+
+  The query loss after exactly k steps (`task_loss`'s `metrics['loss']`; its first output is
+  the training objective, which with `multi_step_loss` averages over the steps)."""
   def one(task):  # ONE task, all (K, k) pairs
     return {f'mse_{k_shot}shot_step{k}':
-            learner.task_loss(meta_params, with_shots(task, k_shot), k)[0]
+            learner.task_loss(meta_params, with_shots(task, k_shot), k)[1]['loss']
             for k_shot in shots for k in steps}
   return jax.lax.map(one, tasks, batch_size=batch_size)
+
+
+# Out-of-distribution task families (`config.eval.ood`): the training family with one range
+# moved outside the training range (Sinusoid: A in [0.1, 5], phase in [0, pi], x in [-5, 5]).
+OOD_SHIFTS = {
+    'amplitude': {'amplitude_range': (5.0, 10.0)},
+    'phase': {'phase_range': (math.pi, 2 * math.pi)},
+    'x': {'x_range': (5.0, 10.0)},  # support and query points both outside [-5, 5]
+}
+
+
+def ood_family(config: ml_collections.ConfigDict, shift: str):
+  """The task family of `config.task.family` with the `OOD_SHIFTS[shift]` ranges."""
+  if shift not in OOD_SHIFTS:
+    raise ValueError(f'config.eval.ood: expected names in {tuple(OOD_SHIFTS)}, received '
+                     f'{shift!r}.')
+  return make_family(config.task.family, **OOD_SHIFTS[shift])
+
+
+def _adapt_batch(learner, k_shot, num_steps, meta_params, tasks):
+  """The adapted state of every task `[n, ...]` from its first `k_shot` support points."""
+  t = with_shots(tasks, k_shot)
+  return jax.vmap(learner.adapt, in_axes=(None, 0, 0, None))(meta_params, t.x_support,
+                                                             t.y_support, num_steps)
+
+
+def adaptation_cost(learner: meta.MetaLearner, meta_params: PyTree, tasks: Task, k_shot: int,
+                    steps: Sequence[int], repeats: int) -> dict[str, np.ndarray]:
+  """What adapting costs, per task, after each number of steps in `steps`.
+
+  `n` tasks `[n, ...]` are adapted in one jitted, vmapped call (`learner.adapt`, prediction
+  excluded) from `k_shot` support points. Returns `{name: [repeats]}`:
+  `adapt_flops_<K>shot_step<k>` (XLA's cost analysis of the compiled call / n, the same
+  value each repeat), `adapt_seconds_<K>shot_step<k>` (wall time of one call / n, one value
+  per repeat, after a warm-up call) and `loadavg_1min` (the machine's load when timed).
+  """
+  n = jax.tree.leaves(tasks)[0].shape[0]
+  out = {}
+  for k in steps:
+    compiled = jax.jit(functools.partial(_adapt_batch, learner, k_shot, int(k))).lower(
+        meta_params, tasks).compile()
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    # No 'flops' entry: a program without arithmetic (e.g. MAML after 0 steps returns its
+    # meta-parameters); no analysis at all: unknown.
+    flops = float('nan') if analysis is None else float(analysis.get('flops', 0.0)) / n
+    jax.block_until_ready(compiled(meta_params, tasks))  # warm-up
+    seconds = []
+    for _ in range(repeats):
+      t0 = time.perf_counter()
+      jax.block_until_ready(compiled(meta_params, tasks))
+      seconds.append((time.perf_counter() - t0) / n)
+    out[f'adapt_flops_{k_shot}shot_step{k}'] = np.full((repeats,), flops)
+    out[f'adapt_seconds_{k_shot}shot_step{k}'] = np.asarray(seconds)
+  out['loadavg_1min'] = np.full((repeats,), os.getloadavg()[0])
+  return out
 
 
 def evaluate(learner: meta.MetaLearner, family, config: ml_collections.ConfigDict,
@@ -151,20 +227,59 @@ def evaluate(learner: meta.MetaLearner, family, config: ml_collections.ConfigDic
     for K in `config.eval.shots` and k in `config.eval.steps`: the query MSE after
     adapting to K support points with k steps (`learner.task_loss`, as
     `hypernet.meta.evaluate` computes it, here in one compiled program); the baseline
-    predicts `E[y | x]` without looking at the support set.
+    predicts `E[y | x]` without looking at the support set. With `config.eval.ood` (names
+    of `OOD_SHIFTS`), also `'ood': {'mse_<shift>_<K>shot_step<k>': [n]}` on `n` tasks of
+    each shifted family; with `config.eval.cost_repeats > 0`, `'cost'`: `adaptation_cost`
+    of the K = `shots[0]` adaptation after each number of steps (values per repeat). Where
+    the MSE of some (not all) tasks is not finite, `'finite_tasks': {'<group>/<name>': the
+    finite values}` (a summary over the tasks that did not diverge).
   """
   shots, steps = tuple(config.eval.shots), tuple(config.eval.steps)
   fast = bool(config.get('fast_compile', False))
   data = train.jit(_eval_data, (0, 1, 2, 3), fast)(family, config.eval.num_tasks, shots,
                                                    config.eval.num_query, key)
-  metrics = train.jit(_query_mse, (0, 1, 2, 3), fast)(
-      learner, shots, steps, min(config.eval.batch_size, config.eval.num_tasks), meta_params,
-      data['tasks'])
+  query_mse = train.jit(_query_mse, (0, 1, 2, 3), fast)
+  batch_size = min(config.eval.batch_size, config.eval.num_tasks)
+  metrics = query_mse(learner, shots, steps, batch_size, meta_params, data['tasks'])
   baseline = jnp.mean(jnp.square(data['mean_query'] - data['tasks'].y_query), axis=(1, 2))
   metrics = jax.device_get(metrics)
-  ordered = {name: metrics[name] for name in (f'mse_{k_shot}shot_step{k}' for k_shot in shots
-                                              for k in steps)}
-  return {'metrics': ordered, 'baselines': {'mse_mean_function': np.asarray(baseline)}}
+  names = [f'mse_{k_shot}shot_step{k}' for k_shot in shots for k in steps]
+  out = {'metrics': {name: metrics[name] for name in names},
+         'baselines': {'mse_mean_function': np.asarray(baseline)}}
+  ood = {}
+  for i, shift in enumerate(config.eval.get('ood', ())):
+    tasks = eval_tasks(ood_family(config, shift), jax.random.fold_in(key, i + 1),
+                       config.eval.num_tasks, shots, config.eval.num_query)
+    shifted = jax.device_get(query_mse(learner, shots, steps, batch_size, meta_params, tasks))
+    ood.update({name.replace('mse_', f'mse_{shift}_'): shifted[name] for name in names})
+  if ood:
+    out['ood'] = ood
+  if config.eval.get('cost_repeats', 0):
+    out['cost'] = adaptation_cost(learner, meta_params, data['tasks'], shots[0], steps,
+                                  config.eval.cost_repeats)
+  # Where some tasks diverged (a non-finite MSE), the others alone, so that a table can say
+  # on how many tasks adaptation diverged and what it reached on the rest (n < num_tasks).
+  finite = {f'{group}/{name}': v[np.isfinite(v)]
+            for group in ('metrics', 'ood') for name, v in out.get(group, {}).items()
+            if not np.all(np.isfinite(v)) and np.any(np.isfinite(v))}
+  if finite:
+    out['finite_tasks'] = finite
+  return out
+
+
+def track(learner: meta.MetaLearner, family, config: ml_collections.ConfigDict,
+          meta_params: PyTree, key: jax.Array) -> dict[str, float]:
+  """Held-out MSE during training: `{'heldout_mse_<K>shot_step<k>': mean}` on the first
+  `config.eval.track_tasks` of `evaluate`'s tasks (same key), k in `config.eval.track_steps`."""
+  shots, steps = tuple(config.eval.shots), tuple(config.eval.track_steps)
+  fast = bool(config.get('fast_compile', False))
+  n = config.eval.track_tasks
+  data = train.jit(_eval_data, (0, 1, 2, 3), fast)(family, config.eval.num_tasks, shots,
+                                                   config.eval.num_query, key)
+  tasks = jax.tree.map(lambda a: a[:n], data['tasks'])
+  mse = train.jit(_query_mse, (0, 1, 2, 3), fast)(
+      learner, shots, steps, min(config.eval.batch_size, n), meta_params, tasks)
+  return {f'heldout_{name}': float(np.mean(v)) for name, v in jax.device_get(mse).items()}
 
 
 # ------------------------------------------------------------------ plots
@@ -263,7 +378,10 @@ def _build_experiment(config_json: str) -> train.Experiment:
       # The held-out counterpart of the training loss, if evaluated.
       curve_metrics=(f'mse_{num_support}shot_step{learner.inner_steps}',),
       info={'num_target_params': target.num_params, 'task_family': config.task.family,
-            'train_shots': num_support, 'train_inner_steps': learner.inner_steps})
+            'train_shots': num_support, 'train_inner_steps': learner.inner_steps,
+            'multi_step_loss': learner.multi_step_loss},
+      track=(functools.partial(track, learner, family, config)
+             if config.eval.get('track_tasks', 0) else None))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -109,6 +109,10 @@ class Experiment:
     curve_metrics: names of evaluation metrics drawn as horizontal lines on the learning
       curve (the held-out counterpart of the training loss).
     info: extra entries for `results.json` (e.g. the target's parameter count).
+    track: optional `(meta_params, eval_key) -> {name: float}`: held-out values measured at
+      every log step and added to that step's `metrics.jsonl` record (error against
+      meta-steps), with the key `evaluate` gets; it changes neither the training state nor
+      its randomness.
   """
   learner: meta.MetaLearner
   sample_tasks: Callable[[jax.Array], Task]
@@ -116,6 +120,7 @@ class Experiment:
   plot: Callable[[str, PyTree, jax.Array, dict], None] | None = None
   curve_metrics: tuple[str, ...] = ()
   info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  track: Callable[[PyTree, jax.Array], Mapping[str, float]] | None = None
 
 
 # ------------------------------------------------------------------ files
@@ -795,6 +800,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         record = {'step': step,
                   **{name: float(np.mean(np.concatenate(v))) for name, v in pending.items()},
                   'steps_per_s': rate, 'wall_s': now - t_last_log}
+        if 'loss' in pending:  # the largest single-step loss since the last record (spikes)
+          record['loss_max'] = float(np.max(np.concatenate(pending['loss'])))
+        if experiment.track is not None:
+          tracked = experiment.track(state.meta_params, eval_key)
+          record.update({name: float(v) for name, v in tracked.items()})
         records.append(record)
         write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in records))
         eta = datetime.timedelta(seconds=round((num_steps - step) / rate)) if rate > 0 else '?'

@@ -32,20 +32,21 @@ def test_tables_from_results(tmp_path):
   text = results_table.tables(runs)
   assert '**5-shot' in text and '**10-shot' in text
   five = text.split('**10-shot')[0]
-  assert '| maml | 1.000 ± 0.100 | 0.500 ± 0.050 | 0.167 ± 0.017 | 0.091 ± 0.009 | 70,000 | 123 | 4,567 |' in five
-  assert '| amortised | 0.040 ± 0.004 | — | — | — |' in five
-  assert r'| E[y \| x], no adaptation | 3.000 ± 0.200 |' in five  # a literal | would split the cell
+  assert ('| maml | — | 1.000 ± 0.100 | 0.500 ± 0.050 | 0.167 ± 0.017 | 0.091 ± 0.009 | 70,000 | '
+          '123 | 4,567 |') in five  # '—': no trained steps recorded
+  assert '| amortised | — | 0.040 ± 0.004 | — | — | — |' in five
+  assert r'| E[y \| x], no adaptation |  | 3.000 ± 0.200 |' in five  # a literal | would split the cell
   published = [line for line in five.splitlines() if 'published' in line]
   assert published and published[0].startswith('| *MAML, published')
   assert '| *0.670* | *0.380* | *0.350* |' in published[0]
   # This code's MAML against the published numbers: 0.5 / 0.67, 0.167 / 0.38, 0.091 / 0.35.
-  assert '| maml / published (a) | — | 0.75x | 0.44x | 0.26x |' in five
+  assert '| maml / published (a) |  | — | 0.75x | 0.44x | 0.26x |' in five
 
 
 def test_non_finite_means_read_diverged(tmp_path):
   _write_run(tmp_path, 'a', 'metasgd', {'mse_5shot_step1': 0.5, 'mse_5shot_step10': float('inf')})
   text = results_table.tables(results_table.load_runs(str(tmp_path / '*')))
-  assert '| metasgd | 0.500 ± 0.050 | diverged (inf) |' in text
+  assert '| metasgd | — | 0.500 ± 0.050 | diverged (inf) |' in text
 
 
 def test_strict_json_diverged_means_read_diverged(tmp_path):
@@ -64,7 +65,27 @@ def test_strict_json_diverged_means_read_diverged(tmp_path):
                                                     'diverged': 'nan'}
   assert on_disk['baselines']['mse_mean_function']['ci95'] is None  # one value: no interval
   text = results_table.tables(results_table.load_runs(str(tmp_path / '*')))
-  assert '| metasgd | 0.500 ± 0.196 | diverged (nan) |' in text
+  assert '| metasgd | — | 0.500 ± 0.196 | diverged (nan) |' in text
+
+
+def test_trained_steps_diverged_tasks_and_no_published_rows(tmp_path):
+  """The trained-steps column, a cell where some tasks diverged (their count and the mean
+  over the others, from the run's `finite_tasks`), and a table without published rows."""
+  workdir = _write_run(tmp_path, 'a', 'maml', {'mse_5shot_step1': 0.5, 'mse_5shot_step10': 0.3})
+  results = json.loads((workdir / 'results.json').read_text())
+  results.update(train_inner_steps=10, multi_step_loss=True)
+  results['metrics']['mse_5shot_step10'] = {'mean': None, 'ci95': None, 'n': 1000,
+                                            'diverged': 'inf'}
+  results['finite_tasks'] = {'metrics/mse_5shot_step10': {'mean': 0.25, 'ci95': 0.01, 'n': 998}}
+  (workdir / 'results.json').write_text(json.dumps(results))
+  _write_run(tmp_path, 'b', 'reptile', {'mse_5shot_step1': 0.9})
+  results = json.loads((tmp_path / 'b' / 'results.json').read_text())
+  (tmp_path / 'b' / 'results.json').write_text(json.dumps(dict(results, train_inner_steps=5)))
+  text = results_table.tables(results_table.load_runs(str(tmp_path / '*')), published=False)
+  assert ('| maml | 1-10 | 0.500 ± 0.050 | diverged on 2/1000 tasks (others: 0.250 ± 0.010) |'
+          in text)
+  assert '| reptile | 5 | 0.900 ± 0.090 | — |' in text
+  assert 'published' not in text
 
 
 def test_no_runs_is_an_error(tmp_path):

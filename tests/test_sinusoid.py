@@ -151,6 +151,9 @@ def test_command_line_overrides_and_unknown_keys():
     ('eval.steps', (-1,), 'steps'),
     ('optimizer.learning_rate', 0.0, 'learning_rate'),
     ('inner.steps', -1, 'inner.steps'),
+    ('eval.ood', ('amplitud',), 'eval.ood'),
+    ('eval.cost_repeats', -1, 'cost_repeats'),
+    ('eval.track_tasks', 21, 'track_tasks'),  # more than the 20 held-out tasks
 ])
 def test_invalid_values_raise_before_training(tmp_path, key, value, match):
   config = smoke_config('maml')

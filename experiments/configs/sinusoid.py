@@ -34,12 +34,32 @@ ALGOS = GRADIENT_ALGOS + HYPER_ALGOS
 VARIANTS = ('smoke',)
 
 # Meta-steps per algorithm for the full run, chosen so that each trains in at most about
-# 4 minutes on 2 busy CPU cores (measured meta-steps/s: MAML ~1000, FOMAML ~1250, ANIL ~2100,
-# Meta-SGD ~780, Reptile (5 inner steps) ~290, amortised ~450, latent ~580, HyperMAML ~240,
-# learned update (1 inner step) ~45); the MAML family runs the paper's 70,000.
+# 15 minutes on 2 CPU cores shared with other jobs (measured meta-steps/s under a load of 4-8:
+# MAML ~1700, ANIL (10 inner steps) ~300, latent (10 inner steps) ~90, learned update (10
+# inner steps) ~20; idle, the earlier measures were MAML ~1000, FOMAML ~1250, Meta-SGD ~780,
+# Reptile (5 inner steps) ~290, amortised ~450, HyperMAML ~240); the MAML family runs the
+# paper's 70,000.
 NUM_STEPS = {'maml': 70_000, 'fomaml': 70_000, 'metasgd': 70_000, 'anil': 70_000,
-             'reptile': 30_000, 'amortised': 70_000, 'latent': 70_000, 'hypermaml': 30_000,
-             'learned_update': 10_000}
+             'reptile': 30_000, 'amortised': 70_000, 'latent': 30_000, 'hypermaml': 30_000,
+             'learned_update': 20_000}
+
+
+# Learners trained on the multi-step loss (`inner.multi_step_loss`: the mean query loss after
+# 1, 2, ..., n inner steps) with n = the most steps they are evaluated with (`eval.steps`), so
+# each is trained for every number of steps in the tables. Trained with one step only, they
+# diverged when evaluated after 5 or 10.
+MULTI_STEP_TRAINING = {'anil': 10, 'latent': 10, 'learned_update': 10}
+# Learners evaluated only after the one step they are trained with. Meta-SGD's learned
+# per-parameter step sizes are tuned for one step (after 5 or 10 some tasks overflow), and its
+# meta-training on the multi-step loss diverged (NaN within ~250 meta-steps with 5 or 10
+# inner steps, with outer learning rates 1e-3 and 3e-4 and the meta-gradient clipped at 1).
+ONE_STEP_ONLY = ('metasgd',)
+# Learners whose meta-gradient is clipped (global norm): ANIL's inner loop, 10 SGD steps of
+# 0.01 on the last layer, diverges from the random init (features too large for that step)
+# and the unclipped meta-training never recovered; latent's meta-training on 10 steps
+# diverged (a NaN training loss) at meta-step ~9,000-10,000 with seed 0, with inner learning
+# rates 1.0 and 0.5 (an outer step after a large meta-gradient is up to ~30x Adam's usual).
+GRAD_CLIP = {'anil': 1.0, 'latent': 1.0}
 
 
 def parse_arg(arg: str | None) -> tuple[str, tuple[str, ...]]:
@@ -83,10 +103,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.meta_batch_size = 25
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 1e-3  # Adam
-  config.optimizer.grad_clip_norm = 0.0  # > 0: clip the meta-gradient's global norm first.
+  config.optimizer.grad_clip_norm = GRAD_CLIP.get(algo, 0.0)  # > 0: clip the meta-gradient's
+  # global norm first.
   config.num_steps = NUM_STEPS[algo]
   config.steps_per_call = 100  # meta-steps per jitted host call (lax.scan).
-  config.log_every = 1000
+  config.log_every = 500
   config.checkpoint_every = 10_000
   config.keep_checkpoints = 3
   config.plots = True  # PNG plots in the workdir (learning curve, predictions, MSE vs steps).
@@ -103,9 +124,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.num_tasks = 1000
   config.eval.num_query = 100
   config.eval.shots = (5, 10)
-  config.eval.steps = (0, 1, 5, 10)  # inner steps after which the query MSE is measured.
+  # Inner steps after which the query MSE is measured (the learned rule also after 20, twice
+  # the steps it is trained for: it must stay stable past them).
+  config.eval.steps = ((0, 1) if algo in ONE_STEP_ONLY else
+                       (0, 1, 5, 10, 20) if algo == 'learned_update' else (0, 1, 5, 10))
   config.eval.batch_size = 250  # tasks per jitted evaluation call.
   config.eval.num_plot_tasks = 4
+  # Out-of-distribution tasks (experiments.sinusoid.OOD_SHIFTS): amplitudes in [5, 10],
+  # phases in [pi, 2 pi], x in [5, 10], each evaluated like the held-out tasks ('ood' group).
+  config.eval.ood = ('amplitude', 'phase', 'x')
+  config.eval.cost_repeats = 5  # timed adaptation calls (FLOPs and seconds per task; 0: off)
+  # Held-out MSE during training, at every log step ('heldout_*' in metrics.jsonl): on the
+  # first track_tasks held-out tasks, after each of track_steps adaptation steps (0: off).
+  config.eval.track_tasks = 200
+  config.eval.track_steps = (min(10, max(config.eval.steps)),)
 
   _add_algo_fields(config, algo)
 
@@ -121,6 +153,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.batch_size = 20
     config.eval.steps = tuple(s for s in config.eval.steps if s <= 1)
     config.eval.num_plot_tasks = 2
+    config.eval.ood = ('x',)
+    config.eval.cost_repeats = 2
+    config.eval.track_tasks = 10
+    config.eval.track_steps = (1,)
     config.target.hidden = (16, 16)
     for name in ('encoder', 'hypernet', 'rule'):
       if name in config:
@@ -136,10 +172,15 @@ def _add_algo_fields(config: ml_collections.ConfigDict, algo: str) -> None:
   """The sub-dicts the algorithm reads (see `experiments.learners.build_learner`)."""
   if algo in GRADIENT_ALGOS:
     config.inner = ml_collections.ConfigDict()
-    config.inner.steps = 5 if algo == 'reptile' else 1  # inner SGD steps in training.
+    # Inner SGD steps in training: MAML's paper setting is one; Meta-SGD and ANIL are trained
+    # for every number of steps they are evaluated with (1..10, multi_step_loss), since with
+    # one they diverge when evaluated after 5 or 10; Reptile's inner loop runs 5.
+    config.inner.steps = MULTI_STEP_TRAINING.get(algo, 5 if algo == 'reptile' else 1)
     config.inner.lr = 0.01  # alpha (Meta-SGD: the per-parameter rates' initial value).
     if algo != 'fomaml' and algo != 'reptile':  # both are first order by definition.
       config.inner.first_order = False
+    if algo != 'reptile':  # the mean query loss after 1..steps steps (Antoniou et al. 2019)
+      config.inner.multi_step_loss = algo in MULTI_STEP_TRAINING
     config.inner.remat = False
 
   if algo in ('amortised', 'hypermaml'):
@@ -168,9 +209,11 @@ def _add_algo_fields(config: ml_collections.ConfigDict, algo: str) -> None:
     config.latent.dim = 16
     config.latent.learn_init = False
     config.inner = ml_collections.ConfigDict()
-    config.inner.steps = 1
-    config.inner.lr = 1.0
+    config.inner.steps = MULTI_STEP_TRAINING[algo]  # trained for 1..steps steps
+    # CAVIA's 1.0 is for one step; with 10 a training task overflowed at meta-step ~10,100.
+    config.inner.lr = 0.5
     config.inner.first_order = False
+    config.inner.multi_step_loss = True
     config.inner.remat = False
   elif algo == 'hypermaml':  # hypernetwork update of base weights, then SGD steps.
     config.delta_scale = 0.1  # the update is delta_scale * the hypernetwork's output.
@@ -181,9 +224,19 @@ def _add_algo_fields(config: ml_collections.ConfigDict, algo: str) -> None:
     config.inner.remat = False
   elif algo == 'learned_update':  # a WeightConditionedHypernet as the update rule.
     config.rule = ml_collections.ConfigDict()
-    config.rule.hidden = (32,)
+    config.rule.hidden = (8,)
     config.rule.leaf_emb_dim = 4
     config.rule.init_scale = 1e-3
+    config.rule.grad_features = 'normalised'  # 'raw', 'normalised' or 'log_sign'
+    config.rule.momentum_decays = (0.5, 0.9)  # gradient moving averages as features
+    config.rule.time_scales = (1.0, 3.0)  # tanh(step / s) features
+    # 'scaled': a learned per-leaf SGD step, scaled per value by exp(c tanh(output)), c =
+    # max_log_scale; 'residual': that step plus the output; 'direct': the output alone.
+    config.rule.update_kind = 'scaled'
+    config.rule.init_lr = 0.01  # the SGD step's initial size (MAML's alpha)
+    config.rule.max_log_scale = 2.0
     config.inner = ml_collections.ConfigDict()
-    config.inner.steps = 1  # each step costs about as much as 4 of MAML's meta-steps here.
-    config.inner.remat = False
+    config.inner.steps = MULTI_STEP_TRAINING[algo]  # unrolled in training ...
+    config.inner.multi_step_loss = True  # ... on the mean query loss after 1..steps steps
+    config.inner.first_order = False
+    config.inner.remat = True
