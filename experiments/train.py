@@ -209,20 +209,29 @@ def _drop_closed_loop_noise(hook: Callable[[Any], None]) -> Callable[[Any], None
   return unraisable
 
 
+class _AbandonedReads(pylogging.Filter):
+  """Drops asyncio's 'Future/Task exception was never retrieved' (orbax's abandoned reads)."""
+
+  def filter(self, record):
+    return not str(record.msg).endswith('exception was never retrieved')
+
+
 def quiet_failed_restores() -> None:
   """Silences the flood of "Event loop is closed" tracebacks after a failed orbax restore.
 
   When one array of a checkpoint cannot be read, orbax closes its event loop while
   tensorstore still completes the other reads; each completion then fails to call back into
   the closed loop and Python prints it through `sys.unraisablehook` (dozens of tracebacks,
-  the real error among them), then warns of the abandoned reads' coroutines. Only those two
-  are dropped; other unraisable exceptions reach the previous hook. Idempotent.
+  the real error among them); then asyncio logs each abandoned read's error ("Future
+  exception was never retrieved") and warns of their coroutines. Only those are dropped;
+  other unraisable exceptions and log records pass. Idempotent.
   """
   if not getattr(sys.unraisablehook, 'drops_closed_loop_noise', False):
     sys.unraisablehook = _drop_closed_loop_noise(sys.unraisablehook)
     # ... and the reads it abandoned, collected later.
     warnings.filterwarnings('ignore', message=r"coroutine '.*' was never awaited",
                             category=RuntimeWarning)
+    pylogging.getLogger('asyncio').addFilter(_AbandonedReads())
 
 
 # ------------------------------------------------------------------ config and workdir

@@ -14,6 +14,7 @@ import pytest
 from experiments.configs import sinusoid as sinusoid_config
 
 SINUSOID = ['experiments.sinusoid', '--config=experiments/configs/sinusoid.py:algo=maml,smoke']
+SHORT = ['--config.num_steps=20', '--config.plots=False']
 CONTINUAL = ['experiments.continual',
              '--config=experiments/configs/continual.py:benchmark=split_mnist,method=hnet,smoke']
 
@@ -28,7 +29,7 @@ def _run(args, cwd):
 
 @pytest.mark.parametrize('case', [
     'bad_value', 'unknown_key', 'bad_config_argument', 'refused_workdir', 'missing_data',
-    'continual_value', 'benchmark_flag', 'table_runs'])
+    'continual_value', 'benchmark_flag', 'table_runs', 'unreadable_checkpoints'])
 def test_user_errors_are_one_fatal_line(case, tmp_path):
   workdir = str(tmp_path / 'wd')
   args, expected = {
@@ -58,7 +59,17 @@ def test_user_errors_are_one_fatal_line(case, tmp_path):
                          'FATAL experiments.benchmark: workloads: expected names in'),
       'table_runs': (['experiments.results_table', f'--runs={tmp_path}/*'],
                      'FATAL experiments.results_table: runs: no results.json found'),
+      'unreadable_checkpoints': (SINUSOID + SHORT + [f'--workdir={workdir}',
+                                                     '--config.num_steps=40'],
+                                 f'FATAL experiments.sinusoid: {workdir}/checkpoints: no '
+                                 'checkpoint can be restored (step 20: '),
   }[case]
+  if case == 'unreadable_checkpoints':  # a finished run whose only checkpoint is damaged
+    done = _run(SINUSOID + SHORT + [f'--workdir={workdir}'], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for root, _, files in os.walk(os.path.join(workdir, 'checkpoints', '20')):
+      for name in files if os.path.basename(root) == 'd' else ():
+        open(os.path.join(root, name), 'w').close()
   if case == 'refused_workdir':
     os.makedirs(workdir)
     config = sinusoid_config.get_config('algo=maml,smoke')
@@ -71,6 +82,8 @@ def test_user_errors_are_one_fatal_line(case, tmp_path):
   assert 'Traceback' not in done.stderr, done.stderr[-2000:]
   fatal = [line for line in done.stderr.splitlines() if line.startswith('FATAL')]
   assert len(fatal) == 1 and fatal[0].startswith(expected), done.stderr[-2000:]
+  # orbax's abandoned reads after a failed restore: no flood of asyncio errors either
+  assert 'Event loop is closed' not in done.stderr and 'never retrieved' not in done.stderr
   if case == 'refused_workdir':
     assert 'seed: 1 -> 0' in fatal[0]
     assert sorted(os.listdir(workdir)) == before

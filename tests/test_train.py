@@ -200,7 +200,7 @@ def finished(uninterrupted, tmp_path):
   return workdir
 
 
-def test_refused_reruns_change_nothing_in_the_workdir(experiment, finished):
+def test_refused_reruns_change_nothing_in_the_workdir(experiment, finished, capfd):
   """Issue 11, item 1: every refusal comes before the first change to a finished run."""
   before = _snapshot(finished)
   assert 'results.json' in before and 'config.json' in before
@@ -217,6 +217,7 @@ def test_refused_reruns_change_nothing_in_the_workdir(experiment, finished):
                                        r'.*; step 20: .*overwrite'):
     train.train_and_evaluate(smoke_config(num_steps=60), finished, experiment)
   assert _snapshot(finished) == before
+  assert 'Event loop is closed' not in capfd.readouterr().err  # no traceback flood
 
 
 def test_corrupt_newest_checkpoint_resumes_from_the_intact_one(experiment, uninterrupted,
