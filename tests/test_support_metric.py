@@ -177,3 +177,18 @@ def test_invalid_settings_raise_clear_errors():
   with pytest.raises(ValueError, match='input_shape: expected the shape of one example'):
     meta.SupportMetric(embedding=learner.embedding, encoder=learner.encoder,
                      hypernet=learner.hypernet)
+
+
+def test_omniglot_configs_of_the_flagship():
+  """cpu: ProtoNets' episodes and schedule at 10,000 steps; paper: 20,000 60-way episodes."""
+  from experiments.configs import omniglot as omniglot_config
+  cpu = omniglot_config.get_config('algo=support_metric')
+  proto = omniglot_config.get_config('algo=protonet')
+  for key in ('num_steps', 'train_ways', 'shots', 'queries', 'meta_batch_size'):
+    assert cpu[key] == proto[key], key
+  assert cpu.optimizer.to_dict() == proto.optimizer.to_dict()
+  assert (cpu.num_steps, cpu.train_ways, cpu.optimizer.decay_every) == (10_000, 20, 2_000)
+  assert (cpu.head.refine, cpu.hypernet.kind, cpu.eval.conv_strategy) == (
+      'attention+metric', 'none', 'xla')
+  paper = omniglot_config.get_config('algo=support_metric,size=paper')
+  assert (paper.num_steps, paper.train_ways, paper.queries) == (20_000, 60, 5)
