@@ -1,0 +1,390 @@
+r"""The project's founding claims, measured on sinusoid runs (README section and one plot).
+
+    python -m experiments.claims --runs='workdirs/sinusoid/*,workdirs/sinusoid_seeds/*' \
+        --readme=README.md --plot=docs/claims_heldout_vs_meta_steps.png
+
+The project's seed text claims that hypernetworks bring *less pre-training*, *less model
+complexity* and *adaptivity*, and names *training stability* and *computational
+efficiency* as their challenges. Each is measured here against MAML (the strongest
+gradient-based baseline with the paper's setting) for every hypernetwork learner
+(`CLAIM_ALGOS`), over the seeds found (>= 3 asked; fewer is flagged in the tables), from
+the runs' outputs only (`python -m experiments.sinusoid`, float32 runs):
+
+* less pre-training: the held-out K-shot MSE after S steps against meta-steps
+  (`heldout_mse_<K>shot_step<S>` in `metrics.jsonl`, measured at every log step on the
+  same held-out tasks for every run) as one plot, and the meta-steps (and training seconds)
+  each learner needs to reach MAML's final value on those tasks;
+* less complexity: meta-parameters, the FLOPs (XLA cost analysis) and seconds of adapting
+  one task, against the error (`results.json` groups `metrics` and `cost`);
+* adaptivity: the error on out-of-distribution tasks (group `ood`), against MAML;
+* training stability: the spread of the final error over seeds, and the largest rise of
+  the training loss over its running minimum (`metrics.jsonl`: 500-step means `loss`,
+  single meta-batches `loss_max`);
+* efficiency: tasks adapted per second (1 / seconds per task) and meta-steps per second.
+
+Every value is a mean over seeds with a 95% confidence half-width (Student t, n - 1 degrees
+of freedom) of the per-seed values (each a mean over held-out tasks). Timings are wall
+times on the machine that ran each run, under the load recorded with them.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import glob
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from absl import app, flags
+from matplotlib.figure import Figure
+
+from experiments import results_table, train
+
+CLAIM_ALGOS = ('maml', 'amortised', 'latent', 'hypermaml', 'learned_update')
+BASELINE = 'maml'
+MIN_SEEDS = 3
+START, END = '<!-- claims:sinusoid:start -->', '<!-- claims:sinusoid:end -->'
+# Config keys that may differ between the seeds of one learner.
+SEED_KEYS = ('seed', 'overwrite')
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One finished run: its workdir, `config.json`, `results.json` and `metrics.jsonl`."""
+  workdir: str
+  config: dict[str, Any]
+  results: dict[str, Any]
+  records: list[dict[str, Any]]
+
+
+def load_runs(patterns: str, algos: Sequence[str] = CLAIM_ALGOS) -> dict[str, list[Run]]:
+  """The float32 runs of `algos` in the workdirs matching `patterns` (comma-separated globs),
+  `{algo: [Run, ...]}` in seed order.
+
+  Raises:
+    ValueError: no run found; two runs of one learner with the same seed; or seeds of one
+      learner whose configs differ in more than `SEED_KEYS` (the message names the keys).
+  """
+  found = {}
+  for pattern in (p.strip() for p in patterns.split(',')):
+    for workdir, results in results_table.read_results(pattern):
+      found[os.path.abspath(workdir)] = (workdir, results)
+  by_algo: dict[str, list[Run]] = collections.defaultdict(list)
+  for workdir, results in sorted(found.values()):
+    algo = results.get('algo')
+    if algo not in algos or results.get('compute_dtype', 'float32') != 'float32':
+      continue
+    with open(os.path.join(workdir, train.CONFIG_FILE)) as f:
+      config = json.load(f)
+    records = read_records(os.path.join(workdir, train.METRICS_FILE))
+    by_algo[algo].append(Run(workdir, config, results, records))
+  if not by_algo:
+    raise ValueError(f'runs: no finished float32 run of {tuple(algos)} in {patterns!r}; '
+                     'expected workdirs of `python -m experiments.sinusoid` with results.json.')
+  for algo, runs in by_algo.items():
+    runs.sort(key=lambda r: r.config['seed'])
+    seeds = [r.config['seed'] for r in runs]
+    if len(set(seeds)) != len(seeds):
+      raise ValueError(f'runs: {algo} has two runs with the same seed ({seeds}, in '
+                       f'{[r.workdir for r in runs]}); expected one run per seed.')
+    first = {k: v for k, v in train._flatten(runs[0].config).items() if k not in SEED_KEYS}
+    for run in runs[1:]:
+      other = {k: v for k, v in train._flatten(run.config).items() if k not in SEED_KEYS}
+      diff = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
+      if diff:
+        raise ValueError(f'runs: the {algo} runs {runs[0].workdir} and {run.workdir} differ in '
+                         f'{diff[:5]}; expected seeds of one config (only {SEED_KEYS} differ).')
+  return dict(by_algo)
+
+
+# ------------------------------------------------------------------ statistics
+def seed_summary(values: Sequence[float | None], skip_missing: bool = False) -> dict[str, Any]:
+  """Mean and 95% half-width (Student t, n - 1 dof) of per-seed values.
+
+  A value that is None or not finite (a diverged evaluation: `results.json` holds `null`)
+  makes the mean None, unless `skip_missing` (then the summary is over the other values,
+  e.g. the seeds that reached a threshold). `ci95` is None for fewer than two values.
+  """
+  from scipy import stats  # pylint: disable=g-import-not-at-top  # a dependency of jax
+  given = [None if x is None or not math.isfinite(x) else float(x) for x in values]
+  v = np.asarray([x for x in given if x is not None], np.float64)
+  n = int(v.size)
+  if n == 0 or (n < len(given) and not skip_missing):
+    return {'mean': None, 'ci95': None, 'n': n, 'values': given}
+  ci = float(stats.t.ppf(0.975, n - 1) * np.std(v, ddof=1) / math.sqrt(n)) if n > 1 else None
+  return {'mean': float(np.mean(v)), 'ci95': ci, 'n': n, 'values': given}
+
+
+def read_records(path: str) -> list[dict[str, Any]]:
+  """The records of a run's `metrics.jsonl` ([] without one)."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _metric(run: Run, group: str, name: str) -> float | None:
+  summary = run.results.get(group, {}).get(name)
+  return None if summary is None else summary['mean']
+
+
+def steps_to_reach(run: Run, key: str, threshold: float) -> int | None:
+  """The first logged meta-step whose held-out value `key` is <= `threshold` (None: never)."""
+  for r in run.records:
+    if key in r and r[key] is not None and r[key] <= threshold:
+      return int(r['step'])
+  return None
+
+
+def loss_spikes(records: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
+  """`(mean_rise, batch_rise)`: the largest ratio of a logged 500-step mean training loss, and
+  of the largest single meta-batch loss since the previous record (`loss_max`), to the lowest
+  mean logged before it. 1.0: the mean never rose; NaN with fewer than two records."""
+  mean_rise = batch_rise = float('nan')
+  best = math.inf
+  for r in records:
+    if math.isfinite(best):
+      mean_rise = max(r['loss'] / best, 1.0 if math.isnan(mean_rise) else mean_rise)
+      if 'loss_max' in r:
+        batch_rise = max(r['loss_max'] / best, 0.0 if math.isnan(batch_rise) else batch_rise)
+    best = min(best, r['loss'])
+  return mean_rise, batch_rise
+
+
+# ------------------------------------------------------------------ the measurements
+def measure(runs: Mapping[str, Sequence[Run]], shots: int = 5, steps: int = 10) -> dict[str, Any]:
+  """Every number of the claims section (JSON-able): `{'setting', 'learners': {algo: ...}}`.
+
+  Args:
+    runs: `load_runs`'s output; must hold `BASELINE`.
+    shots, steps: the K-shot error after `steps` adaptation steps that every claim compares.
+
+  Raises:
+    ValueError: no `BASELINE` runs, or runs without the metrics compared (e.g. evaluated
+      with other `eval.steps`), naming the run and the metric.
+  """
+  if BASELINE not in runs:
+    raise ValueError(f'runs: expected {BASELINE} runs (the baseline of every claim), found '
+                     f'only {sorted(runs)}.')
+  mse = f'mse_{shots}shot_step{steps}'
+  track = f'heldout_{mse}'
+  for algo, rs in runs.items():
+    for run in rs:
+      if mse not in run.results.get('metrics', {}):
+        raise ValueError(f'runs: {run.workdir} has no {mse} (its eval.shots/eval.steps); '
+                         f'expected it for every run, or pass other --shots/--steps.')
+  # MAML's final held-out value on the tracked tasks: the mean over its seeds of the last record.
+  finals = [r.records[-1].get(track) for r in runs[BASELINE] if r.records]
+  threshold = seed_summary(finals)['mean']
+  shifts = sorted({n.split('_')[1] for rs in runs.values() for r in rs
+                   for n in r.results.get('ood', {})})
+  out = {'setting': {'shots': shots, 'steps': steps, 'metric': mse, 'tracked': track,
+                     'baseline': BASELINE, 'threshold': threshold, 'ood_shifts': shifts},
+         'learners': {}}
+  for algo in [a for a in CLAIM_ALGOS if a in runs] + sorted(set(runs) - set(CLAIM_ALGOS)):
+    rs = runs[algo]
+    reach = [steps_to_reach(r, track, threshold) if threshold is not None else None for r in rs]
+    reach_s = [None if s is None or not r.results.get('steps_per_s') else
+               s / r.results['steps_per_s'] for s, r in zip(reach, rs)]
+    spikes = [loss_spikes(r.records) for r in rs]
+    seconds = [_metric(r, 'cost', f'adapt_seconds_{shots}shot_step{steps}') for r in rs]
+    out['learners'][algo] = {
+        'seeds': [r.config['seed'] for r in rs],
+        'workdirs': [r.workdir for r in rs],
+        'meta_steps': rs[0].results['num_steps'],
+        'meta_params': rs[0].results['num_meta_params'],
+        'train_inner_steps': rs[0].results.get('train_inner_steps'),
+        'error': seed_summary([_metric(r, 'metrics', mse) for r in rs]),
+        'error_1step': seed_summary([_metric(r, 'metrics', f'mse_{shots}shot_step1')
+                                     for r in rs]),
+        'final_tracked': seed_summary([r.records[-1].get(track) if r.records else None
+                                       for r in rs]),
+        'steps_to_baseline': {**seed_summary(reach, skip_missing=True),
+                              'reached': sum(s is not None for s in reach)},
+        'seconds_to_baseline': seed_summary(reach_s, skip_missing=True),
+        'flops_per_task': seed_summary([_metric(r, 'cost', f'adapt_flops_{shots}shot_step{steps}')
+                                        for r in rs]),
+        'seconds_per_task': seed_summary(seconds),
+        'tasks_per_s': seed_summary([None if s is None else 1.0 / s for s in seconds]),
+        'loadavg': seed_summary([_metric(r, 'cost', 'loadavg_1min') for r in rs]),
+        'meta_steps_per_s': seed_summary([r.results.get('steps_per_s') for r in rs]),
+        'error_sd': _sd([_metric(r, 'metrics', mse) for r in rs]),
+        'loss_mean_rise': max(s[0] for s in spikes),
+        'loss_batch_rise': max(s[1] for s in spikes),
+        'ood': {shift: seed_summary([_metric(r, 'ood', f'mse_{shift}_{shots}shot_step{steps}')
+                                     for r in rs]) for shift in shifts},
+        'curve': _mean_curve(rs, track),
+    }
+  return out
+
+
+def _sd(values: Sequence[float | None]) -> float | None:
+  """Standard deviation over seeds (ddof 1); None with fewer than 2 or a missing value."""
+  if len(values) < 2 or any(v is None or not math.isfinite(v) for v in values):
+    return None
+  return float(np.std(values, ddof=1))
+
+
+def _mean_curve(rs: Sequence[Run], key: str) -> dict[str, list]:
+  """`{'step': [...], 'mean': [...], 'ci95': [...]}` over the seeds at their common log steps."""
+  per_seed = [{r['step']: r.get(key) for r in run.records if r.get(key) is not None}
+              for run in rs]
+  common = sorted(set.intersection(*[set(s) for s in per_seed])) if per_seed else []
+  stats = [seed_summary([s[step] for s in per_seed]) for step in common]
+  return {'step': common, 'mean': [s['mean'] for s in stats],
+          'ci95': [s['ci95'] or 0.0 for s in stats]}
+
+
+# ------------------------------------------------------------------ outputs
+def plot(claims: Mapping[str, Any], path: str) -> None:
+  """Held-out error against meta-steps, one line per learner (band: 95% CI over seeds)."""
+  s = claims['setting']
+  fig = Figure(figsize=(7.5, 4.5), layout='constrained')
+  ax = fig.subplots()
+  for algo, c in claims['learners'].items():
+    curve = c['curve']
+    if not curve['step']:
+      continue
+    mean, ci = np.asarray(curve['mean']), np.asarray(curve['ci95'])
+    line, = ax.plot(curve['step'], mean, lw=2 if algo == BASELINE else 1.5,
+                    label=f'{algo} (n={len(c["seeds"])})')
+    ax.fill_between(curve['step'], np.maximum(mean - ci, 1e-6), mean + ci,
+                    color=line.get_color(), alpha=0.2, lw=0)
+  if s['threshold'] is not None:
+    ax.axhline(s['threshold'], color='k', ls=':', lw=1,
+               label=f'{BASELINE} final = {s["threshold"]:.3f}')
+  ax.set(xscale='log', yscale='log', xlabel='meta-steps',
+         ylabel=f'held-out MSE, {s["shots"]}-shot, {s["steps"]} steps',
+         title='Less pre-training? Held-out error during meta-training (mean, 95% CI over seeds)')
+  ax.legend(fontsize='small')
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  train.save_figure(fig, path)
+
+
+def _fmt(summary: Mapping[str, Any] | None, digits: int = 3, scale: float = 1.0,
+         integer: bool = False) -> str:
+  if not summary or summary.get('mean') is None:
+    return 'n/a' if not summary or not summary.get('values') else 'diverged or missing'
+  m = summary['mean'] * scale
+  body = f'{m:,.0f}' if integer else f'{m:.{digits}f}'
+  if summary.get('ci95') is not None:
+    ci = summary['ci95'] * scale
+    body += f' ± {ci:,.0f}' if integer else f' ± {ci:.{digits}f}'
+  return body
+
+
+def _sci(summary: Mapping[str, Any] | None) -> str:
+  if not summary or summary.get('mean') is None:
+    return 'n/a'
+  return f'{summary["mean"]:.3g}'
+
+
+def markdown(claims: Mapping[str, Any], plot_path: str | None = None) -> str:
+  """The README section: one table per claim, each row a learner, MAML first."""
+  s, learners = claims['setting'], claims['learners']
+  k, st, base = s['shots'], s['steps'], learners[BASELINE]
+  label = lambda algo: f'{algo}' + ('' if len(learners[algo]['seeds']) >= MIN_SEEDS  # noqa: E731
+                                    else f' (only {len(learners[algo]["seeds"])} seed'
+                                    f'{"s" * (len(learners[algo]["seeds"]) != 1)})')
+  out = [f'Setting: {k}-shot held-out MSE after {st} adaptation steps (`{s["metric"]}`), mean ± '
+         f'95% CI over seeds (n per learner in the first table); baseline `{BASELINE}`.', '']
+
+  out += ['**Less pre-training.** Meta-steps until the held-out error (the same '
+          f'{k}-shot tasks, logged every 500 meta-steps) first reaches {BASELINE}\'s final value '
+          f'({s["threshold"]:.3f}' if s['threshold'] is not None else '(n/a',
+          ]
+  out[-1] += ('); "reached" counts the seeds that did; the seconds are meta-training time to '
+              'that step at each run\'s own speed (shared CPU).')
+  out += ['', '| learner | seeds | meta-steps trained | reached | meta-steps to reach | '
+          'training s to reach | final error |', '| --- | ---: | ---: | ---: | ---: | ---: | ---: |']
+  for algo, c in learners.items():
+    r = c['steps_to_baseline']
+    out.append(f'| {label(algo)} | {len(c["seeds"])} | {c["meta_steps"]:,} | '
+               f'{r["reached"]}/{len(c["seeds"])} | {_fmt(r, integer=True)} | '
+               f'{_fmt(c["seconds_to_baseline"], 0)} | {_fmt(c["error"])} |')
+  if plot_path:
+    out += ['', f'![held-out error against meta-steps]({plot_path})']
+
+  out += ['', f'**Less complexity.** Meta-parameters, and what adapting one task costs ({k} '
+          f'support points, {st} steps; XLA cost analysis of the jitted, vmapped `adapt`, '
+          'prediction excluded), against the error.', '',
+          '| learner | meta-params | adaptation FLOPs / task | adaptation µs / task | '
+          f'error after 1 step | error after {st} steps |',
+          '| --- | ---: | ---: | ---: | ---: | ---: |']
+  for algo, c in learners.items():
+    out.append(f'| {label(algo)} | {c["meta_params"]:,} | {_sci(c["flops_per_task"])} | '
+               f'{_fmt(c["seconds_per_task"], 1, 1e6)} | {_fmt(c["error_1step"])} | '
+               f'{_fmt(c["error"])} |')
+
+  shifts = s['ood_shifts']
+  names = {'amplitude': 'A in [5, 10]', 'phase': 'phase in [pi, 2 pi]', 'x': 'x in [5, 10]'}
+  out += ['', f'**Adaptivity.** Error on out-of-distribution tasks (training: A in [0.1, 5], '
+          f'phase in [0, pi], x in [-5, 5]); in brackets, the ratio to {BASELINE}.', '',
+          '| learner | in distribution | ' + ' | '.join(names.get(x, x) for x in shifts) + ' |',
+          '| --- | ---: |' + ' ---: |' * len(shifts)]
+  for algo, c in learners.items():
+    cells = [_fmt(c['error'])]
+    for shift in shifts:
+      cell = _fmt(c['ood'][shift])
+      ref, got = base['ood'][shift].get('mean'), c['ood'][shift].get('mean')
+      if ref and got is not None and algo != BASELINE:
+        cell += f' ({got / ref:.2f}x)'
+      cells.append(cell)
+    out.append(f'| {label(algo)} | ' + ' | '.join(cells) + ' |')
+
+  out += ['', '**Training stability.** Spread of the final error over seeds, and the largest '
+          'rise of the training loss above its running minimum over all seeds (the 500-step '
+          'mean, and the single worst meta-batch; a ratio, 1.00 = never rose).', '',
+          '| learner | final error | s.d. over seeds | largest rise, 500-step mean | '
+          'largest rise, one meta-batch |', '| --- | ---: | ---: | ---: | ---: |']
+  for algo, c in learners.items():
+    sd = 'n/a' if c['error_sd'] is None else f'{c["error_sd"]:.3f}'
+    out.append(f'| {label(algo)} | {_fmt(c["error"])} | {sd} | {c["loss_mean_rise"]:.2f} | '
+               f'{c["loss_batch_rise"]:.2f} |')
+
+  out += ['', f'**Efficiency.** Tasks adapted per second ({k} shots, {st} steps, batches of '
+          'the evaluation\'s held-out tasks, after a warm-up call) and meta-training steps per '
+          'second; wall times on 2 CPU cores shared with other jobs (the 1-minute load average '
+          'when adaptation was timed in the last column).', '',
+          '| learner | tasks adapted / s | meta-steps / s | load average |',
+          '| --- | ---: | ---: | ---: |']
+  for algo, c in learners.items():
+    out.append(f'| {label(algo)} | {_fmt(c["tasks_per_s"], integer=True)} | '
+               f'{_fmt(c["meta_steps_per_s"], integer=True)} | {_fmt(c["loadavg"], 1)} |')
+  out += ['', 'Generated by `python -m experiments.claims` from the runs\' `results.json` and '
+          '`metrics.jsonl`.']
+  return '\n'.join(out) + '\n'
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}.')
+  f = flags.FLAGS
+  claims = measure(load_runs(f.runs), f.shots, f.steps)
+  rel = None
+  if f.plot:
+    plot(claims, f.plot)
+    base = os.path.dirname(os.path.abspath(f.readme)) if f.readme else os.getcwd()
+    rel = os.path.relpath(os.path.abspath(f.plot), base)
+  section = markdown(claims, rel)
+  print(section)
+  if f.json:
+    train.write_json(f.json, claims)
+  if f.readme:
+    results_table.update_readme(f.readme, section, START, END)
+
+
+if __name__ == '__main__':
+  flags.DEFINE_string('runs', 'workdirs/sinusoid/*,workdirs/sinusoid_seeds/*',
+                      'Comma-separated globs of sinusoid workdirs (results.json, metrics.jsonl).')
+  flags.DEFINE_integer('shots', 5, 'Support points of the compared error.')
+  flags.DEFINE_integer('steps', 10, 'Adaptation steps of the compared error.')
+  flags.DEFINE_string('readme', None, 'Markdown file whose claims section is replaced.')
+  flags.DEFINE_string('plot', 'docs/claims_heldout_vs_meta_steps.png',
+                      'PNG of held-out error against meta-steps ("" for none).')
+  flags.DEFINE_string('json', None, 'Optional JSON file with every measured number.')
+  app.run(main)

@@ -1,0 +1,79 @@
+"""The claims command (`experiments.claims`) on smoke runs: MAML over three seeds and the
+learned update rule over one, with held-out tracking, out-of-distribution tasks and
+adaptation costs."""
+
+import json
+import math
+import os
+
+import pytest
+
+from experiments import claims, sinusoid
+from experiments.configs import sinusoid as sinusoid_config
+
+SEEDS = (0, 1, 2)
+
+
+def smoke_config(algo: str, seed: int):
+  config = sinusoid_config.get_config(f'algo={algo},smoke')
+  config.plots = False
+  config.seed = seed
+  config.eval.shots = (5,)
+  return config
+
+
+@pytest.fixture(scope='module')
+def runs_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp('claims_runs')
+  for algo, seeds in (('maml', SEEDS), ('learned_update', SEEDS[:1])):
+    for seed in seeds:
+      sinusoid.train_and_evaluate(smoke_config(algo, seed), str(root / f'{algo}_seed{seed}'))
+  return root
+
+
+def test_claims_command_on_smoke_runs(runs_dir, tmp_path):
+  runs = claims.load_runs(str(runs_dir / '*'))
+  assert sorted(runs) == ['learned_update', 'maml']
+  assert [r.config['seed'] for r in runs['maml']] == list(SEEDS)
+  measured = claims.measure(runs, shots=5, steps=1)
+  json.dumps(measured, allow_nan=False)  # strict JSON
+  setting = measured['setting']
+  assert setting['threshold'] == pytest.approx(
+      sum(r.records[-1]['heldout_mse_5shot_step1'] for r in runs['maml']) / len(SEEDS))
+  assert setting['ood_shifts'] == ['x']
+  for algo, c in measured['learners'].items():
+    n = len(runs[algo])
+    assert c['error']['n'] == n and (c['error']['ci95'] is not None) == (n > 1)
+    assert c['error']['mean'] == pytest.approx(
+        sum(r.results['metrics']['mse_5shot_step1']['mean'] for r in runs[algo]) / n)
+    assert c['flops_per_task']['mean'] > 0 and c['tasks_per_s']['mean'] > 0
+    assert c['curve']['step'] == [20, 40] and len(c['curve']['mean']) == 2
+    assert c['loss_mean_rise'] >= 1.0 and math.isfinite(c['loss_batch_rise'])
+    assert c['ood']['x']['n'] == n
+  plot_path = str(tmp_path / 'claims.png')
+  claims.plot(measured, plot_path)
+  with open(plot_path, 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  text = claims.markdown(measured, 'claims.png')
+  for heading in ('Less pre-training', 'Less complexity', 'Adaptivity', 'Training stability',
+                  'Efficiency'):
+    assert f'**{heading}.**' in text
+  assert '| maml | 3 |' in text and '| learned_update (only 1 seed) | 1 |' in text
+  readme = tmp_path / 'README.md'
+  readme.write_text(f'intro\n{claims.START}\nold\n{claims.END}\nrest\n')
+  claims.results_table.update_readme(str(readme), text, claims.START, claims.END)
+  assert readme.read_text() == f'intro\n{claims.START}\n{text}{claims.END}\nrest\n'
+
+
+def test_claims_refuse_mixed_configs_and_missing_baseline(runs_dir, tmp_path):
+  with pytest.raises(ValueError, match=r'expected maml runs'):
+    claims.measure(claims.load_runs(str(runs_dir / 'learned_update_*')), shots=5, steps=1)
+  with pytest.raises(ValueError, match=r'has no mse_5shot_step10'):
+    claims.measure(claims.load_runs(str(runs_dir / '*')), shots=5, steps=10)
+  with pytest.raises(ValueError, match=r'no finished float32 run'):
+    claims.load_runs(str(tmp_path / 'nothing*'))
+  other = smoke_config('maml', 3)
+  other.eval.num_query = 12  # another config, not only another seed
+  sinusoid.train_and_evaluate(other, str(tmp_path / 'maml_other'))
+  with pytest.raises(ValueError, match=r"differ in \['eval.num_query'\]"):
+    claims.load_runs(f'{runs_dir}/maml_*,{tmp_path}/maml_other')
