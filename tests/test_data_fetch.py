@@ -101,13 +101,21 @@ def test_fetch_downloads_verifies_and_reports(server, tmp_path, capsys):
     assert (folder / f.name).read_bytes() == server.files[f.name]
   assert _names(root / 'omniglot') == ['images_background.zip', 'images_evaluation.zip']
   assert f'downloading {server.url}images_background.zip' in out and '100% of' in out
-  assert 'omniglot: ok in' in out and 'mnist: ok in' in out
+  assert 'omniglot: ok.' in out and 'mnist: ok.' in out
   # The readers accept what was fetched (the declared checksums verify).
   assert om.load_omniglot(root, cache_dir=tmp_path / 'cache').images.shape == (7, 20, 28, 28)
   # A second run checks and downloads nothing.
   server.ranges.clear()
   assert fetch.main(['omniglot', 'mnist', '--dir', str(root)]) == 0
   assert server.ranges == [] and 'sha256 verified' in capsys.readouterr().out
+  # A damaged file that the reader would take first (the npz before the zips) is reported.
+  other = tmp_path / 'other'
+  (other / 'omniglot').mkdir(parents=True)
+  (other / 'omniglot' / 'omniglot.npz').write_bytes(b'not it')
+  assert fetch.main(['omniglot', '--dir', str(other)]) == 1
+  out = capsys.readouterr().out
+  assert 'omniglot.npz: sha256' in out and 'NOT USABLE yet' in out and 'delete it' in out
+  assert (other / 'omniglot' / 'images_background.zip').exists()
 
 
 def test_interrupted_download_resumes_with_a_range_request(server, tmp_path, capsys):

@@ -140,6 +140,17 @@ def _place_by_hand(ds: Dataset, folder: Path) -> list[str]:
   return lines
 
 
+def _nothing_in_the_way(name: str, problems: dict[str, str], say) -> bool:
+  """True if no damaged file would be read before the fetched ones (the readers take the
+  first file set present, e.g. a damaged `omniglot.npz` before the zips)."""
+  if problems:
+    say(f'{name}: NOT USABLE yet: the readers would read {", ".join(problems)} first (wrong '
+        'sha256, see above); delete it.')
+    return False
+  say(f'{name}: ok.')
+  return True
+
+
 def fetch(name: str, data_dir: Path, *, offline: bool = False,
           out: TextIO | None = None) -> bool:
   """Makes dataset `name` complete in `data_dir` (see the module docstring); True if it is.
@@ -192,9 +203,9 @@ def fetch(name: str, data_dir: Path, *, offline: bool = False,
       if reason:
         break
     else:
-      say(f'{name}: ok in {folder}: {", ".join(f.name for f in ds.download)} (downloaded, '
-          'sha256 verified)')
-      return True
+      say(f'{name}: downloaded {", ".join(f.name for f in ds.download)} into {folder} (sha256 '
+          'verified)')
+      return _nothing_in_the_way(name, problems, say)
 
   if ds.generate is not None:
     try:
@@ -203,7 +214,7 @@ def fetch(name: str, data_dir: Path, *, offline: bool = False,
       reason += f'; cannot generate it offline either ({e.msg.split(";")[0]})'
     else:
       say(f'{name}: {reason}; generated offline instead: {path} (verified by content)')
-      return True
+      return _nothing_in_the_way(name, problems, say)
   say(f'{name}: NOT AVAILABLE in {folder}: {reason}.')
   for line in _place_by_hand(ds, folder):
     say(line)
