@@ -681,7 +681,7 @@ def restore_newest(ckpt_dir: str, like: PyTree, max_step: int | None = None,
       if errors:
         logging.warning(
             'checkpoint %s cannot be restored (%s); resuming from the newest readable one, '
-            'step %d. The unreadable one%s moved to %s.',
+            'step %d. The unreadable one%s moved to %s when the run starts.',
             ', '.join(os.path.join(ckpt_dir, str(k)) for k in errors),
             '; '.join(f'step {k}: {v}' for k, v in errors.items()), step,
             's are' if len(errors) > 1 else ' is',
