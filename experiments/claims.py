@@ -53,6 +53,35 @@ SEED_KEYS = ('seed', 'overwrite')
 
 
 @dataclasses.dataclass(frozen=True)
+class Unfinished:
+  """A run of a claim learner without `results.json` (its training diverged, or it was stopped
+  or is still running): its workdir, seed and last logged meta-step (0: none)."""
+  workdir: str
+  algo: str
+  seed: int
+  last_step: int
+
+
+def load_unfinished(patterns: str, algos: Sequence[str] = CLAIM_ALGOS) -> list[Unfinished]:
+  """The workdirs matching `patterns` (comma-separated globs) holding a float32 run of `algos`
+  (`config.json`) but no `results.json`, in path order."""
+  out = []
+  for pattern in (p.strip() for p in patterns.split(',')):
+    for workdir in sorted(glob.glob(pattern)):
+      config_path = os.path.join(workdir, train.CONFIG_FILE)
+      if not os.path.isfile(config_path) or os.path.isfile(os.path.join(workdir, 'results.json')):
+        continue
+      with open(config_path) as f:
+        config = json.load(f)
+      if config.get('algo') not in algos or config.get('compute_dtype', 'float32') != 'float32':
+        continue
+      records = read_records(os.path.join(workdir, train.METRICS_FILE))
+      out.append(Unfinished(workdir, config['algo'], config['seed'],
+                            records[-1]['step'] if records else 0))
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
 class Run:
   """One finished run: its workdir, `config.json`, `results.json` and `metrics.jsonl`."""
   workdir: str
@@ -128,8 +157,35 @@ def read_records(path: str) -> list[dict[str, Any]]:
 
 
 def _metric(run: Run, group: str, name: str) -> float | None:
+  """A run's mean of `group/name`; where adaptation diverged on some tasks, the mean over the
+  others (`results.json`'s `not_diverged`); None if absent."""
   summary = run.results.get(group, {}).get(name)
-  return None if summary is None else summary['mean']
+  if summary is None:
+    return None
+  kept = run.results.get('not_diverged', {}).get(f'{group}/{name}')
+  if kept is not None:
+    return kept['mean']
+  return summary['mean']
+
+
+def _diverged(runs: Sequence[Run], group: str, name: str) -> tuple[int, int]:
+  """`(tasks whose value diverged, tasks evaluated)`, summed over the runs."""
+  bad = total = 0
+  for run in runs:
+    summary = run.results.get(group, {}).get(name)
+    if summary is None:
+      continue
+    total += summary['n']
+    kept = run.results.get('not_diverged', {}).get(f'{group}/{name}')
+    if kept is not None:
+      bad += summary['n'] - kept['n']
+    elif summary['mean'] is None or not math.isfinite(summary['mean']):
+      bad += summary['n']  # every task (or a run from before `not_diverged`)
+  return bad, total
+
+
+def _with_diverged(summary: dict[str, Any], counts: tuple[int, int]) -> dict[str, Any]:
+  return dict(summary, diverged_tasks=counts[0], tasks=counts[1])
 
 
 def steps_to_reach(run: Run, key: str, threshold: float) -> int | None:
@@ -156,12 +212,15 @@ def loss_spikes(records: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------ the measurements
-def measure(runs: Mapping[str, Sequence[Run]], shots: int = 5, steps: int = 10) -> dict[str, Any]:
+def measure(runs: Mapping[str, Sequence[Run]], shots: int = 5, steps: int = 10,
+            unfinished: Sequence[Unfinished] = ()) -> dict[str, Any]:
   """Every number of the claims section (JSON-able): `{'setting', 'learners': {algo: ...}}`.
 
   Args:
     runs: `load_runs`'s output; must hold `BASELINE`.
     shots, steps: the K-shot error after `steps` adaptation steps that every claim compares.
+    unfinished: `load_unfinished`'s output: runs without results (reported under stability,
+      not averaged).
 
   Raises:
     ValueError: no `BASELINE` runs, or runs without the metrics compared (e.g. evaluated
@@ -188,8 +247,7 @@ def measure(runs: Mapping[str, Sequence[Run]], shots: int = 5, steps: int = 10) 
   for algo in [a for a in CLAIM_ALGOS if a in runs] + sorted(set(runs) - set(CLAIM_ALGOS)):
     rs = runs[algo]
     reach = [steps_to_reach(r, track, threshold) if threshold is not None else None for r in rs]
-    reach_s = [None if s is None or not r.results.get('steps_per_s') else
-               s / r.results['steps_per_s'] for s, r in zip(reach, rs)]
+    reach_s = [None if s is None or not _speed(r) else s / _speed(r) for s, r in zip(reach, rs)]
     spikes = [loss_spikes(r.records) for r in rs]
     seconds = [_metric(r, 'cost', f'adapt_seconds_{shots}shot_step{steps}') for r in rs]
     out['learners'][algo] = {
@@ -198,9 +256,11 @@ def measure(runs: Mapping[str, Sequence[Run]], shots: int = 5, steps: int = 10) 
         'meta_steps': rs[0].results['num_steps'],
         'meta_params': rs[0].results['num_meta_params'],
         'train_inner_steps': rs[0].results.get('train_inner_steps'),
-        'error': seed_summary([_metric(r, 'metrics', mse) for r in rs]),
-        'error_1step': seed_summary([_metric(r, 'metrics', f'mse_{shots}shot_step1')
-                                     for r in rs]),
+        'error': _with_diverged(seed_summary([_metric(r, 'metrics', mse) for r in rs]),
+                                _diverged(rs, 'metrics', mse)),
+        'error_1step': _with_diverged(
+            seed_summary([_metric(r, 'metrics', f'mse_{shots}shot_step1') for r in rs]),
+            _diverged(rs, 'metrics', f'mse_{shots}shot_step1')),
         'final_tracked': seed_summary([r.records[-1].get(track) if r.records else None
                                        for r in rs]),
         'steps_to_baseline': {**seed_summary(reach, skip_missing=True),
@@ -211,15 +271,22 @@ def measure(runs: Mapping[str, Sequence[Run]], shots: int = 5, steps: int = 10) 
         'seconds_per_task': seed_summary(seconds),
         'tasks_per_s': seed_summary([None if s is None else 1.0 / s for s in seconds]),
         'loadavg': seed_summary([_metric(r, 'cost', 'loadavg_1min') for r in rs]),
-        'meta_steps_per_s': seed_summary([r.results.get('steps_per_s') for r in rs]),
+        'meta_steps_per_s': seed_summary([_speed(r) for r in rs]),
         'error_sd': _sd([_metric(r, 'metrics', mse) for r in rs]),
         'loss_mean_rise': max(s[0] for s in spikes),
         'loss_batch_rise': max(s[1] for s in spikes),
-        'ood': {shift: seed_summary([_metric(r, 'ood', f'mse_{shift}_{shots}shot_step{steps}')
-                                     for r in rs]) for shift in shifts},
+        'ood': {shift: _with_diverged(
+            seed_summary([_metric(r, 'ood', f'mse_{shift}_{shots}shot_step{steps}') for r in rs]),
+            _diverged(rs, 'ood', f'mse_{shift}_{shots}shot_step{steps}')) for shift in shifts},
+        'unfinished': [{'seed': u.seed, 'last_step': u.last_step, 'workdir': u.workdir}
+                       for u in unfinished if u.algo == algo],
         'curve': _mean_curve(rs, track),
     }
   return out
+
+
+def _speed(run: Run) -> float | None:
+  return results_table.training_speed(run.workdir, run.results)
 
 
 def _sd(values: Sequence[float | None]) -> float | None:
@@ -249,7 +316,9 @@ def plot(claims: Mapping[str, Any], path: str) -> None:
     curve = c['curve']
     if not curve['step']:
       continue
-    mean, ci = np.asarray(curve['mean']), np.asarray(curve['ci95'])
+    # A step where some seed's held-out value is not finite (a task diverged) is a gap.
+    mean = np.asarray([np.nan if m is None else m for m in curve['mean']], np.float64)
+    ci = np.asarray(curve['ci95'], np.float64)
     line, = ax.plot(curve['step'], mean, lw=2 if algo == BASELINE else 1.5,
                     label=f'{algo} (n={len(c["seeds"])})')
     ax.fill_between(curve['step'], np.maximum(mean - ci, 1e-6), mean + ci,
@@ -277,6 +346,14 @@ def _fmt(summary: Mapping[str, Any] | None, digits: int = 3, scale: float = 1.0,
   return body
 
 
+def _err(summary: Mapping[str, Any]) -> str:
+  """An error cell: mean ± CI over seeds, and how many task evaluations diverged (left out)."""
+  text = _fmt(summary)
+  if summary.get('diverged_tasks'):
+    text += f' ({summary["diverged_tasks"]}/{summary["tasks"]} tasks diverged)'
+  return text
+
+
 def _sci(summary: Mapping[str, Any] | None) -> str:
   if not summary or summary.get('mean') is None:
     return 'n/a'
@@ -291,7 +368,10 @@ def markdown(claims: Mapping[str, Any], plot_path: str | None = None) -> str:
                                     else f' (only {len(learners[algo]["seeds"])} seed'
                                     f'{"s" * (len(learners[algo]["seeds"]) != 1)})')
   out = [f'Setting: {k}-shot held-out MSE after {st} adaptation steps (`{s["metric"]}`), mean ± '
-         f'95% CI over seeds (n per learner in the first table); baseline `{BASELINE}`.', '']
+         f'95% CI over seeds (n per learner in the first table); baseline `{BASELINE}`. Where '
+         'adaptation diverged on some tasks (MSE not finite or above 10,000, '
+         '`experiments.sinusoid.DIVERGED_MSE`), a run\'s mean is over the other tasks and the cell '
+         'counts the diverged ones over all seeds.', '']
 
   out += ['**Less pre-training.** Meta-steps until the held-out error (the same '
           f'{k}-shot tasks, logged every 500 meta-steps) first reaches {BASELINE}\'s final value '
@@ -305,7 +385,7 @@ def markdown(claims: Mapping[str, Any], plot_path: str | None = None) -> str:
     r = c['steps_to_baseline']
     out.append(f'| {label(algo)} | {len(c["seeds"])} | {c["meta_steps"]:,} | '
                f'{r["reached"]}/{len(c["seeds"])} | {_fmt(r, integer=True)} | '
-               f'{_fmt(c["seconds_to_baseline"], 0)} | {_fmt(c["error"])} |')
+               f'{_fmt(c["seconds_to_baseline"], 0)} | {_err(c["error"])} |')
   if plot_path:
     out += ['', f'![held-out error against meta-steps]({plot_path})']
 
@@ -317,8 +397,8 @@ def markdown(claims: Mapping[str, Any], plot_path: str | None = None) -> str:
           '| --- | ---: | ---: | ---: | ---: | ---: |']
   for algo, c in learners.items():
     out.append(f'| {label(algo)} | {c["meta_params"]:,} | {_sci(c["flops_per_task"])} | '
-               f'{_fmt(c["seconds_per_task"], 1, 1e6)} | {_fmt(c["error_1step"])} | '
-               f'{_fmt(c["error"])} |')
+               f'{_fmt(c["seconds_per_task"], 1, 1e6)} | {_err(c["error_1step"])} | '
+               f'{_err(c["error"])} |')
 
   shifts = s['ood_shifts']
   names = {'amplitude': 'A in [5, 10]', 'phase': 'phase in [pi, 2 pi]', 'x': 'x in [5, 10]'}
@@ -327,24 +407,28 @@ def markdown(claims: Mapping[str, Any], plot_path: str | None = None) -> str:
           '| learner | in distribution | ' + ' | '.join(names.get(x, x) for x in shifts) + ' |',
           '| --- | ---: |' + ' ---: |' * len(shifts)]
   for algo, c in learners.items():
-    cells = [_fmt(c['error'])]
+    cells = [_err(c['error'])]
     for shift in shifts:
-      cell = _fmt(c['ood'][shift])
+      cell = _err(c['ood'][shift])
       ref, got = base['ood'][shift].get('mean'), c['ood'][shift].get('mean')
       if ref and got is not None and algo != BASELINE:
         cell += f' ({got / ref:.2f}x)'
       cells.append(cell)
     out.append(f'| {label(algo)} | ' + ' | '.join(cells) + ' |')
 
-  out += ['', '**Training stability.** Spread of the final error over seeds, and the largest '
+  out += ['', '**Training stability.** Spread of the final error over seeds, the largest '
           'rise of the training loss above its running minimum over all seeds (the 500-step '
-          'mean, and the single worst meta-batch; a ratio, 1.00 = never rose).', '',
+          'mean, and the single worst meta-batch; a ratio, 1.00 = never rose), and the runs '
+          'without results (meta-training stopped by a non-finite loss, or not finished; seed: '
+          'last logged meta-step), which the other tables leave out.', '',
           '| learner | final error | s.d. over seeds | largest rise, 500-step mean | '
-          'largest rise, one meta-batch |', '| --- | ---: | ---: | ---: | ---: |']
+          'largest rise, one meta-batch | runs without results |',
+          '| --- | ---: | ---: | ---: | ---: | --- |']
   for algo, c in learners.items():
     sd = 'n/a' if c['error_sd'] is None else f'{c["error_sd"]:.3f}'
-    out.append(f'| {label(algo)} | {_fmt(c["error"])} | {sd} | {c["loss_mean_rise"]:.2f} | '
-               f'{c["loss_batch_rise"]:.2f} |')
+    stopped = ', '.join(f'seed {u["seed"]}: {u["last_step"]:,}' for u in c['unfinished']) or 'none'
+    out.append(f'| {label(algo)} | {_err(c["error"])} | {sd} | {c["loss_mean_rise"]:.2f} | '
+               f'{c["loss_batch_rise"]:.2f} | {stopped} |')
 
   out += ['', f'**Efficiency.** Tasks adapted per second ({k} shots, {st} steps, batches of '
           'the evaluation\'s held-out tasks, after a warm-up call) and meta-training steps per '
@@ -364,7 +448,7 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}.')
   f = flags.FLAGS
-  claims = measure(load_runs(f.runs), f.shots, f.steps)
+  claims = measure(load_runs(f.runs), f.shots, f.steps, load_unfinished(f.runs))
   rel = None
   if f.plot:
     plot(claims, f.plot)
@@ -387,4 +471,5 @@ if __name__ == '__main__':
   flags.DEFINE_string('plot', 'docs/claims_heldout_vs_meta_steps.png',
                       'PNG of held-out error against meta-steps ("" for none).')
   flags.DEFINE_string('json', None, 'Optional JSON file with every measured number.')
-  app.run(main)
+  from experiments import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main)  # absl.app.run, with one-line errors

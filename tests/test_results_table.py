@@ -70,13 +70,13 @@ def test_strict_json_diverged_means_read_diverged(tmp_path):
 
 def test_trained_steps_diverged_tasks_and_no_published_rows(tmp_path):
   """The trained-steps column, a cell where some tasks diverged (their count and the mean
-  over the others, from the run's `finite_tasks`), and a table without published rows."""
+  over the others, from the run's `not_diverged`), and a table without published rows."""
   workdir = _write_run(tmp_path, 'a', 'maml', {'mse_5shot_step1': 0.5, 'mse_5shot_step10': 0.3})
   results = json.loads((workdir / 'results.json').read_text())
   results.update(train_inner_steps=10, multi_step_loss=True)
   results['metrics']['mse_5shot_step10'] = {'mean': None, 'ci95': None, 'n': 1000,
                                             'diverged': 'inf'}
-  results['finite_tasks'] = {'metrics/mse_5shot_step10': {'mean': 0.25, 'ci95': 0.01, 'n': 998}}
+  results['not_diverged'] = {'metrics/mse_5shot_step10': {'mean': 0.25, 'ci95': 0.01, 'n': 998}}
   (workdir / 'results.json').write_text(json.dumps(results))
   _write_run(tmp_path, 'b', 'reptile', {'mse_5shot_step1': 0.9})
   results = json.loads((tmp_path / 'b' / 'results.json').read_text())

@@ -170,3 +170,8 @@ def test_unknown_hypernet_kind_raises(tmp_path):
   config.hypernet.kind = 'fulll'
   with pytest.raises(ValueError, match='fulll'):
     sinusoid.train_and_evaluate(config, str(tmp_path))
+
+
+def test_diverged_tasks():
+  mse = np.array([0.1, np.inf, np.nan, 2e4, sinusoid.DIVERGED_MSE])
+  np.testing.assert_array_equal(sinusoid.diverged(mse), [False, True, True, True, False])
