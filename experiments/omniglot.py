@@ -129,9 +129,11 @@ def build_target(config: ml_collections.ConfigDict) -> hypernet.Target:
   """Conv-4 with a `ways` head, or without (`protonet`, `hyperhead`: the embedding)."""
   metric = config.algo in omniglot_config.METRIC_ALGOS
   module = Conv4(filters=config.model.filters, ways=0 if metric else config.ways,
-                 batch_norm=config.model.batch_norm, conv_strategy=config.model.conv_strategy)
+                 batch_norm=config.model.batch_norm, conv_strategy=config.model.conv_strategy,
+                 gate=bool(config.model.get('gate', False)))
   kwargs = {'apply_kwargs': {'train': True}} if config.model.batch_norm else {}
-  name = f'Conv4-{config.model.filters}' + ('' if metric else f'-{config.ways}way')
+  name = (f'Conv4-{config.model.filters}' + ('-gated' if module.gate else '')
+          + ('' if metric else f'-{config.ways}way'))
   return hypernet.Target.from_linen(module, jnp.zeros((1, *config.input_shape)),
                                     key=jax.random.key(0), batch_stats='task', name=name,
                                     **kwargs)

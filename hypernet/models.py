@@ -17,6 +17,15 @@ call normalises with the statistics of the examples passed in that call (per tas
 own statistics, as in MAML's reference code, i.e. transductively), and running averages are
 never read. Without BatchNorm (the default) every prediction depends on its own input only.
 A convolution bias is dropped before BatchNorm, which cancels it.
+
+Input-conditioned gating (`gate=True`): the project's seed sketch (a Dense-64-ReLU
+hypernetwork whose output multiplies the output of a bias-free Dense target) inside every
+block. A small hypernetwork reads the block's pre-activation averaged over space, `[C]`, and
+outputs a per-channel scale that multiplies it, i.e. it FiLMs (scale only) the convolution's
+kernel for that example: `h * 2 sigmoid(W2 relu(W1 mean_hw(h)))` (squeeze-and-excitation,
+Hu et al. 2018, is the same form). `W2` starts at zero, so every gate starts at 1 and the
+network at the plain Conv-4. The gates are computed per example, so predictions still depend
+on their own input only.
 """
 
 from __future__ import annotations
@@ -36,11 +45,15 @@ class Conv4(nn.Module):
     batch_norm: BatchNorm after each convolution (see the module docstring for the policy).
     conv_strategy: `hypernet.nn.Conv`'s lowering: 'auto' (per backend, for weights that
       differ per task), or 'xla' for weights shared by all tasks (an embedding network).
+    gate: input-conditioned gating of every block (see the module docstring).
+    gate_hidden: the gating hypernetwork's hidden width.
   """
   filters: int = 64
   ways: int = 5
   batch_norm: bool = False
   conv_strategy: str = 'auto'
+  gate: bool = False
+  gate_hidden: int = 16
 
   def __post_init__(self):
     for name, low in (('filters', 1), ('ways', 0)):
@@ -53,11 +66,15 @@ class Conv4(nn.Module):
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     if x.ndim != 4:
       raise ValueError(f'x: expected images [N, H, W, C], received shape {x.shape}.')
-    for _ in range(4):
+    for i in range(4):
       x = hnn.Conv(self.filters, (3, 3), padding='SAME', use_bias=not self.batch_norm,
                    strategy=self.conv_strategy)(x)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train)(x)
+      if self.gate:  # [N, H, W, C] * [N, 1, 1, C]
+        h = nn.relu(nn.Dense(self.gate_hidden, name=f'Gate_{i}_hidden')(x.mean((1, 2))))
+        g = nn.Dense(self.filters, kernel_init=nn.initializers.zeros, name=f'Gate_{i}_out')(h)
+        x = x * (2.0 * nn.sigmoid(g))[:, None, None, :]
       x = hnn.max_pool(nn.relu(x), (2, 2), (2, 2))
     x = x.reshape(x.shape[0], -1)  # [N, D]
     return nn.Dense(self.ways)(x) if self.ways else x

@@ -126,6 +126,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.filters = 64
   config.model.batch_norm = size == 'paper' and algo not in METRIC_ALGOS
+  # Input-conditioned gating of every block (hypernet.models.Conv4: the seed sketch's
+  # hypernetwork-times-target in each block); off: the plain Conv-4 of the literature.
+  config.model.gate = False
   # hypernet.nn.Conv's lowering in training; 'auto' is 'im2col' on CPU, which measured 10x
   # faster than 'xla' there even for the shared embedding of protonet / hyperhead (20-way
   # episodes: 2.96 against 0.16 meta-steps/s), and 'xla' on GPU / TPU.
