@@ -27,6 +27,7 @@ def main(workdir: str) -> None:
   config.plots = False
   config.eval.num_tasks = 8
   config.eval.batch_size = 8
+  config.eval.track_tasks = 8
   experiment = sinusoid.build_experiment(config)
   tx = train.make_optimizer(config)
   report = {}
