@@ -47,7 +47,7 @@ def test_claims_command_on_smoke_runs(runs_dir, tmp_path):
     assert c['error']['mean'] == pytest.approx(
         sum(r.results['metrics']['mse_5shot_step1']['mean'] for r in runs[algo]) / n)
     assert c['flops_per_task']['mean'] > 0 and c['tasks_per_s']['mean'] > 0
-    assert c['curve']['step'] == [20, 40] and len(c['curve']['mean']) == 2
+    assert c['curve']['step'] == [20, 40] and len(c['curve']['median']) == 2
     assert c['loss_mean_rise'] >= 1.0 and math.isfinite(c['loss_batch_rise'])
     assert c['ood']['x']['n'] == n
   plot_path = str(tmp_path / 'claims.png')
