@@ -203,10 +203,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if algo == 'hypermaml':
     config.delta_scale = 0.1
   if algo == 'learned_update':
+    # The sinusoid's update rule (experiments/configs/sinusoid.py): normalised gradient,
+    # momentum and step features, scaling a learned per-tensor SGD step that starts at MAML's
+    # inner rate.
     config.rule = ml_collections.ConfigDict()
-    config.rule.hidden = (32,)
+    config.rule.hidden = (8,)
     config.rule.leaf_emb_dim = 4
-    config.rule.init_scale = 0.01
+    config.rule.init_scale = 1e-3
+    config.rule.grad_features = 'normalised'
+    config.rule.momentum_decays = (0.5, 0.9)
+    config.rule.time_scales = (1.0, 3.0)
+    config.rule.update_kind = 'scaled'
+    config.rule.init_lr = inner_lr
+    config.rule.max_log_scale = 2.0
+    config.inner.multi_step_loss = config.inner.steps > 1
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 1e-3
