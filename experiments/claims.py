@@ -6,7 +6,8 @@ r"""The project's founding claims, measured on sinusoid runs (README section and
 The project's seed text claims that hypernetworks bring *less pre-training*, *less model
 complexity* and *adaptivity*, and names *training stability* and *computational
 efficiency* as their challenges. Each is measured here against MAML (the strongest
-gradient-based baseline with the paper's setting) for every hypernetwork learner
+gradient-based baseline: the paper's network, data and optimiser, trained for every number
+of inner steps it is evaluated with) for every hypernetwork learner
 (`CLAIM_ALGOS`), over the seeds found (>= 3 asked; fewer is flagged in the tables), from
 the runs' outputs only (`python -m experiments.sinusoid`, float32 runs):
 

@@ -1,7 +1,8 @@
 r"""Collects sinusoid `results.json` files into markdown tables (and into the README).
 
     python -m experiments.results_table --runs='workdirs/sinusoid/*'
-    python -m experiments.results_table --runs='workdirs/sinusoid/*' --readme=README.md
+    python -m experiments.results_table --runs='workdirs/sinusoid/*,workdirs/sinusoid_paper/*' \
+        --readme=README.md
 
 One table per number of support points K (5 and 10): per run, the held-out query MSE
 (mean ± 95% CI over tasks) after 0, 1, 5, 10 adaptation steps, the meta-steps trained,
@@ -35,15 +36,17 @@ PUBLISHED = (
     {'label': 'MAML, published (Finn et al. 2017, App. C Table 2)',
      'note': 'K=5, mean MSE only',
      'algo': 'maml',
+     'train_inner_steps': 1,  # compared with this code's runs of the same training only
      'mse': {5: {1: (0.67, None), 5: (0.38, None), 10: (0.35, None)}}},
 )
 
 
 def read_results(pattern: str) -> list[tuple[str, dict[str, Any]]]:
-  """`(workdir, results)` for every directory matching `pattern` with a `results.json`,
-  in path order (shared by every results-table command)."""
+  """`(workdir, results)` for every directory matching `pattern` (globs, comma-separated)
+  with a `results.json`, in path order (shared by every results-table command)."""
   runs = []
-  for workdir in sorted(glob.glob(pattern)):
+  workdirs = {w for p in pattern.split(',') if p.strip() for w in glob.glob(p.strip())}
+  for workdir in sorted(workdirs):
     path = os.path.join(workdir, 'results.json')
     if os.path.isfile(path):
       with open(path) as f:
@@ -136,7 +139,8 @@ def tables(runs: Sequence[tuple[str, dict[str, Any]]], published: bool = True) -
   out = []
   for k, steps in sorted(by_k.items()):
     steps = sorted(steps)
-    head = (['algorithm', 'trained steps'] + [f'{s} step{"s" * (s != 1)}' for s in steps]
+    head = (['algorithm', 'trained K', 'trained steps']
+            + [f'{s} step{"s" * (s != 1)}' for s in steps]
             + ['meta-steps', 'steps/s (CPU)', 'meta-params'])
     out.append(f'**{k}-shot sinusoid regression**: held-out query MSE after adaptation '
                '(mean ± 95% CI over tasks)\n')
@@ -149,22 +153,24 @@ def tables(runs: Sequence[tuple[str, dict[str, Any]]], published: bool = True) -
       cells = [_metric_cell(r, f'mse_{k}shot_step{s}') for s in steps]
       speed = training_speed(workdir, r)
       speed = f'{speed:.0f}' if speed else '—'
-      out.append('| ' + ' | '.join([label, _trained(r), *cells, f'{r["num_steps"]:,}', speed,
+      out.append('| ' + ' | '.join([label, str(r.get('train_shots', '—')), _trained(r), *cells,
+                                    f'{r["num_steps"]:,}', speed,
                                     f'{r["num_meta_params"]:,}']) + ' |')
     baselines = {json.dumps(r.get('baselines', {}).get('mse_mean_function'), sort_keys=True)
                  for _, r in runs}
     if len(baselines) == 1 and (b := json.loads(baselines.pop())):
-      out.append('| ' + ' | '.join([r'E[y \| x], no adaptation', '', _cell(b)]
-                                   + [''] * (len(head) - 3)) + ' |')
+      out.append('| ' + ' | '.join([r'E[y \| x], no adaptation', '', '', _cell(b)]
+                                   + [''] * (len(head) - 4)) + ' |')
     for pub in PUBLISHED if published else ():
       if k in pub['mse']:
         cells = [_cell(dict(zip(('mean', 'ci95'), pub['mse'][k][s]))) if s in pub['mse'][k]
                  else '—' for s in steps]
-        out.append('| ' + ' | '.join([f'*{pub["label"]}*', '—', *[f'*{c}*' if c != '—' else c
+        out.append('| ' + ' | '.join([f'*{pub["label"]}*', '—', '—', *[f'*{c}*' if c != '—' else c
                                                                   for c in cells], '—', '—', '—'])
                    + ' |')
         for workdir, r in runs:  # this code's run against the published number
-          if r.get('algo') != pub['algo']:
+          if (r.get('algo') != pub['algo'] or r.get('multi_step_loss')
+              or r.get('train_inner_steps') != pub['train_inner_steps']):
             continue
           ratios = []
           for s in steps:
@@ -173,12 +179,13 @@ def tables(runs: Sequence[tuple[str, dict[str, Any]]], published: bool = True) -
             ratios.append(f'{got["mean"] / ref[0]:.2f}x' if got and ref and got['mean'] is not None
                           and math.isfinite(got['mean']) else '—')
           out.append('| ' + ' | '.join([f'{pub["algo"]} / published ({os.path.basename(workdir)})',
-                                        '', *ratios, '', '', '']) + ' |')
+                                        '', '', *ratios, '', '', '']) + ' |')
     out.append('')
   notes = '; '.join(f'*{p["label"]}*: {p["note"]}' for p in PUBLISHED)
   out.append((f'Rows in italics are published numbers, not runs of this code ({notes}). '
               if published else '')
-             + '"Trained steps": the inner steps of meta-training (1-k: the mean query loss '
+             + '"Trained K": the support points of the meta-training tasks. '
+             '"Trained steps": the inner steps of meta-training (1-k: the mean query loss '
              'after each of 1..k steps, the multi-step loss). For learners without an inner '
              'loop in training (`amortised`), steps > 0 fine-tune the generated weights with '
              'SGD. "—": not evaluated. "Diverged on n/N tasks": on n of the N held-out tasks '

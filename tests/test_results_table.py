@@ -24,29 +24,40 @@ def _write_run(root, name, algo, metrics, num_steps=100):
 
 def test_tables_from_results(tmp_path):
   _write_run(tmp_path, 'b', 'amortised', {'mse_5shot_step0': 0.04, 'mse_10shot_step0': 0.01})
-  _write_run(tmp_path, 'a', 'maml', {f'mse_{k}shot_step{s}': 1.0 / (s + 1)
-                                     for k in (5, 10) for s in (0, 1, 5, 10)}, num_steps=70000)
+  a = _write_run(tmp_path, 'a', 'maml', {f'mse_{k}shot_step{s}': 1.0 / (s + 1)
+                                         for k in (5, 10) for s in (0, 1, 5, 10)}, num_steps=70000)
+  results = json.loads((a / 'results.json').read_text())
+  (a / 'results.json').write_text(json.dumps(dict(results, train_inner_steps=1, train_shots=10)))
+  # MAML trained on the multi-step loss: a row, but not compared with the paper's one step.
+  other = tmp_path / 'other'
+  other.mkdir()
+  c = _write_run(other, 'c', 'maml', {'mse_5shot_step1': 0.4})
+  results = json.loads((c / 'results.json').read_text())
+  (c / 'results.json').write_text(json.dumps(dict(results, train_inner_steps=10,
+                                                  multi_step_loss=True)))
   (tmp_path / 'unfinished').mkdir()  # no results.json: skipped
-  runs = results_table.load_runs(str(tmp_path / '*'))
-  assert [r['algo'] for _, r in runs] == ['maml', 'amortised']
+  runs = results_table.load_runs(f'{tmp_path / "*"},{other / "*"}')  # comma-separated globs
+  assert [r['algo'] for _, r in runs] == ['maml', 'maml', 'amortised']
   text = results_table.tables(runs)
   assert '**5-shot' in text and '**10-shot' in text
   five = text.split('**10-shot')[0]
-  assert ('| maml | — | 1.000 ± 0.100 | 0.500 ± 0.050 | 0.167 ± 0.017 | 0.091 ± 0.009 | 70,000 | '
-          '123 | 4,567 |') in five  # '—': no trained steps recorded
-  assert '| amortised | — | 0.040 ± 0.004 | — | — | — |' in five
-  assert r'| E[y \| x], no adaptation |  | 3.000 ± 0.200 |' in five  # a literal | would split the cell
+  assert ('| maml (a) | 10 | 1 | 1.000 ± 0.100 | 0.500 ± 0.050 | 0.167 ± 0.017 | 0.091 ± 0.009 | '
+          '70,000 | 123 | 4,567 |') in five  # two maml rows: named by their workdirs
+  assert '| maml (c) | — | 1-10 | — | 0.400 ± 0.040 |' in five
+  assert '| amortised | — | — | 0.040 ± 0.004 | — | — | — |' in five  # '—': not recorded
+  assert r'| E[y \| x], no adaptation |  |  | 3.000 ± 0.200 |' in five  # a literal | would split the cell
   published = [line for line in five.splitlines() if 'published' in line]
   assert published and published[0].startswith('| *MAML, published')
   assert '| *0.670* | *0.380* | *0.350* |' in published[0]
   # This code's MAML against the published numbers: 0.5 / 0.67, 0.167 / 0.38, 0.091 / 0.35.
-  assert '| maml / published (a) |  | — | 0.75x | 0.44x | 0.26x |' in five
+  assert '| maml / published (a) |  |  | — | 0.75x | 0.44x | 0.26x |' in five
+  assert 'published (c)' not in five  # trained on 1..10 steps, not the paper's one
 
 
 def test_non_finite_means_read_diverged(tmp_path):
   _write_run(tmp_path, 'a', 'metasgd', {'mse_5shot_step1': 0.5, 'mse_5shot_step10': float('inf')})
   text = results_table.tables(results_table.load_runs(str(tmp_path / '*')))
-  assert '| metasgd | — | 0.500 ± 0.050 | diverged (inf) |' in text
+  assert '| metasgd | — | — | 0.500 ± 0.050 | diverged (inf) |' in text
 
 
 def test_strict_json_diverged_means_read_diverged(tmp_path):
@@ -65,7 +76,7 @@ def test_strict_json_diverged_means_read_diverged(tmp_path):
                                                     'diverged': 'nan'}
   assert on_disk['baselines']['mse_mean_function']['ci95'] is None  # one value: no interval
   text = results_table.tables(results_table.load_runs(str(tmp_path / '*')))
-  assert '| metasgd | — | 0.500 ± 0.196 | diverged (nan) |' in text
+  assert '| metasgd | — | — | 0.500 ± 0.196 | diverged (nan) |' in text
 
 
 def test_trained_steps_diverged_tasks_and_no_published_rows(tmp_path):
@@ -82,9 +93,9 @@ def test_trained_steps_diverged_tasks_and_no_published_rows(tmp_path):
   results = json.loads((tmp_path / 'b' / 'results.json').read_text())
   (tmp_path / 'b' / 'results.json').write_text(json.dumps(dict(results, train_inner_steps=5)))
   text = results_table.tables(results_table.load_runs(str(tmp_path / '*')), published=False)
-  assert ('| maml | 1-10 | 0.500 ± 0.050 | diverged on 2/1000 tasks (others: 0.250 ± 0.010) |'
+  assert ('| maml | — | 1-10 | 0.500 ± 0.050 | diverged on 2/1000 tasks (others: 0.250 ± 0.010) |'
           in text)
-  assert '| reptile | 5 | 0.900 ± 0.090 | — |' in text
+  assert '| reptile | — | 5 | 0.900 ± 0.090 | — |' in text
   assert 'published' not in text
 
 

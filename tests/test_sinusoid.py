@@ -92,7 +92,8 @@ def test_eval_tasks_share_functions_and_queries():
 
 
 # ------------------------------------------------------------------ config errors
-@pytest.mark.parametrize('arg', ['smok', 'algo=mamll', 'algo=maml,smoke,extra', 'maml'])
+@pytest.mark.parametrize('arg', ['smok', 'algo=mamll', 'algo=maml,smoke,extra', 'maml',
+                                 'algo=anil,paper'])
 def test_unknown_variant_or_algo_raises(arg):
   with pytest.raises(ValueError, match='config'):
     sinusoid_config.get_config(arg)
@@ -108,14 +109,23 @@ def test_config_arguments(arg):
   learners.build_learner(config, sinusoid.build_target(config, jax.random.key(0)))
 
 
-def test_default_is_maml_paper_setting_for_maml():
-  config = sinusoid_config.get_config('algo=maml')
+@pytest.mark.parametrize('arg', ['algo=maml', 'algo=maml,paper'])
+def test_maml_has_the_paper_setting(arg):
+  """Finn et al.'s network, tasks, step size and optimiser; `paper` also its one inner step
+  (evaluated after it only), `maml` is trained for each of the 1..10 steps it is evaluated at."""
+  config = sinusoid_config.get_config(arg)
   assert tuple(config.target.hidden) == (40, 40)
   assert (config.task.num_points, config.task.num_support) == (20, 10)
-  assert (config.inner.steps, config.inner.lr, config.inner.first_order) == (1, 0.01, False)
+  assert (config.inner.lr, config.inner.first_order) == (0.01, False)
   assert (config.optimizer.learning_rate, config.meta_batch_size) == (1e-3, 25)
-  assert tuple(config.eval.shots) == (5, 10) and tuple(config.eval.steps) == (0, 1, 5, 10)
+  assert tuple(config.eval.shots) == (5, 10)
   assert config.eval.num_tasks >= 1000 and config.num_steps == 70_000
+  if 'paper' in arg:
+    assert (config.inner.steps, config.inner.multi_step_loss) == (1, False)
+    assert tuple(config.eval.steps) == (0, 1)
+  else:
+    assert (config.inner.steps, config.inner.multi_step_loss) == (10, True)
+    assert tuple(config.eval.steps) == (0, 1, 5, 10)
 
 
 def _parse_config_flags(*args: str, variant: str = 'algo=maml,smoke'):
