@@ -3,42 +3,51 @@
 # workdirs/sinusoid/<algo>; MAML in the paper's setting (one inner step, evaluated after it;
 # float32 and bfloat16) in workdirs/sinusoid_paper/; seeds 1 and 2 of MAML and the
 # hypernetwork learners in workdirs/sinusoid_seeds/<algo>_seed<n>; then the tables and the
-# claims. Finished runs are skipped (each workdir resumes). A lane runs part of the list:
+# claims. Finished runs are skipped (each workdir resumes). Several processes can share the
+# list: each takes the next run no other has claimed (a `<workdir>.claim` directory while it
+# runs), the longest runs first:
 #
 #   bash experiments/sinusoid_seeds.sh            # every run, then the README sections
-#   bash experiments/sinusoid_seeds.sh runs 0 2   # runs 0, 2, 4, ... of the list only
-#   bash experiments/sinusoid_seeds.sh runs 1 2   # ... and 1, 3, 5, ... (a second process)
+#   bash experiments/sinusoid_seeds.sh runs &     # on 2 cores: two processes ...
+#   bash experiments/sinusoid_seeds.sh runs       # ... sharing the list
 #   bash experiments/sinusoid_seeds.sh tables     # the README sections from the runs found
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 CLAIM_ALGOS="maml amortised latent hypermaml learned_update"
-list() {  # one run per line: <workdir> <config argument> [overrides]
-  for algo in maml fomaml metasgd anil reptile amortised latent hypermaml learned_update; do
+list() {  # one run per line: <workdir> <config argument> [overrides]; the longest first
+  for seed in 0 1 2; do
+    for algo in maml learned_update; do
+      if (( seed == 0 )); then echo "workdirs/sinusoid/$algo algo=$algo"
+      else echo "workdirs/sinusoid_seeds/${algo}_seed$seed algo=$algo --config.seed=$seed"; fi
+    done
+  done
+  for algo in fomaml metasgd anil reptile amortised latent hypermaml; do
     echo "workdirs/sinusoid/$algo algo=$algo"
   done
-  echo "workdirs/sinusoid_paper/maml_paper algo=maml,paper"
-  echo "workdirs/sinusoid_paper/maml_paper_bfloat16 algo=maml,paper --config.compute_dtype=bfloat16"
   for seed in 1 2; do
     for algo in $CLAIM_ALGOS; do
+      [[ $algo == maml || $algo == learned_update ]] && continue
       echo "workdirs/sinusoid_seeds/${algo}_seed$seed algo=$algo --config.seed=$seed"
     done
   done
+  echo "workdirs/sinusoid_paper/maml_paper algo=maml,paper"
+  echo "workdirs/sinusoid_paper/maml_paper_bfloat16 algo=maml,paper --config.compute_dtype=bfloat16"
 }
 run() {  # run <workdir> <config argument> [overrides]
-  local wd=$1 arg=$2; shift 2
+  local wd=$1 arg=$2 status=0; shift 2
   [ -f $wd/results.json ] && return 0
   mkdir -p "$(dirname $wd)"
+  mkdir "$wd.claim" 2>/dev/null || return 0  # another process runs it
   echo "$(date +%T) $wd"
-  $PY -m experiments.sinusoid --config=experiments/configs/sinusoid.py:$arg --workdir=$wd "$@" \
-    > $wd.log 2>&1 || { echo "failed: $wd (see $wd.log)"; return 1; }
+  $PY -m experiments.sinusoid --config=experiments/configs/sinusoid.py:$arg --workdir=$wd "$@" < /dev/null \
+    > $wd.log 2>&1 || { echo "failed: $wd (see $wd.log)"; status=1; }
+  rmdir "$wd.claim"
+  return $status
 }
-runs() {  # runs <lane> <lanes>
-  local i=0 status=0
-  while read -r line; do
-    if (( i % $2 == $1 )); then run $line || status=1; fi
-    i=$((i + 1))
-  done < <(list)
+runs() {
+  local status=0
+  while read -r line; do run $line || status=1; done < <(list)
   return $status
 }
 tables() {
@@ -48,8 +57,8 @@ tables() {
     --readme=README.md --plot=docs/claims_heldout_vs_meta_steps.png
 }
 case "${1:-all}" in
-  runs) runs "${2:-0}" "${3:-1}" ;;
+  runs) runs ;;
   tables) tables ;;
-  all) runs 0 1 && tables ;;
-  *) echo "usage: $0 [all | runs <lane> <lanes> | tables]" >&2; exit 2 ;;
+  all) runs && tables ;;
+  *) echo "usage: $0 [all | runs | tables]" >&2; exit 2 ;;
 esac

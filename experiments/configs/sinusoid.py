@@ -63,8 +63,12 @@ ONE_STEP_ONLY = ('metasgd',)
 # 0.01 on the last layer, diverges from the random init (features too large for that step)
 # and the unclipped meta-training never recovered; latent's meta-training on 10 steps
 # diverged (a NaN training loss) at meta-step ~9,000-10,000 with seed 0, with inner learning
-# rates 1.0 and 0.5 (an outer step after a large meta-gradient is up to ~30x Adam's usual).
-GRAD_CLIP = {'anil': 1.0, 'latent': 1.0}
+# rates 1.0 and 0.5 (an outer step after a large meta-gradient is up to ~30x Adam's usual);
+# MAML on the multi-step loss over 10 steps (second order through all of them) stopped with an
+# error at meta-step ~28,500 of seed 0 in an earlier session (its log was lost with the
+# workdir), clipped since as a precaution against the same spikes. The variant 'paper' is not
+# clipped (Finn et al. did not).
+GRAD_CLIP = {'anil': 1.0, 'latent': 1.0, 'maml': 1.0}
 # Support points of the training tasks where not the paper's 10. ANIL trained on 10-shot
 # tasks (10 steps, multi-step loss) diverged on 5-shot tasks after 10 steps (seed 0: held-out
 # MSE 1.43 after 1 step, 16.2 after 10 on 999 tasks, one overflowed): SGD on the last layer
@@ -159,6 +163,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if 'paper' in variants:  # Finn et al.'s one inner step, evaluated after it only.
     config.inner.steps = 1
     config.inner.multi_step_loss = False
+    config.optimizer.grad_clip_norm = 0.0
     config.eval.steps = (0, 1)
     config.eval.track_steps = (1,)
 
