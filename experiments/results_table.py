@@ -120,6 +120,18 @@ def _trained(r: dict[str, Any]) -> str:
   return f'1-{k}' if r.get('multi_step_loss') and k > 1 else str(k)
 
 
+def run_label(workdir: str, r: dict[str, Any]) -> str:
+  """The algorithm, then in brackets what the workdir's name adds to it and the compute
+  dtype where not float32: `.../maml` -> 'maml', `.../maml_paper_bfloat16` -> 'maml (paper,
+  bfloat16)', `.../full` (an ablation of learned_update) -> 'learned_update (full)'."""
+  algo, dtype = r['algo'], r.get('compute_dtype', 'float32')
+  name = os.path.basename(os.path.normpath(workdir))
+  name = name[len(algo) + 1:] if name.startswith(algo + '_') else ('' if name == algo else name)
+  name = name[:-len(dtype) - 1] if name.endswith('_' + dtype) else ('' if name == dtype else name)
+  extra = [part for part in (name, '' if dtype == 'float32' else dtype) if part]
+  return f'{algo} ({", ".join(extra)})' if extra else algo
+
+
 def tables(runs: Sequence[tuple[str, dict[str, Any]]], published: bool = True) -> str:
   """The markdown: one table per K found in the runs' metrics (with `published`, the
   published rows of `PUBLISHED` and this code's ratio to them)."""
@@ -131,11 +143,7 @@ def tables(runs: Sequence[tuple[str, dict[str, Any]]], published: bool = True) -
       m = _METRIC.match(name)
       if m:
         by_k.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
-  def base_label(r):  # the algorithm, and its compute dtype where it is not float32
-    dtype = r.get('compute_dtype', 'float32')
-    return r['algo'] if dtype == 'float32' else f'{r["algo"]} ({dtype})'
-
-  labels = [base_label(r) for _, r in runs]
+  labels = [run_label(workdir, r) for workdir, r in runs]
   out = []
   for k, steps in sorted(by_k.items()):
     steps = sorted(steps)
@@ -147,9 +155,9 @@ def tables(runs: Sequence[tuple[str, dict[str, Any]]], published: bool = True) -
     out.append('| ' + ' | '.join(head) + ' |')
     out.append('|' + '|'.join([' --- '] + [' ---: '] * (len(head) - 1)) + '|')
     for workdir, r in runs:
-      label = base_label(r)
+      label = run_label(workdir, r)
       if labels.count(label) > 1:
-        label = f'{label} ({os.path.basename(workdir)})'
+        label = f'{label} [{workdir}]'
       cells = [_metric_cell(r, f'mse_{k}shot_step{s}') for s in steps]
       speed = training_speed(workdir, r)
       speed = f'{speed:.0f}' if speed else '—'
@@ -178,7 +186,7 @@ def tables(runs: Sequence[tuple[str, dict[str, Any]]], published: bool = True) -
             ref = pub['mse'][k].get(s)
             ratios.append(f'{got["mean"] / ref[0]:.2f}x' if got and ref and got['mean'] is not None
                           and math.isfinite(got['mean']) else '—')
-          out.append('| ' + ' | '.join([f'{pub["algo"]} / published ({os.path.basename(workdir)})',
+          out.append('| ' + ' | '.join([f'{run_label(workdir, r)} / published',
                                         '', '', *ratios, '', '', '']) + ' |')
     out.append('')
   notes = '; '.join(f'*{p["label"]}*: {p["note"]}' for p in PUBLISHED)

@@ -42,22 +42,33 @@ def test_tables_from_results(tmp_path):
   assert '**5-shot' in text and '**10-shot' in text
   five = text.split('**10-shot')[0]
   assert ('| maml (a) | 10 | 1 | 1.000 ± 0.100 | 0.500 ± 0.050 | 0.167 ± 0.017 | 0.091 ± 0.009 | '
-          '70,000 | 123 | 4,567 |') in five  # two maml rows: named by their workdirs
+          '70,000 | 123 | 4,567 |') in five  # named by their workdirs
   assert '| maml (c) | — | 1-10 | — | 0.400 ± 0.040 |' in five
-  assert '| amortised | — | — | 0.040 ± 0.004 | — | — | — |' in five  # '—': not recorded
+  assert '| amortised (b) | — | — | 0.040 ± 0.004 | — | — | — |' in five  # '—': not recorded
   assert r'| E[y \| x], no adaptation |  |  | 3.000 ± 0.200 |' in five  # a literal | would split the cell
   published = [line for line in five.splitlines() if 'published' in line]
   assert published and published[0].startswith('| *MAML, published')
   assert '| *0.670* | *0.380* | *0.350* |' in published[0]
   # This code's MAML against the published numbers: 0.5 / 0.67, 0.167 / 0.38, 0.091 / 0.35.
-  assert '| maml / published (a) |  |  | — | 0.75x | 0.44x | 0.26x |' in five
-  assert 'published (c)' not in five  # trained on 1..10 steps, not the paper's one
+  assert '| maml (a) / published |  |  | — | 0.75x | 0.44x | 0.26x |' in five
+  assert 'maml (c) / published' not in five  # trained on 1..10 steps, not the paper's one
+
+
+def test_run_labels():
+  label = results_table.run_label
+  assert label('workdirs/sinusoid/maml', {'algo': 'maml'}) == 'maml'
+  assert label('workdirs/sinusoid_paper/maml_paper/', {'algo': 'maml'}) == 'maml (paper)'
+  assert label('w/maml_paper_bfloat16', {'algo': 'maml', 'compute_dtype': 'bfloat16'}) == (
+      'maml (paper, bfloat16)')
+  assert label('w/maml_bfloat16', {'algo': 'maml', 'compute_dtype': 'bfloat16'}) == (
+      'maml (bfloat16)')
+  assert label('w/full', {'algo': 'learned_update'}) == 'learned_update (full)'
 
 
 def test_non_finite_means_read_diverged(tmp_path):
   _write_run(tmp_path, 'a', 'metasgd', {'mse_5shot_step1': 0.5, 'mse_5shot_step10': float('inf')})
   text = results_table.tables(results_table.load_runs(str(tmp_path / '*')))
-  assert '| metasgd | — | — | 0.500 ± 0.050 | diverged (inf) |' in text
+  assert '| metasgd (a) | — | — | 0.500 ± 0.050 | diverged (inf) |' in text
 
 
 def test_strict_json_diverged_means_read_diverged(tmp_path):
@@ -76,7 +87,7 @@ def test_strict_json_diverged_means_read_diverged(tmp_path):
                                                     'diverged': 'nan'}
   assert on_disk['baselines']['mse_mean_function']['ci95'] is None  # one value: no interval
   text = results_table.tables(results_table.load_runs(str(tmp_path / '*')))
-  assert '| metasgd | — | — | 0.500 ± 0.196 | diverged (nan) |' in text
+  assert '| metasgd (a) | — | — | 0.500 ± 0.196 | diverged (nan) |' in text
 
 
 def test_trained_steps_diverged_tasks_and_no_published_rows(tmp_path):
@@ -93,9 +104,9 @@ def test_trained_steps_diverged_tasks_and_no_published_rows(tmp_path):
   results = json.loads((tmp_path / 'b' / 'results.json').read_text())
   (tmp_path / 'b' / 'results.json').write_text(json.dumps(dict(results, train_inner_steps=5)))
   text = results_table.tables(results_table.load_runs(str(tmp_path / '*')), published=False)
-  assert ('| maml | — | 1-10 | 0.500 ± 0.050 | diverged on 2/1000 tasks (others: 0.250 ± 0.010) |'
+  assert ('| maml (a) | — | 1-10 | 0.500 ± 0.050 | diverged on 2/1000 tasks (others: 0.250 ± 0.010) |'
           in text)
-  assert '| reptile | — | 5 | 0.900 ± 0.090 | — |' in text
+  assert '| reptile (b) | — | 5 | 0.900 ± 0.090 | — |' in text
   assert 'published' not in text
 
 
