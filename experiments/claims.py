@@ -1,6 +1,7 @@
 r"""The project's founding claims, measured on sinusoid runs (README section and one plot).
 
-    python -m experiments.claims --runs='workdirs/sinusoid/*,workdirs/sinusoid_seeds/*' \
+    python -m experiments.claims \
+        --runs='workdirs/sinusoid/*,workdirs/sinusoid_seeds/*,workdirs/sinusoid_paper/*' \
         --readme=README.md --plot=docs/claims_heldout_vs_meta_steps.png
 
 The project's seed text claims that hypernetworks bring *less pre-training*, *less model
@@ -23,6 +24,12 @@ the runs' outputs only (`python -m experiments.sinusoid`, float32 runs):
   single meta-batches `loss_max`);
 * efficiency: tasks adapted per second (1 / seconds per task) and meta-steps per second.
 
+Before them, the error grid: every learner's held-out error at each number of support points
+and adaptation steps evaluated, over seeds, and at how many of those settings it is below the
+best MAML row by more than both CIs (MAML's rows: the default, trained on 1..10 steps, and
+the paper's one-step training, `algo=maml,paper`, a learner of its own: 'maml (trained 1
+step)').
+
 Every value is a mean over seeds with a 95% confidence half-width (Student t, n - 1 degrees
 of freedom) of the per-seed values (each a mean over held-out tasks). Timings are wall
 times on the machine that ran each run, under the load recorded with them.
@@ -44,6 +51,7 @@ from absl import app, flags
 from matplotlib.figure import Figure
 
 from experiments import results_table, train
+from experiments.configs import sinusoid as sinusoid_config
 
 CLAIM_ALGOS = ('maml', 'amortised', 'latent', 'hypermaml', 'learned_update')
 BASELINE = 'maml'
@@ -53,12 +61,36 @@ START, END = '<!-- claims:sinusoid:start -->', '<!-- claims:sinusoid:end -->'
 SEED_KEYS = ('seed', 'overwrite')
 
 
+def learner_name(config: Mapping[str, Any]) -> str:
+  """The row a run belongs to: its algorithm, with `(trained k steps)` where its inner
+  training (`inner.steps`, `inner.multi_step_loss`) is not the algorithm's default
+  (`experiments/configs/sinusoid.py`), e.g. MAML in the paper's one-step setting:
+  'maml (trained 1 step)'."""
+  algo = config['algo']
+  default = sinusoid_config.get_config(f'algo={algo}').to_dict().get('inner', {})
+  inner = config.get('inner', {})
+  keys = ('steps', 'multi_step_loss')
+  if all(inner.get(k) == default.get(k) for k in keys):
+    return algo
+  k = inner.get('steps')
+  trained = f'1-{k}' if inner.get('multi_step_loss') and k and k > 1 else str(k)
+  return f'{algo} (trained {trained} step{"s" * (trained != "1")})'
+
+
+def _order(names: Sequence[str]) -> list[str]:
+  """Learner names by algorithm (`CLAIM_ALGOS` order), each algorithm's default first."""
+  algo = lambda name: name.split(' ')[0]  # noqa: E731
+  rank = lambda name: CLAIM_ALGOS.index(algo(name)) if algo(name) in CLAIM_ALGOS else len(  # noqa: E731
+      CLAIM_ALGOS)
+  return sorted(names, key=lambda n: (rank(n), algo(n), n != algo(n), n))
+
+
 @dataclasses.dataclass(frozen=True)
 class Unfinished:
   """A run of a claim learner without `results.json` (its training diverged, or it was stopped
   or is still running): its workdir, seed and last logged meta-step (0: none)."""
   workdir: str
-  algo: str
+  algo: str  # the learner's name (`learner_name`)
   seed: int
   last_step: int
 
@@ -77,7 +109,7 @@ def load_unfinished(patterns: str, algos: Sequence[str] = CLAIM_ALGOS) -> list[U
       if config.get('algo') not in algos or config.get('compute_dtype', 'float32') != 'float32':
         continue
       records = read_records(os.path.join(workdir, train.METRICS_FILE))
-      out.append(Unfinished(workdir, config['algo'], config['seed'],
+      out.append(Unfinished(workdir, learner_name(config), config['seed'],
                             records[-1]['step'] if records else 0))
   return out
 
@@ -93,7 +125,8 @@ class Run:
 
 def load_runs(patterns: str, algos: Sequence[str] = CLAIM_ALGOS) -> dict[str, list[Run]]:
   """The float32 runs of `algos` in the workdirs matching `patterns` (comma-separated globs),
-  `{algo: [Run, ...]}` in seed order.
+  `{learner_name: [Run, ...]}` in seed order (one learner: one algorithm with one inner
+  training, e.g. 'maml' and 'maml (trained 1 step)').
 
   Raises:
     ValueError: no run found; two runs of one learner with the same seed; or seeds of one
@@ -111,7 +144,7 @@ def load_runs(patterns: str, algos: Sequence[str] = CLAIM_ALGOS) -> dict[str, li
     with open(os.path.join(workdir, train.CONFIG_FILE)) as f:
       config = json.load(f)
     records = read_records(os.path.join(workdir, train.METRICS_FILE))
-    by_algo[algo].append(Run(workdir, config, results, records))
+    by_algo[learner_name(config)].append(Run(workdir, config, results, records))
   if not by_algo:
     raise ValueError(f'runs: no finished float32 run of {tuple(algos)} in {patterns!r}; '
                      'expected workdirs of `python -m experiments.sinusoid` with results.json.')
@@ -128,7 +161,7 @@ def load_runs(patterns: str, algos: Sequence[str] = CLAIM_ALGOS) -> dict[str, li
       if diff:
         raise ValueError(f'runs: the {algo} runs {runs[0].workdir} and {run.workdir} differ in '
                          f'{diff[:5]}; expected seeds of one config (only {SEED_KEYS} differ).')
-  return dict(by_algo)
+  return {name: by_algo[name] for name in _order(list(by_algo))}
 
 
 # ------------------------------------------------------------------ statistics
@@ -223,30 +256,55 @@ def measure(runs: Mapping[str, Sequence[Run]], shots: int = 5, steps: int = 10,
     unfinished: `load_unfinished`'s output: runs without results (reported under stability,
       not averaged).
 
+  A learner none of whose runs was evaluated at the compared setting (e.g. MAML trained and
+  evaluated with one step, the paper's setting) is in the error grid only (`'grid_only'`).
+
   Raises:
-    ValueError: no `BASELINE` runs, or runs without the metrics compared (e.g. evaluated
-      with other `eval.steps`), naming the run and the metric.
+    ValueError: no `BASELINE` runs, or a `BASELINE` run (or one of several seeds of a
+      learner) without the metric compared (e.g. evaluated with other `eval.steps`), naming
+      the run and the metric.
   """
   if BASELINE not in runs:
     raise ValueError(f'runs: expected {BASELINE} runs (the baseline of every claim), found '
                      f'only {sorted(runs)}.')
   mse = f'mse_{shots}shot_step{steps}'
   track = f'heldout_{mse}'
+  grid_only = set()
   for algo, rs in runs.items():
-    for run in rs:
-      if mse not in run.results.get('metrics', {}):
-        raise ValueError(f'runs: {run.workdir} has no {mse} (its eval.shots/eval.steps); '
-                         f'expected it for every run, or pass other --shots/--steps.')
+    missing = [run for run in rs if mse not in run.results.get('metrics', {})]
+    if len(missing) == len(rs) and algo != BASELINE:
+      grid_only.add(algo)
+    elif missing:
+      raise ValueError(f'runs: {missing[0].workdir} has no {mse} (its eval.shots/eval.steps); '
+                       f'expected it for every run of {algo}, or pass other --shots/--steps.')
   # MAML's final held-out value on the tracked tasks: the mean over its seeds of the last record.
   finals = [r.records[-1].get(track) for r in runs[BASELINE] if r.records]
   threshold = seed_summary(finals)['mean']
   shifts = sorted({n.split('_')[1] for rs in runs.values() for r in rs
                    for n in r.results.get('ood', {})})
+  settings = sorted({(int(m.group(1)), int(m.group(2))) for rs in runs.values() for r in rs
+                     for name in r.results.get('metrics', {})
+                     if (m := results_table._METRIC.match(name)) and int(m.group(2)) > 0})
   out = {'setting': {'shots': shots, 'steps': steps, 'metric': mse, 'tracked': track,
-                     'baseline': BASELINE, 'threshold': threshold, 'ood_shifts': shifts},
+                     'baseline': BASELINE, 'threshold': threshold, 'ood_shifts': shifts,
+                     'grid': [f'mse_{k}shot_step{st}' for k, st in settings]},
          'learners': {}}
-  for algo in [a for a in CLAIM_ALGOS if a in runs] + sorted(set(runs) - set(CLAIM_ALGOS)):
+  for algo in _order(list(runs)):
     rs = runs[algo]
+    grid = {}
+    for name in out['setting']['grid']:
+      if any(name in r.results.get('metrics', {}) for r in rs):
+        grid[name] = _with_diverged(seed_summary([_metric(r, 'metrics', name) for r in rs]),
+                                    _diverged(rs, 'metrics', name))
+    if algo in grid_only:
+      out['learners'][algo] = {
+          'seeds': [r.config['seed'] for r in rs], 'workdirs': [r.workdir for r in rs],
+          'meta_steps': rs[0].results['num_steps'],
+          'meta_params': rs[0].results['num_meta_params'],
+          'train_inner_steps': rs[0].results.get('train_inner_steps'),
+          'trained': results_table._trained(rs[0].results),
+          'grid': grid, 'grid_only': True, 'curve': {'step': []}}
+      continue
     reach = [steps_to_reach(r, track, threshold) if threshold is not None else None for r in rs]
     reach_s = [None if s is None or not _speed(r) else s / _speed(r) for s, r in zip(reach, rs)]
     spikes = [loss_spikes(r.records) for r in rs]
@@ -257,6 +315,7 @@ def measure(runs: Mapping[str, Sequence[Run]], shots: int = 5, steps: int = 10,
         'meta_steps': rs[0].results['num_steps'],
         'meta_params': rs[0].results['num_meta_params'],
         'train_inner_steps': rs[0].results.get('train_inner_steps'),
+        'trained': results_table._trained(rs[0].results),
         'error': _with_diverged(seed_summary([_metric(r, 'metrics', mse) for r in rs]),
                                 _diverged(rs, 'metrics', mse)),
         'error_1step': _with_diverged(
@@ -282,8 +341,34 @@ def measure(runs: Mapping[str, Sequence[Run]], shots: int = 5, steps: int = 10,
         'unfinished': [{'seed': u.seed, 'last_step': u.last_step, 'workdir': u.workdir}
                        for u in unfinished if u.algo == algo],
         'curve': _mean_curve(rs, track),
+        'grid': grid,
     }
+  _compare_with_baselines(out)
   return out
+
+
+def _compare_with_baselines(claims: dict[str, Any]) -> None:
+  """Adds `'below_baseline'` to each learner not of `BASELINE`'s algorithm: at how many of the
+  grid's settings its mean + 95% CI over seeds lies below the mean - 95% CI of the best (lowest
+  mean) `BASELINE` learner evaluated there (`'maml'`, `'maml (trained 1 step)'`, ...; a CI
+  counts 0 with one seed), of the settings both were evaluated at."""
+  learners = claims['learners']
+  bases = [n for n in learners if n.split(' ')[0] == BASELINE]
+  for name, c in learners.items():
+    if name in bases:
+      continue
+    below = compared = 0
+    for metric, mine in c['grid'].items():
+      refs = [learners[b]['grid'][metric] for b in bases
+              if learners[b]['grid'].get(metric, {}).get('mean') is not None]
+      if not refs:
+        continue
+      compared += 1
+      if mine.get('mean') is None:  # diverged on every task of some seed
+        continue
+      best = min(refs, key=lambda r: r['mean'])
+      below += (mine['mean'] + (mine['ci95'] or 0.0)) < (best['mean'] - (best['ci95'] or 0.0))
+    c['below_baseline'] = {'below': below, 'compared': compared}
 
 
 def _speed(run: Run) -> float | None:
@@ -373,16 +458,35 @@ def _sci(summary: Mapping[str, Any] | None) -> str:
 
 def markdown(claims: Mapping[str, Any], plot_path: str | None = None) -> str:
   """The README section: one table per claim, each row a learner, MAML first."""
-  s, learners = claims['setting'], claims['learners']
-  k, st, base = s['shots'], s['steps'], learners[BASELINE]
-  label = lambda algo: f'{algo}' + ('' if len(learners[algo]['seeds']) >= MIN_SEEDS  # noqa: E731
-                                    else f' (only {len(learners[algo]["seeds"])} seed'
-                                    f'{"s" * (len(learners[algo]["seeds"]) != 1)})')
+  s, every = claims['setting'], claims['learners']
+  k, st, base = s['shots'], s['steps'], every[BASELINE]
+  learners = {n: c for n, c in every.items() if not c.get('grid_only')}
+  label = lambda algo: f'{algo}' + ('' if len(every[algo]['seeds']) >= MIN_SEEDS  # noqa: E731
+                                    else f' (only {len(every[algo]["seeds"])} seed'
+                                    f'{"s" * (len(every[algo]["seeds"]) != 1)})')
   out = [f'Setting: {k}-shot held-out MSE after {st} adaptation steps (`{s["metric"]}`), mean ± '
          f'95% CI over seeds (n per learner in the first table); baseline `{BASELINE}`. Where '
          'adaptation diverged on some tasks (MSE not finite or above 10,000, '
          '`experiments.sinusoid.DIVERGED_MSE`), a run\'s mean is over the other tasks and the cell '
          'counts the diverged ones over all seeds.', '']
+
+  grid = [(int(g.split('_')[1][:-4]), int(g.split('step')[1]), g) for g in s['grid']]
+  out += ['**The error over seeds.** Held-out MSE at every number of support '
+          'points and adaptation steps evaluated, mean ± 95% CI over seeds; the last column '
+          f'counts the settings where the learner is below the best {BASELINE} row evaluated '
+          f'there by more than both CIs (its mean + CI under {BASELINE}\'s mean - CI). "—": '
+          'not evaluated (a learner trained with one step is evaluated after it only).', '',
+          '| learner | seeds | trained steps | '
+          + ' | '.join(f'{kk}-shot, {ss} step{"s" * (ss != 1)}' for kk, ss, _ in grid)
+          + f' | below {BASELINE} (CIs apart) |',
+          '| --- | ---: | ---: |' + ' ---: |' * (len(grid) + 1)]
+  for algo, c in every.items():
+    cells = [_err(c['grid'][g]) if g in c['grid'] else '—' for _, _, g in grid]
+    b = c.get('below_baseline')
+    below = f'{b["below"]}/{b["compared"]}' if b else '—'
+    out.append(f'| {label(algo)} | {len(c["seeds"])} | {c["trained"]} | ' + ' | '.join(cells)
+               + f' | {below} |')
+  out.append('')
 
   out += ['**Less pre-training.** Meta-steps until the held-out error (the same '
           f'{k}-shot tasks, logged every 500 meta-steps) first reaches {BASELINE}\'s final value '

@@ -1,8 +1,8 @@
 #!/bin/bash
 # The runs behind the README's sinusoid tables and claims section: seed 0 of every learner in
 # workdirs/sinusoid/<algo>; MAML in the paper's setting (one inner step, evaluated after it;
-# float32 and bfloat16) in workdirs/sinusoid_paper/; seeds 1 and 2 of MAML and the
-# hypernetwork learners in workdirs/sinusoid_seeds/<algo>_seed<n>; then the tables and the
+# float32 and bfloat16) in workdirs/sinusoid_paper/; seeds 1 and 2 of MAML (both settings) and
+# the hypernetwork learners in workdirs/sinusoid_seeds/<algo>_seed<n>; then the tables and the
 # claims. Finished runs are skipped (each workdir resumes). Several processes can share the
 # list: each takes the next run no other has claimed (a `<workdir>.claim` directory while it
 # runs), the longest runs first:
@@ -33,6 +33,9 @@ list() {  # one run per line: <workdir> <config argument> [overrides]; the longe
   done
   echo "workdirs/sinusoid_paper/maml_paper algo=maml,paper"
   echo "workdirs/sinusoid_paper/maml_paper_bfloat16 algo=maml,paper --config.compute_dtype=bfloat16"
+  for seed in 1 2; do
+    echo "workdirs/sinusoid_seeds/maml_paper_seed$seed algo=maml,paper --config.seed=$seed"
+  done
 }
 run() {  # run <workdir> <config argument> [overrides]
   local wd=$1 arg=$2 status=0; shift 2
@@ -53,7 +56,8 @@ runs() {
 tables() {
   $PY -m experiments.results_table --runs='workdirs/sinusoid/*,workdirs/sinusoid_paper/*' \
     --readme=README.md
-  $PY -m experiments.claims --runs='workdirs/sinusoid/*,workdirs/sinusoid_seeds/*' \
+  $PY -m experiments.claims \
+    --runs='workdirs/sinusoid/*,workdirs/sinusoid_seeds/*,workdirs/sinusoid_paper/*' \
     --readme=README.md --plot=docs/claims_heldout_vs_meta_steps.png
 }
 case "${1:-all}" in

@@ -77,3 +77,36 @@ def test_claims_refuse_mixed_configs_and_missing_baseline(runs_dir, tmp_path):
   sinusoid.train_and_evaluate(other, str(tmp_path / 'maml_other'))
   with pytest.raises(ValueError, match=r"differ in \['eval.num_query'\]"):
     claims.load_runs(f'{runs_dir}/maml_*,{tmp_path}/maml_other')
+
+
+def test_other_trainings_are_rows_and_the_grid_compares_with_the_best_maml(runs_dir, tmp_path):
+  """MAML in the paper's one-step setting is its own learner ('maml (trained 1 step)'), in the
+  error grid beside the default MAML; a learner not evaluated at the compared setting is in the
+  grid only; each other learner counts the settings where it is below the best MAML row."""
+  config = sinusoid_config.get_config('algo=maml,paper,smoke')
+  config.plots = False
+  config.eval.shots = (5,)
+  sinusoid.train_and_evaluate(config, str(tmp_path / 'maml_paper_seed0'))
+  runs = claims.load_runs(f'{runs_dir}/*,{tmp_path}/maml_paper_seed0')
+  assert list(runs) == ['maml', 'maml (trained 1 step)', 'learned_update']
+  measured = claims.measure(runs, shots=5, steps=1)
+  assert measured['setting']['grid'] == ['mse_5shot_step1']
+  learners = measured['learners']
+  mine = learners['learned_update']['grid']['mse_5shot_step1']
+  refs = [learners[n]['grid']['mse_5shot_step1'] for n in ('maml', 'maml (trained 1 step)')]
+  best = min(refs, key=lambda r: r['mean'])
+  below = mine['mean'] + (mine['ci95'] or 0) < best['mean'] - (best['ci95'] or 0)
+  assert learners['learned_update']['below_baseline'] == {'below': int(below), 'compared': 1}
+  assert 'below_baseline' not in learners['maml (trained 1 step)']
+
+  # Evaluated without the compared metric: in the grid only, '—' there, in no other table.
+  results_path = tmp_path / 'maml_paper_seed0' / 'results.json'
+  results = json.loads(results_path.read_text())
+  del results['metrics']['mse_5shot_step1']
+  results_path.write_text(json.dumps(results))
+  measured = claims.measure(claims.load_runs(f'{runs_dir}/*,{tmp_path}/maml_paper_seed0'),
+                            shots=5, steps=1)
+  assert measured['learners']['maml (trained 1 step)']['grid_only']
+  text = claims.markdown(measured)
+  rows = [line for line in text.splitlines() if line.startswith('| maml (trained 1 step)')]
+  assert rows == ['| maml (trained 1 step) (only 1 seed) | 1 | 1 | — | — |']
