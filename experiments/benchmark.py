@@ -181,6 +181,38 @@ def measure_interleaved(programs: Sequence[bw.Program], windows: int,
   return out
 
 
+def default_peak_size() -> int:
+  """The side of the peak probe's square matmul: 2048 on CPU, 8192 on accelerators (large
+  enough to reach the matmul units' throughput, small enough to compile at once)."""
+  return 2048 if jax.default_backend() == 'cpu' else 8192
+
+
+def peak_probe(size: int, windows: int, window_s: float,
+               dtype: str = 'float32') -> dict[str, Any]:
+  """The machine's measured matmul throughput: `C = A @ B` of two `size x size` `dtype`
+  matrices (2 size^3 FLOPs), timed like a workload's step (median of `windows`), in this
+  process, so that a workload's `% of peak` compares FLOP/s measured under the same load.
+
+  Returns `{'size', 'dtype', 'flops_per_step', 'steps_per_s', 'flops_per_s'}`.
+  """
+  if not isinstance(size, int) or size < 1:
+    raise ValueError(f'peak_size: expected a positive integer, received {size!r}.')
+  a = jax.random.normal(jax.random.key(0), (size, size), dtype)
+  b = jax.random.normal(jax.random.key(1), (size, size), dtype)
+
+  @jax.jit
+  def step(state, batch):  # the Program interface: (state, batch) -> (state, metrics)
+    c = jnp.matmul(state, batch, precision=jax.lax.Precision.DEFAULT)
+    # Keep the scale bounded over many steps: a renormalised product stays a dense matmul.
+    c = c * jax.lax.rsqrt(jnp.mean(jnp.square(c)) + 1e-6)
+    return c.astype(state.dtype), {'loss': jnp.mean(c)}
+
+  r = measure(bw.Program(step, a, b), windows, window_s)
+  flops = 2.0 * size ** 3
+  return {'size': size, 'dtype': dtype, 'flops_per_step': flops,
+          'steps_per_s': r['steps_per_s'], 'flops_per_s': flops * r['steps_per_s']}
+
+
 def run_workload(name: str, windows: int, window_s: float) -> dict[str, Any]:
   """The library program of workload `name` and its reference, their windows alternating.
 
@@ -325,22 +357,29 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 def table(results: dict[str, Any]) -> str:
   """The markdown tables (speed per workload; memory per inner step count) of `results`."""
   kept = {True: 'kept', False: 'not kept'}.get(results.get('keep_freed_memory'), 'not recorded')
+  peak = results.get('peak')
+  probe = (f'; measured peak {_fmt(peak["flops_per_s"] / 1e9)} GFLOP/s ({peak["dtype"]} matmul '
+           f'{peak["size"]} x {peak["size"]}, same windows, before the workloads)' if peak else
+           '; no peak probe')
   lines = [f'Device: {results["device"]}; jax {results["jax_version"]}; '
            f'freed host memory {kept} (`hypernet.runtime`); '
-           f'{results["windows"]} windows of ~{results["window_s"]} s; generated '
+           f'{results["windows"]} windows of ~{results["window_s"]} s{probe}; generated '
            f'{results["date"]} by `python -m experiments.benchmark`.', '',
            '| workload | steps/s | reference steps/s | overhead (lib/ref time per step) | compile s '
-           '| peak MiB (XLA) | GFLOP/step | GFLOP/s | page faults/step |',
-           '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
+           '| peak MiB (XLA) | GFLOP/step | GFLOP/s | % of peak | page faults/step |',
+           '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
   for name, r in results['workloads'].items():
     lib, ref = r['library'], r['reference']
     flops = lib['flops_per_step']
+    share = (100.0 * lib['flops_per_s'] / peak['flops_per_s']
+             if peak and lib['flops_per_s'] else None)
     lines.append(
         f'| {name} | {_fmt(lib["steps_per_s"])} | {_fmt(ref["steps_per_s"]) if ref else "—"} '
         f'| {_fmt(r["overhead"]) if r["overhead"] else "—"} | {_fmt(lib["compile_s"])} '
         f'| {_fmt(lib["memory_bytes"]["peak"] / 2**20)} '
         f'| {_fmt(flops / 1e9 if flops else None)} '
         f'| {_fmt(lib["flops_per_s"] / 1e9 if lib["flops_per_s"] else None)} '
+        f'| {_fmt(share, 2)} '
         f'| {_fmt(lib.get("minor_faults_per_step"))} |')
   mem = results.get('memory')
   if mem:
@@ -448,13 +487,16 @@ def run(workloads: Sequence[str], windows: int, window_s: float, out: str,
         memory_model: str | None = 'w1', memory_steps: Sequence[int] = DEFAULT_MEMORY_STEPS,
         readme: str | None = None, peers: Sequence[str] = (),
         keep_freed_memory: bool | None = None, curve_workloads: Sequence[str] = (),
-        curve_sizes: Sequence[int] = DEFAULT_BATCH_SIZES) -> dict[str, Any]:
+        curve_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+        peak_size: int | None = None) -> dict[str, Any]:
   """Measures `workloads` (and the memory curve unless `memory_model` is None), writes the
   JSON to `out` (and `memory.png` beside it), optionally the README table; returns the
   results. `peers`: glob patterns of peer result files to put beside the workloads;
   `keep_freed_memory`: what `hypernet.runtime.keep_freed_memory()` returned (recorded);
   `curve_workloads`: workloads whose steps/s are also measured at each meta-batch size of
-  `curve_sizes` (plotted to `batch_curve.png` beside the JSON)."""
+  `curve_sizes` (plotted to `batch_curve.png` beside the JSON); `peak_size`: the side of the
+  peak probe's matmul (`peak_probe`; None: `default_peak_size()`, 0: no probe), measured
+  first, against which each workload's FLOP/s is a `% of peak`."""
   unknown = [w for w in workloads if w not in bw.WORKLOADS]
   if unknown:
     raise ValueError(f'workloads: expected names in {tuple(bw.WORKLOADS)}, received {unknown}.')
@@ -470,11 +512,19 @@ def run(workloads: Sequence[str], windows: int, window_s: float, out: str,
   if unknown:
     raise ValueError(f'batch_curve: expected workloads in {tuple(bw.BATCH_CURVE)}, received '
                      f'{unknown}.')
+  if peak_size is not None and (not isinstance(peak_size, int) or peak_size < 0):
+    raise ValueError(f'peak_size: expected a non-negative integer (0: no probe), received '
+                     f'{peak_size!r}.')
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   results = {'keep_freed_memory': keep_freed_memory, 'device': device_name(), 'backend': jax.default_backend(),
              'jax_version': jax.__version__, 'windows': windows, 'window_s': window_s,
              'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
-             'load_average': list(os.getloadavg()), 'workloads': {}}
+             'load_average': list(os.getloadavg()), 'peak': None, 'workloads': {}}
+  size = default_peak_size() if peak_size is None else peak_size
+  if size:
+    print(f'peak probe: float32 matmul {size} x {size} ...', flush=True)
+    results['peak'] = peak_probe(size, windows, window_s)
+    print(f'  {results["peak"]["flops_per_s"] / 1e9:.4g} GFLOP/s', flush=True)
   for name in workloads:
     print(f'{name}: {bw.WORKLOADS[name].description} ...', flush=True)
     results['workloads'][name] = r = run_workload(name, windows, window_s)
@@ -518,6 +568,8 @@ def _define_flags() -> None:
                     'empty: none).')
   flags.DEFINE_list('batch_sizes', [str(n) for n in DEFAULT_BATCH_SIZES],
                     'Meta-batch sizes of the --batch_curve.')
+  flags.DEFINE_integer('peak_size', None, 'Side of the peak probe\'s float32 matmul (default '
+                       '2048 on CPU, 8192 on accelerators; 0: no probe).')
   flags.DEFINE_list('peers', [], 'Glob patterns of peer results (experiments/peers/maml_torch.py '
                     '--out files) to show beside the workloads.')
 
@@ -538,7 +590,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f'--batch_sizes: expected integers, received {f.batch_sizes}.') from e
   model = None if f.memory_model.lower() == 'none' else f.memory_model
   run(f.workloads, f.windows, f.window_s, out, model, steps, f.readme, f.peers, kept,
-      f.batch_curve, sizes)
+      f.batch_curve, sizes, f.peak_size)
 
 
 if __name__ == '__main__':

@@ -35,7 +35,7 @@ def test_module_writes_json_and_readme_table(tmp_path):
   proc = subprocess.run(
       [sys.executable, '-m', 'experiments.benchmark', '--workloads=W1,W3', '--windows=2',
        '--window_s=0.05', '--memory_model=none', f'--out={out}', f'--readme={readme}',
-       '--batch_curve=W1', '--batch_sizes=1,4', f'--peers={tmp_path / "peers" / "*.json"}'],
+       '--batch_curve=W1', '--batch_sizes=1,4', '--peak_size=256', f'--peers={tmp_path / "peers" / "*.json"}'],
       cwd=ROOT, capture_output=True, text=True, timeout=300,
       env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu'))
   assert proc.returncode == 0, proc.stderr[-4000:]
@@ -50,6 +50,10 @@ def test_module_writes_json_and_readme_table(tmp_path):
   assert (out.parent / 'batch_curve.png').stat().st_size > 0
   assert [p['impl'] for p in results['peers']] == ['learn2learn']
   assert list(results['workloads']) == ['W1', 'W3']
+  peak = results['peak']  # the matmul probe: 2 n^3 FLOPs per step, measured in the same run
+  assert peak['size'] == 256 and peak['flops_per_step'] == 2 * 256 ** 3
+  assert _positive(peak['flops_per_s']) and peak['flops_per_s'] == pytest.approx(
+      peak['flops_per_step'] * peak['steps_per_s'])
   for name, r in results['workloads'].items():
     assert _positive(r['overhead']), name
     for side in ('library', 'reference'):
@@ -74,6 +78,10 @@ def test_module_writes_json_and_readme_table(tmp_path):
   row = next(line for line in text.splitlines() if line.startswith('| W1 | default |'))
   assert f'| {benchmark._fmt(ours / 40.0, 2)} |' in row and '| 40 |' in row, row
   assert 'Tasks per second' in text
+  assert '% of peak' in text and 'measured peak' in text
+  share = 100 * results['workloads']['W3']['library']['flops_per_s'] / peak['flops_per_s']
+  w3 = next(line for line in text.splitlines() if line.startswith('| W3 |'))
+  assert f'| {benchmark._fmt(share, 2)} |' in w3, w3
 
 
 def test_bad_peer_files_and_curves_name_themselves(tmp_path):
@@ -102,6 +110,8 @@ def test_bad_arguments_name_themselves(tmp_path):
     benchmark.run(['W9'], 1, 0.1, str(tmp_path / 'a.json'))
   with pytest.raises(ValueError, match='windows'):
     benchmark.run(['W1'], 0, 0.1, str(tmp_path / 'a.json'))
+  with pytest.raises(ValueError, match=r'peak_size: expected a non-negative integer.*-1'):
+    benchmark.run(['W1'], 1, 0.1, str(tmp_path / 'a.json'), peak_size=-1)
   readme = tmp_path / 'R.md'
   readme.write_text('no markers\n')
   with pytest.raises(ValueError, match='readme: expected'):
