@@ -11,7 +11,8 @@ training task `j`). Outputs in the workdir (default `workdirs/continual/<benchma
 
 * `config.json` (before the first step; a workdir holding another config is refused, see
   `experiments.train.check_workdir`; nothing changes in a refused workdir),
-  `metrics.jsonl` (training loss per log step),
+  `metrics.jsonl` (training loss per log step; the same scalars for TensorBoard in
+  `tensorboard/`, `experiments.events`),
 * orbax checkpoints after every task: a rerun resumes after the last finished task and ends
   with exactly the result of an uninterrupted run (an unreadable newest checkpoint is moved
   aside with a warning, see `experiments.train.restore_newest`),
@@ -50,7 +51,7 @@ from matplotlib.figure import Figure
 import hypernet
 from hypernet import continual as cl
 from hypernet import runtime
-from experiments import train
+from experiments import events, train
 from experiments.configs import continual as configs
 from experiments.continual_data import Benchmark, load_benchmark, num_classes
 
@@ -336,6 +337,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     records = train.read_records(metrics_path, lambda r: r['task'] < start_task)
   train.commit_workdir(config, workdir, unreadable)
   manager = train.open_checkpoints(ckpt_dir, keep=2)
+  writer = events.EventWriter(workdir, start_task * steps)  # global step: task * steps + step
   try:
     train.write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in records))
     acc = np.array(state['acc'])
@@ -373,6 +375,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     'steps_per_s': rate}
           records.append(record)
           train.write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in records))
+          writer.write(task * steps + step, record, skip=('task', 'step'))
           left = total - (task * steps + step)
           logging.info('task %d/%d step %5d/%d  loss %.4f  ce %.4f  reg %.4g  acc %.3f  '
                        '%.0f steps/s  ETA %s', task + 1, num_tasks, step, steps, record['loss'],
@@ -394,6 +397,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     manager.wait_until_finished()
   finally:
     manager.close()
+    writer.close()
 
   results = {
       'benchmark': config.benchmark, 'method': config.method, 'seed': config.seed,

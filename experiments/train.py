@@ -21,7 +21,8 @@ owns everything else:
   (a damaged disk, a copy cut short) is reported in one warning naming its directory, moved
   to `workdir/unreadable_checkpoints/`, and the run resumes from the newest intact one; if
   none is readable the run is refused, naming the checkpoint directory;
-* `metrics.jsonl` (one JSON object per log step: `pandas.read_json(path, lines=True)`),
+* `metrics.jsonl` (one JSON object per log step: `pandas.read_json(path, lines=True)`) and
+  the same numbers as TensorBoard scalars in `workdir/tensorboard/` (`experiments.events`),
   progress lines with steps/s and ETA, a `FloatingPointError` naming the step and the
   metric when a training metric is not finite, and naming the step and the leaf when the
   meta-parameters are not finite after an update (nothing is saved for that step); before
@@ -74,6 +75,7 @@ from absl import logging
 from matplotlib.figure import Figure
 
 import hypernet
+from experiments import events
 from hypernet import meta, parallel
 from hypernet.target import PyTree, path_str
 from hypernet.tasks import Task
@@ -381,6 +383,7 @@ def commit_workdir(config: ml_collections.ConfigDict, workdir: str,
       if os.path.exists(os.path.join(workdir, name)):
         os.remove(os.path.join(workdir, name))
     shutil.rmtree(os.path.join(workdir, CHECKPOINT_DIR), ignore_errors=True)
+    shutil.rmtree(os.path.join(workdir, events.EVENTS_DIR), ignore_errors=True)
   for step in unreadable_steps:
     aside = os.path.join(workdir, UNREADABLE_DIR, str(step))
     n = 1
@@ -779,6 +782,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in records))
 
   manager = open_checkpoints(ckpt_dir, config.keep_checkpoints)
+  writer = events.EventWriter(workdir, start)
   try:
     train_chunk = make_train_chunk(learner, tx, experiment.sample_tasks, fast_compile, mesh,
                                    config.get('compute_dtype', 'float32'))
@@ -816,6 +820,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           record.update({name: float(v) for name, v in tracked.items()})
         records.append(record)
         write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in records))
+        writer.write(step, record, skip=('step',))
         eta = datetime.timedelta(seconds=round((num_steps - step) / rate)) if rate > 0 else '?'
         logging.info('step %6d/%d  loss %.4f  grad_norm %.3g  %.0f steps/s  ETA %s', step,
                      num_steps, record['loss'], record.get('grad_norm', float('nan')), rate, eta)
@@ -825,6 +830,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     manager.wait_until_finished()
   finally:
     manager.close()
+    writer.close()
 
   trained = num_steps - start
   compile_s = train_chunk.compile_s - compile_s0

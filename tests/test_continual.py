@@ -20,7 +20,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import hypernet as hn
-from experiments import continual, train
+from experiments import continual, events, train
 from experiments.configs import continual as continual_config
 from hypernet import continual as cl
 from hypernet.data import mnist as mn
@@ -222,6 +222,12 @@ def test_smoke_run_outputs(data_dir, tmp_path):
   table = (tmp_path / 'accuracy_matrix.md').read_text()
   assert len(table.strip().splitlines()) == 2 + t
   assert json.loads((tmp_path / 'config.json').read_text())['method'] == 'hnet'
+  # TensorBoard scalars at the global step task * steps + step, as in metrics.jsonl.
+  records = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  scalars = events.read_scalars(str(tmp_path / events.EVENTS_DIR))
+  steps = config.train.steps_per_task
+  assert [s for s, _ in scalars['loss']] == [r['task'] * steps + r['step'] for r in records]
+  assert 'task' not in scalars and 'step' not in scalars
 
 
 @pytest.mark.parametrize('method', ['hnet_chunked', 'ewc', 'online_ewc'])

@@ -10,7 +10,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from experiments import learners, sinusoid, train
+from experiments import events, learners, sinusoid, train
 from experiments.configs import sinusoid as sinusoid_config
 from hypernet.tasks import Sinusoid
 
@@ -59,6 +59,10 @@ def test_smoke_run(algo, tmp_path):
     records = [json.loads(line) for line in f]
   assert [r['step'] for r in records] == [20, 40]
   assert all(math.isfinite(r['loss']) and r['steps_per_s'] > 0 for r in records)
+  # The same records as TensorBoard scalars (float32 in the event files).
+  scalars = events.read_scalars(os.path.join(workdir, events.EVENTS_DIR))
+  assert [s for s, _ in scalars['loss']] == [20, 40]
+  assert [v for _, v in scalars['loss']] == pytest.approx([r['loss'] for r in records], rel=1e-6)
 
   assert results['algo'] == algo and results['num_steps'] == config.num_steps
   assert results['num_meta_params'] > 0 and results['num_target_params'] == 16 + 16 + 16 * 16 + 16 + 16 + 1
