@@ -57,8 +57,11 @@ CLAIM_ALGOS = ('maml', 'amortised', 'latent', 'hypermaml', 'learned_update')
 BASELINE = 'maml'
 MIN_SEEDS = 3
 START, END = '<!-- claims:sinusoid:start -->', '<!-- claims:sinusoid:end -->'
-# Config keys that may differ between the seeds of one learner.
-SEED_KEYS = ('seed', 'overwrite')
+# Config keys that may differ between the seeds of one learner. `optimizer.skip_nonfinite`
+# (`optax.apply_if_finite`) is the identity on finite updates: a seed run without it that
+# never met a non-finite meta-gradient trained exactly as with it; the stability table
+# counts the updates each learner's seeds dropped.
+SEED_KEYS = ('seed', 'overwrite', 'optimizer.skip_nonfinite')
 
 
 def learner_name(config: Mapping[str, Any]) -> str:
@@ -237,6 +240,8 @@ def loss_spikes(records: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
   mean_rise = batch_rise = float('nan')
   best = math.inf
   for r in records:
+    if r.get('loss') is None:  # every update of the window dropped (optimizer.skip_nonfinite)
+      continue
     if math.isfinite(best):
       mean_rise = max(r['loss'] / best, 1.0 if math.isnan(mean_rise) else mean_rise)
       if 'loss_max' in r:
@@ -333,6 +338,7 @@ def measure(runs: Mapping[str, Sequence[Run]], shots: int = 5, steps: int = 10,
         'loadavg': seed_summary([_metric(r, 'cost', 'loadavg_1min') for r in rs]),
         'meta_steps_per_s': seed_summary([_speed(r) for r in rs]),
         'error_sd': _sd([_metric(r, 'metrics', mse) for r in rs]),
+        'skipped_updates': sum(r.results.get('skipped_updates', 0) for r in rs),
         'loss_mean_rise': max(s[0] for s in spikes),
         'loss_batch_rise': max(s[1] for s in spikes),
         'ood': {shift: _with_diverged(
@@ -535,15 +541,17 @@ def markdown(claims: Mapping[str, Any], plot_path: str | None = None) -> str:
           'rise of the training loss above its running minimum over all seeds (the 500-step '
           'mean, and the single worst meta-batch; a ratio, 1.00 = never rose), and the runs '
           'without results (meta-training stopped by a non-finite loss, or not finished; seed: '
-          'last logged meta-step), which the other tables leave out.', '',
+          'last logged meta-step), which the other tables leave out; "updates dropped": '
+          'meta-steps whose meta-gradient was not finite, left out of training '
+          '(`optimizer.skip_nonfinite`, summed over seeds).', '',
           '| learner | final error | s.d. over seeds | largest rise, 500-step mean | '
-          'largest rise, one meta-batch | runs without results |',
-          '| --- | ---: | ---: | ---: | ---: | --- |']
+          'largest rise, one meta-batch | updates dropped | runs without results |',
+          '| --- | ---: | ---: | ---: | ---: | ---: | --- |']
   for algo, c in learners.items():
     sd = 'n/a' if c['error_sd'] is None else f'{c["error_sd"]:.3f}'
     stopped = ', '.join(f'seed {u["seed"]}: {u["last_step"]:,}' for u in c['unfinished']) or 'none'
     out.append(f'| {label(algo)} | {_err(c["error"])} | {sd} | {c["loss_mean_rise"]:.2f} | '
-               f'{c["loss_batch_rise"]:.2f} | {stopped} |')
+               f'{c["loss_batch_rise"]:.2f} | {c["skipped_updates"]} | {stopped} |')
 
   out += ['', f'**Efficiency.** Tasks adapted per second ({k} shots, {st} steps, batches of '
           'the evaluation\'s held-out tasks, after a warm-up call) and meta-training steps per '

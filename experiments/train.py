@@ -41,7 +41,10 @@ failed rerun leaves it (its `num_steps` says which run it records).
 
 Config keys read here: `seed`, `overwrite`, `num_steps`, `steps_per_call`, `log_every`,
 `checkpoint_every`, `keep_checkpoints`, `optimizer.{learning_rate, grad_clip_norm}` (and
-optionally `optimizer.{decay_every, decay_rate}`, see `make_optimizer`),
+optionally `optimizer.{decay_every, decay_rate}`, see `make_optimizer`, and
+`optimizer.skip_nonfinite`: n > 0 drops an update whose meta-gradient is not finite, up to n in
+a row, with `optax.apply_if_finite`; the metrics of such a step are left out of the record's
+means, the count is `skipped_updates` in `metrics.jsonl` and `results.json`),
 optionally `plots` (False: no PNG files), `fast_compile` (see `FAST_COMPILE`), `algo`
 (copied into the results), `shard_tasks` (see `task_mesh_for`: None or absent shards the
 meta-batch over all devices when there is more than one) and `compute_dtype` ('float32', the
@@ -92,7 +95,11 @@ RESUMABLE_DIFFERENCES = ('num_steps', 'overwrite', 'shard_tasks')
 # Keys added after runs were recorded: absent from an old `config.json` means this value,
 # so those runs can still be resumed and extended.
 ABSENT_MEANS = {'compute_dtype': 'float32', 'optimizer.decay_every': 0,
-                'optimizer.decay_rate': 0.5}
+                'optimizer.skip_nonfinite': 0,
+                'optimizer.decay_rate': 0.5,
+                # experiments.continual (issue 15): van de Ven & Tolias's protocol.
+                'protocol': 'default', 'data.pad': 0, 'target.init': 'lecun',
+                'train.reset_optimizer': True, 'ewc.fisher_labels': 'sample'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,6 +310,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if isinstance(every, bool) or not isinstance(every, int) or every < 0:
     raise ValueError(f'config.optimizer.decay_every: expected an integer >= 0 (0: constant '
                      f'learning rate), received {every!r}.')
+  skip = config.optimizer.get('skip_nonfinite', 0)
+  if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+    raise ValueError(f'config.optimizer.skip_nonfinite: expected an integer >= 0 (0: a non-finite '
+                     f'meta-gradient stops the run), received {skip!r}.')
   rate = config.optimizer.get('decay_rate', 0.5)
   if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1:
     raise ValueError(f'config.optimizer.decay_rate: expected a number in (0, 1], received '
@@ -460,12 +471,12 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   """
   opt = config.optimizer
   return _optimizer(opt.learning_rate, opt.grad_clip_norm, opt.get('decay_every', 0),
-                    opt.get('decay_rate', 0.5))
+                    opt.get('decay_rate', 0.5), opt.get('skip_nonfinite', 0))
 
 
 @functools.lru_cache(maxsize=16)
 def _optimizer(learning_rate: float, grad_clip_norm: float, decay_every: int = 0,
-               decay_rate: float = 0.5) -> optax.GradientTransformation:
+               decay_rate: float = 0.5, skip_nonfinite: int = 0) -> optax.GradientTransformation:
   # Cached: the same values give the same object, so compiled programs are reused.
   if decay_every:
     learning_rate = optax.exponential_decay(learning_rate, transition_steps=decay_every,
@@ -473,7 +484,16 @@ def _optimizer(learning_rate: float, grad_clip_norm: float, decay_every: int = 0
   tx = optax.adam(learning_rate)
   if grad_clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(grad_clip_norm), tx)
+  if skip_nonfinite:  # an update that is not finite is dropped (the identity otherwise)
+    tx = optax.apply_if_finite(tx, max_consecutive_errors=skip_nonfinite)
   return tx
+
+
+def skipped_updates(opt_state: Any) -> int:
+  """Updates `optax.apply_if_finite` dropped so far (0 without it)."""
+  states = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(
+      x, optax.ApplyIfFiniteState)) if isinstance(s, optax.ApplyIfFiniteState)]
+  return sum(int(jax.device_get(s.total_notfinite)) for s in states)
 
 
 # XLA options of `config.fast_compile`: CPU programs compile about twice as fast and run
@@ -580,7 +600,11 @@ def _next_boundary(step: int, config: ml_collections.ConfigDict) -> int:
 
 def _check_finite(metrics: dict[str, np.ndarray], first_step: int,
                   config: ml_collections.ConfigDict) -> None:
-  """Raises FloatingPointError at the first step (1-based) with a non-finite metric."""
+  """Raises FloatingPointError at the first step (1-based) with a non-finite metric (unless
+  `config.optimizer.skip_nonfinite`: such a step's update was dropped, and too many in a row
+  leave non-finite parameters, which `check_params_finite` names)."""
+  if config.optimizer.get('skip_nonfinite', 0):
+    return
   bad = {name: np.flatnonzero(~np.isfinite(v)) for name, v in metrics.items()}
   bad = {name: idx[0] for name, idx in bad.items() if idx.size}
   if bad:
@@ -589,6 +613,17 @@ def _check_finite(metrics: dict[str, np.ndarray], first_step: int,
     raise FloatingPointError(
         f'training metric {name!r} is {metrics[name][bad[name]]} (non-finite) at step {step} '
         f'(config.optimizer.learning_rate={config.optimizer.learning_rate}).')
+
+
+def _finite_mean(values: np.ndarray) -> float | None:
+  """The mean of the finite values (None if there is none: every step's update dropped)."""
+  finite = values[np.isfinite(values)]
+  return float(np.mean(finite)) if finite.size else None
+
+
+def _finite_max(values: np.ndarray) -> float | None:
+  finite = values[np.isfinite(values)]
+  return float(np.max(finite)) if finite.size else None
 
 
 def _leaves_finite(tree: PyTree) -> jax.Array:
@@ -811,10 +846,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         span = run_s - run_s_at_last_log
         rate = (step - last_log_step) / span if span > 0 else float('nan')
         record = {'step': step,
-                  **{name: float(np.mean(np.concatenate(v))) for name, v in pending.items()},
+                  **{name: _finite_mean(np.concatenate(v)) for name, v in pending.items()},
                   'steps_per_s': rate, 'wall_s': now - t_last_log}
         if 'loss' in pending:  # the largest single-step loss since the last record (spikes)
-          record['loss_max'] = float(np.max(np.concatenate(pending['loss'])))
+          record['loss_max'] = _finite_max(np.concatenate(pending['loss']))
+        if config.optimizer.get('skip_nonfinite', 0):  # updates dropped so far (cumulative)
+          record['skipped_updates'] = skipped_updates(state.opt_state)
         if experiment.track is not None:
           tracked = experiment.track(state.meta_params, eval_key)
           record.update({name: float(v) for name, v in tracked.items()})
@@ -844,6 +881,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       'train_time_s': run_s,
       'compile_time_s': compile_s,
       'resumed_from_step': start,
+      **({'skipped_updates': skipped_updates(state.opt_state)}
+         if config.optimizer.get('skip_nonfinite', 0) else {}),
       'num_meta_params': num_meta_params,
       'compute_dtype': config.get('compute_dtype', 'float32'),
       **dict(experiment.info),

@@ -58,6 +58,7 @@ def test_claims_command_on_smoke_runs(runs_dir, tmp_path):
   for heading in ('Less pre-training', 'Less complexity', 'Adaptivity', 'Training stability',
                   'Efficiency'):
     assert f'**{heading}.**' in text
+  assert '| updates dropped |' in text
   assert '| maml | 3 |' in text and '| learned_update (only 1 seed) | 1 |' in text
   readme = tmp_path / 'README.md'
   readme.write_text(f'intro\n{claims.START}\nold\n{claims.END}\nrest\n')

@@ -125,6 +125,7 @@ def test_checkpoints_without_config_are_refused(tmp_path):
 
 def test_non_finite_loss_names_the_step_and_metric(tmp_path):
   config = smoke_config()
+  config.optimizer.skip_nonfinite = 0  # (MAML's sinusoid config drops up to 10; see below)
   config.optimizer.learning_rate = 1e38  # the first Adam update makes every parameter ~1e38.
   with pytest.raises(FloatingPointError, match=r"'loss' is .* at step 2\b"):
     sinusoid.train_and_evaluate(config, str(tmp_path))
@@ -134,10 +135,42 @@ def test_non_finite_loss_names_the_step_and_metric(tmp_path):
 
 def test_check_finite_reports_the_first_bad_step():
   config = smoke_config()
+  config.optimizer.skip_nonfinite = 0
   metrics = {'grad_norm': np.array([1.0, np.inf, 1.0]), 'loss': np.array([1.0, 2.0, np.nan])}
   with pytest.raises(FloatingPointError, match=r"'grad_norm' is inf .* at step 12\b"):
     train._check_finite(metrics, 11, config)
   train._check_finite({'loss': np.ones(3)}, 1, config)
+
+
+def test_skip_nonfinite_drops_such_updates_and_counts_them(tmp_path):
+  """`optimizer.skip_nonfinite`: a non-finite meta-gradient leaves the parameters and Adam's
+  state as they were (counted); more than n in a row is the run's end, naming the update."""
+  import optax  # pylint: disable=g-import-not-at-top
+  tx = train._optimizer(1e-3, 1.0, skip_nonfinite=2)
+  params = {'w': np.ones(3, np.float32)}
+  state = tx.init(params)
+  good = {'w': np.full(3, 0.5, np.float32)}
+  bad = {'w': np.array([0.5, np.nan, 0.5], np.float32)}
+  updates, after_bad = tx.update(bad, state, params)
+  np.testing.assert_array_equal(updates['w'], 0.0)
+  assert train.skipped_updates(after_bad) == 1 and train.skipped_updates(state) == 0
+  reference = train._optimizer(1e-3, 1.0)
+  expected, _ = reference.update(good, reference.init(params), params)
+  updates, _ = tx.update(good, after_bad, params)  # Adam's state untouched by the dropped one
+  np.testing.assert_allclose(updates['w'], expected['w'], rtol=1e-6)
+  assert train.skipped_updates(optax.adam(1e-3).init(params)) == 0
+  config = smoke_config()
+  config.optimizer.skip_nonfinite = 2
+  train._check_finite({'loss': np.array([1.0, np.nan])}, 1, config)  # no error: dropped
+  assert train._finite_mean(np.array([1.0, np.nan, 3.0, np.inf])) == 2.0
+  assert train._finite_mean(np.array([np.nan])) is None
+  # Every update after the first is non-finite (see the test above): after 2 dropped in a row
+  # optax applies the third, and the loop names the non-finite parameters.
+  config.optimizer.learning_rate = 1e38
+  with pytest.raises(FloatingPointError, match=r'meta-parameters are not finite after the '
+                     r'update of step 10\b'):
+    sinusoid.train_and_evaluate(config, str(tmp_path))
+  assert not os.path.exists(tmp_path / 'results.json')
 
 
 def test_calls_end_at_log_and_checkpoint_steps():
