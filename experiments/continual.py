@@ -4,10 +4,12 @@ r"""Continual learning with task-conditioned hypernetworks (von Oswald et al., I
     python -m experiments.continual --config=experiments/configs/continual.py:benchmark=split_mnist,method=ewc \
         --workdir=workdirs/continual/split_mnist_ewc
 
-Tasks are learned one after the other (`experiments.configs.continual` lists benchmarks and
-methods); after each task the test accuracy on every task is measured with the task identity
-given (task-incremental), filling column `j` of the accuracy matrix `acc[i, j]` (task `i` after
-training task `j`). Outputs in the workdir (default `workdirs/continual/<benchmark>_<method>`):
+Tasks are learned one after the other (`experiments.configs.continual` lists benchmarks,
+methods, protocols and scenarios); after each task the test accuracy on every task is measured
+with the task identity given (which a baseline with one shared head does not use: the
+domain-incremental scenario), filling column `j` of the accuracy matrix `acc[i, j]` (task `i`
+after training task `j`). Outputs in the workdir (default
+`workdirs/continual/<benchmark>_<method>`):
 
 * `config.json` (before the first step; a workdir holding another config is refused, see
   `experiments.train.check_workdir`; nothing changes in a refused workdir),
@@ -17,7 +19,8 @@ training task `j`). Outputs in the workdir (default `workdirs/continual/<benchma
   with exactly the result of an uninterrupted run (an unreadable newest checkpoint is moved
   aside with a warning, see `experiments.train.restore_newest`),
 * `accuracy_matrix.md` and `accuracy_matrix.png` (heatmap),
-* `results.json`: the matrix, the final average accuracy and backward transfer as
+* `results.json`: the protocol and scenario, the matrix, the final average accuracy and
+  backward transfer as
   `{"mean", "ci95", "n"}` (`n` = seeds run, here 1: ci95 is null, see
   `experiments.train.strict_json`), the final per-task accuracies summarised over tasks, the
   trainable parameter count and the compression ratio (trainable / target parameters), and,
@@ -57,6 +60,7 @@ from experiments.continual_data import Benchmark, load_benchmark, num_classes
 
 HNET_KINDS = ('full', 'chunked')
 LR_SCHEDULES = ('constant', 'cosine')
+TARGET_INITS = ('lecun', 'torch')
 
 
 # ------------------------------------------------------------------ config
@@ -88,11 +92,21 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _fail('benchmark', f'one of {configs.BENCHMARKS}', config.benchmark)
   if config.method not in configs.METHODS:
     _fail('method', f'one of {configs.METHODS}', config.method)
+  if config.get('protocol', 'default') not in configs.PROTOCOLS:
+    _fail('protocol', f'one of {configs.PROTOCOLS}', config.protocol)
   for key in ('data.num_tasks', 'train.steps_per_task', 'train.batch_size',
               'train.steps_per_call', 'train.log_every'):
     _check_int(config, key)
   for key in ('data.max_train_per_task', 'data.max_test_per_task'):
     _check_int(config, key, minimum=0)
+  if 'pad' in config.data:
+    _check_int(config, 'data.pad', minimum=0)
+    if config.data.pad and config.benchmark.endswith('mnist1d'):
+      _fail('data.pad', f'0 for {config.benchmark} (no image to pad)', config.data.pad)
+  if not isinstance(config.train.get('reset_optimizer', True), bool):
+    _fail('train.reset_optimizer', 'True or False', config.train.reset_optimizer)
+  if config.target.get('init', 'lecun') not in TARGET_INITS:
+    _fail('target.init', f'one of {TARGET_INITS}', config.target.init)
   _check_float(config, 'train.learning_rate', positive=True)
   if config.train.lr_schedule not in LR_SCHEDULES:
     _fail('train.lr_schedule', f'one of {LR_SCHEDULES}', config.train.lr_schedule)
@@ -125,19 +139,39 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       _fail('ewc.fisher_samples', 'a multiple of 100', config.ewc.fisher_samples)
     if config.method == 'online_ewc':
       _check_float(config, 'ewc.gamma')
+    if config.ewc.get('fisher_labels', 'sample') not in cl.ewc.FISHER_LABELS:
+      _fail('ewc.fisher_labels', f'one of {cl.ewc.FISHER_LABELS}', config.ewc.fisher_labels)
+  if config.method == 'si':
+    _check_float(config, 'si.c')
+    _check_float(config, 'si.xi', positive=True)
+    if config.si.path_grad not in cl.si.PATH_GRADS:
+      _fail('si.path_grad', f'one of {cl.si.PATH_GRADS}', config.si.path_grad)
 
 
 # ------------------------------------------------------------------ the method
+def _torch_uniform(fan_in: int):
+  """PyTorch's `nn.Linear` initialiser: uniform in `+-1/sqrt(fan_in)` (weights and biases)."""
+  bound = 1.0 / math.sqrt(fan_in)
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound,
+                                                                  bound)
+
+
 class MLP(nn.Module):
-  """`x [N, D] -> logits [N, out]`, ReLU hidden layers."""
+  """`x [N, D] -> logits [N, out]`, ReLU hidden layers; `initializer` one of `TARGET_INITS`."""
   hidden: tuple[int, ...]
   out: int
+  initializer: str = 'lecun'
+
+  def _dense(self, width: int, fan_in: int) -> nn.Dense:
+    if self.initializer == 'torch':
+      return nn.Dense(width, kernel_init=_torch_uniform(fan_in), bias_init=_torch_uniform(fan_in))
+    return nn.Dense(width)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for h in self.hidden:
-      x = nn.relu(nn.Dense(h)(x))
-    return nn.Dense(self.out)(x)
+      x = nn.relu(self._dense(h, x.shape[-1])(x))
+    return self._dense(self.out, x.shape[-1])(x)
 
 
 def build_method(config: ml_collections.ConfigDict, input_dim: int) -> cl.ContinualMethod:
@@ -145,8 +179,8 @@ def build_method(config: ml_collections.ConfigDict, input_dim: int) -> cl.Contin
   classes, tasks = num_classes(config.benchmark), config.data.num_tasks
   hnet_method = config.method.startswith('hnet')
   heads = tasks if (config.multi_head and not hnet_method) else 1
-  target = hypernet.Target.from_linen(MLP(tuple(config.target.hidden), heads * classes),
-                                      jnp.zeros((1, input_dim)), key=jax.random.key(0))
+  mlp = MLP(tuple(config.target.hidden), heads * classes, config.target.get('init', 'lecun'))
+  target = hypernet.Target.from_linen(mlp, jnp.zeros((1, input_dim)), key=jax.random.key(0))
   if hnet_method:
     h = config.hnet
     if h.kind == 'full':
@@ -155,11 +189,17 @@ def build_method(config: ml_collections.ConfigDict, input_dim: int) -> cl.Contin
       module = hypernet.ChunkedHypernet(target, h.emb_dim, chunk_size=h.chunk_size,
                                         chunk_emb_dim=h.chunk_emb_dim, hidden=tuple(h.hidden))
     return cl.HnetMethod(target, module, tasks, h.emb_dim, h.beta, h.lookahead_lr)
-  penalty = {'finetune': 'none', 'ewc': 'ewc', 'online_ewc': 'online_ewc'}[config.method]
+  penalty = {'finetune': 'none', 'ewc': 'ewc', 'online_ewc': 'online_ewc',
+             'si': 'si'}[config.method]
+  if penalty == 'si':
+    s = config.si
+    return cl.TargetMethod(target, tasks, classes, bool(config.multi_head), penalty,
+                           strength=s.c, xi=s.xi, path_grad=s.path_grad)
   e = config.get('ewc', ml_collections.ConfigDict())
   return cl.TargetMethod(target, tasks, classes, bool(config.multi_head), penalty,
                          strength=e.get('strength', 0.0), gamma=e.get('gamma', 1.0),
-                         fisher_samples=e.get('fisher_samples', 1000))
+                         fisher_samples=e.get('fisher_samples', 1000),
+                         fisher_labels=e.get('fisher_labels', 'sample'))
 
 
 # ------------------------------------------------------------------ jitted pieces
@@ -181,17 +221,20 @@ class Programs:
       return data['x_train'][idx][:, data['perm'][task_id]], data['y_train'][idx]
 
     def train_chunk(params, opt_state, memory, data, task_id, task_key, start, length):
-      """`length` Adam steps on task `task_id`; step `s` uses `fold_in(task_key, s)`."""
+      """`length` Adam steps on task `task_id`; step `s` uses `fold_in(task_key, s)`. The
+      memory is carried through the steps (`method.step_memory`: SI's path integral)."""
       def body(carry, s):
-        params, opt_state = carry
+        params, opt_state, memory = carry
         x, y = sample(data, task_id, jax.random.fold_in(task_key, s))
         grads, metrics = jax.grad(method.loss, has_aux=True)(params, memory, task_id, x, y)
         updates, opt_state = tx.update(grads, opt_state, params)
         metrics['grad_norm'] = optax.tree.norm(grads)
-        return (optax.apply_updates(params, updates), opt_state), metrics
-      (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state),
-                                                  start + jnp.arange(length))
-      return params, opt_state, metrics
+        new_params = optax.apply_updates(params, updates)
+        memory = method.step_memory(memory, params, new_params, grads)
+        return (new_params, opt_state, memory), metrics
+      (params, opt_state, memory), metrics = jax.lax.scan(body, (params, opt_state, memory),
+                                                          start + jnp.arange(length))
+      return params, opt_state, memory, metrics
 
     def end_task(params, memory, data, task_id, key):
       i = jax.random.randint(jax.random.fold_in(key, 0), (fisher_samples,), 0,
@@ -247,7 +290,8 @@ def programs(config: ml_collections.ConfigDict, input_dim: int) -> Programs:
   """`Programs` for `config`, cached on what they depend on (not the seed, the data subset,
   logging or evaluation keys), so that reruns in one process reuse their compilations."""
   kept = {k: v for k, v in json.loads(config.to_json()).items()
-          if k in ('method', 'target', 'multi_head', 'hnet', 'ewc', 'train', 'fast_compile')}
+          if k in ('method', 'target', 'multi_head', 'hnet', 'ewc', 'si', 'train',
+                   'fast_compile')}
   kept['train'] = {k: kept['train'][k] for k in ('batch_size', 'learning_rate', 'lr_schedule',
                                                  'steps_per_task')}
   kept['benchmark'] = config.benchmark  # the number of classes
@@ -319,6 +363,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   params = prog.init(init_key)
   state = {'params': params, 'memory': prog.init_memory(params),
            'acc': jnp.zeros((num_tasks, num_tasks)), 'seconds': jnp.zeros(num_tasks)}
+  # One Adam state through all tasks (van de Ven & Tolias) is checkpointed with the rest.
+  carry_optimizer = not config.train.get('reset_optimizer', True)
+  if carry_optimizer:
+    state['opt_state'] = prog.tx.init(params)
   num_trainable = hypernet.count_params(params)
   ratio = num_trainable / method.target.num_params
   logging.info('%s on %s: %d trainable parameters (target %d, ratio %.3f); %d tasks x %d '
@@ -343,17 +391,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     acc = np.array(state['acc'])
     seconds = np.array(state['seconds'])
     params, memory = state['params'], state['memory']
+    opt_state = state.get('opt_state')
     total = num_tasks * steps
     for task in range(start_task, num_tasks):
       t_task = time.perf_counter()
       task_id = jnp.asarray(task, jnp.int32)
       task_key = jax.random.fold_in(train_key, task)
-      opt_state = prog.tx.init(params)  # fresh optimiser state per task
+      if not carry_optimizer:
+        opt_state = prog.tx.init(params)  # fresh optimiser state per task
       step, pending, t_log, run_s = 0, {}, time.perf_counter(), 0.0
       while step < steps:
         length = config.train.steps_per_call
-        params, opt_state, metrics = prog.train_chunk(params, opt_state, memory, data, task_id,
-                                                      task_key, jnp.asarray(step), length)
+        params, opt_state, memory, metrics = prog.train_chunk(
+            params, opt_state, memory, data, task_id, task_key, jnp.asarray(step), length)
         metrics = jax.device_get(metrics)
         bad = {k: np.flatnonzero(~np.isfinite(v)) for k, v in metrics.items()}
         bad = {k: v[0] for k, v in bad.items() if v.size}
@@ -393,6 +443,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                    ' '.join(f'{100 * a:.2f}' for a in column[:task + 1]), seconds[task])
       state = {'params': params, 'memory': memory, 'acc': jnp.asarray(acc),
                'seconds': jnp.asarray(seconds)}
+      if carry_optimizer:
+        state['opt_state'] = opt_state
       manager.save(task + 1, args=ocp.args.StandardSave(state))
     manager.wait_until_finished()
   finally:
@@ -402,7 +454,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   results = {
       'benchmark': config.benchmark, 'method': config.method, 'seed': config.seed,
       'num_tasks': num_tasks, 'steps_per_task': steps,
-      'scenario': 'task-incremental (task identity given)',
+      'protocol': config.get('protocol', 'default'),
+      'scenario': ('task-incremental (task identity given)'
+                   if config.method.startswith('hnet') or config.multi_head
+                   else 'domain-incremental (one shared head: the task identity is not used)'),
       'heads': ('generated per task' if config.method.startswith('hnet')
                 else 'one per task' if config.multi_head else 'one shared'),
       'accuracy_matrix': acc.tolist(),

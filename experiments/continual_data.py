@@ -66,15 +66,22 @@ def _subset(groups: list[np.ndarray], limit: int, rng: np.random.Generator) -> l
   return [np.sort(rng.permutation(g)[:limit]) if len(g) > limit else g for g in groups]
 
 
-def _raw(benchmark: str, data_dir: str | None, verify: bool):
+def _raw(benchmark: str, data_dir: str | None, verify: bool, pad: int = 0):
+  """`(x [N, D], y [N], x_test, y_test)`; MNIST images zero-padded by `pad` pixels on each
+  side before flattening (`pad=2`: 32 x 32, van de Ven & Tolias's permuted MNIST)."""
   if benchmark.endswith('mnist1d'):
+    if pad:
+      raise ValueError(f'data.pad: expected 0 for {benchmark} (MNIST-1D has no image to pad), '
+                       f'received {pad}.')
     d = mnist_lib.load_mnist1d(data_dir, verify=verify)
     mean, std = d['x'].mean(), d['x'].std()
     return (((d['x'] - mean) / std).astype(np.float32), d['y'].astype(np.int64),
             ((d['x_test'] - mean) / std).astype(np.float32), d['y_test'].astype(np.int64))
   x, y = mnist_lib.load_mnist('train', data_dir, verify=verify)
   xt, yt = mnist_lib.load_mnist('test', data_dir, verify=verify)
-  flat = lambda a: (a.reshape(a.shape[0], -1) / 255.0).astype(np.float32)  # [N, 784]
+  def flat(a):  # [N, (28 + 2 pad)^2] in [0, 1]
+    a = np.pad(a, ((0, 0), (pad, pad), (pad, pad))) if pad else a
+    return (a.reshape(a.shape[0], -1) / 255.0).astype(np.float32)
   return flat(x), y.astype(np.int64), flat(xt), yt.astype(np.int64)
 
 
@@ -82,7 +89,7 @@ def load_benchmark(config: ml_collections.ConfigDict) -> Benchmark:
   """The benchmark of `config` (`benchmark`, `seed`, `data.*`), as numpy arrays."""
   num_tasks = config.data.num_tasks
   x, y, xt, yt = _raw(config.benchmark, config.data.data_dir or None,
-                      bool(config.data.verify))
+                      bool(config.data.verify), int(config.data.get('pad', 0)))
   rng = np.random.default_rng(config.seed)
   d = x.shape[1]
   if config.benchmark.startswith('permuted'):

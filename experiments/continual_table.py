@@ -24,7 +24,7 @@ from experiments import results_table
 
 START, END = '<!-- results:continual:start -->', '<!-- results:continual:end -->'
 BENCHMARK_ORDER = ('permuted_mnist', 'split_mnist', 'permuted_mnist1d', 'split_mnist1d')
-METHOD_ORDER = ('hnet', 'hnet_chunked', 'finetune', 'ewc', 'online_ewc')
+METHOD_ORDER = ('hnet', 'hnet_chunked', 'finetune', 'ewc', 'online_ewc', 'si')
 TITLES = {'permuted_mnist': 'PermutedMNIST-10', 'split_mnist': 'SplitMNIST (5 tasks)',
           'permuted_mnist1d': 'PermutedMNIST-1D', 'split_mnist1d': 'SplitMNIST-1D'}
 

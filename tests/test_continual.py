@@ -1,5 +1,6 @@
 """Continual learning (`hypernet.continual`, `experiments.continual`): the output regulariser,
-EWC, the metrics, protection of earlier tasks, and smoke runs of the experiment.
+EWC, SI, the metrics, protection of earlier tasks, van de Ven & Tolias's protocol config, and
+smoke runs of the experiment.
 
 The smoke runs use the real MNIST files where `data_sources.staged_root` finds them
 (`$HYPERNET_DATA_DIR` or `../shared/data`), otherwise small files generated in the real IDX
@@ -161,6 +162,96 @@ def test_fisher_diagonal_nonnegative_and_shaped():
   assert float(mem['fisher'][0].sum()) == 0 and list(np.asarray(mem['mask'])) == [0, 1, 0]
 
 
+def test_fisher_argmax_labels_use_the_most_probable_class():
+  w = jax.random.normal(jax.random.key(0), (8, 3))
+  x = jax.random.normal(jax.random.key(1), (100, 8))
+  log_probs = lambda p, xb: jax.nn.log_softmax(xb @ p.reshape(8, 3), -1)
+  flat = w.reshape(-1)
+  fisher = cl.fisher_diagonal(log_probs, flat, x, None, labels='argmax')
+  top = jnp.argmax(log_probs(flat, x), -1)
+  per_example = jax.vmap(jax.grad(lambda p, xi, yi: log_probs(p, xi[None])[0, yi]),
+                         in_axes=(None, 0, 0))(flat, x, top)
+  np.testing.assert_allclose(fisher, jnp.mean(jnp.square(per_example), 0), rtol=1e-5, atol=1e-8)
+  with pytest.raises(ValueError, match=r"labels: expected one of .*received 'true'"):
+    cl.fisher_diagonal(log_probs, flat, x, None, labels='true')
+
+
+# ------------------------------------------------------------------ SI
+def _si_gradient_descent(loss, params, memory, eta, steps, c, path_grad):
+  """`steps` of plain gradient descent (lr `eta`) on `loss + SI penalty`; the path integral
+  uses the gradient of that total (`'total'`) or of `loss` alone (`'task'`)."""
+  total = lambda p: loss(p) + cl.si_penalty(p, memory, c)
+
+  def body(carry, _):
+    p, mem = carry
+    g_total = jax.grad(total)(p)
+    g = g_total if path_grad == 'total' else jax.tree.map(
+        jnp.subtract, g_total, cl.si_penalty_grad(p, mem, c))
+    new = jax.tree.map(lambda a, b: a - eta * b, p, g_total)
+    return (new, cl.accumulate_path_integral(mem, p, new, g)), None
+
+  return jax.lax.scan(body, (params, memory), None, length=steps)[0]
+
+
+def test_si_path_integral_matches_closed_form_on_quadratics():
+  """GD with lr eta on `0.5 * A * (theta - m)^2`: `theta_t - m = (theta_0 - m) r^t`,
+  `r = 1 - eta A`, so `omega = sum_t eta g_t^2 = A (theta_0 - m)^2 (1 - r^(2n)) / (2 - eta A)`."""
+  eta, n, xi, c = 0.05, 30, 0.1, 0.7
+  a = jnp.array([0.5, 2.0, 8.0, 0.0])  # per-parameter curvature; the last never moves
+  theta0 = {'w': jnp.array([1.0, -2.0, 0.5, 3.0])}
+  closed = lambda big_a, d0: big_a * d0 ** 2 * (1 - (1 - eta * big_a) ** (2 * n)) / (
+      2 - eta * big_a)
+
+  # Task 1: L1 = 0.5 a theta^2, no penalty yet (Omega = 0).
+  memory = cl.init_si_memory(theta0)
+  params, memory = jax.jit(lambda p, m: _si_gradient_descent(
+      lambda q: 0.5 * jnp.sum(a * q['w'] ** 2), p, m, eta, n, c, 'total'))(theta0, memory)
+  omega1 = closed(a, theta0['w'])
+  np.testing.assert_allclose(memory['omega']['w'], omega1, rtol=1e-5)
+  np.testing.assert_allclose(params['w'], theta0['w'] * (1 - eta * a) ** n, rtol=1e-5)
+  memory = cl.update_si_memory(memory, params, xi)
+  delta1 = params['w'] - theta0['w']
+  big_omega1 = omega1 / (delta1 ** 2 + xi)
+  np.testing.assert_allclose(memory['importance']['w'], big_omega1, rtol=1e-5)
+  assert float(memory['importance']['w'][3]) == 0.0  # no path, no importance
+  np.testing.assert_array_equal(memory['omega']['w'], np.zeros(4))
+  np.testing.assert_array_equal(memory['anchor']['w'], params['w'])
+
+  # The penalty c * sum Omega (theta - theta*)^2 and its gradient.
+  theta = {'w': params['w'] + jnp.array([0.3, -0.1, 0.2, 5.0])}
+  expected = c * jnp.sum(big_omega1 * (theta['w'] - params['w']) ** 2)
+  assert float(cl.si_penalty(theta, memory, c)) == pytest.approx(float(expected), rel=1e-5)
+  np.testing.assert_allclose(cl.si_penalty_grad(theta, memory, c)['w'],
+                             jax.grad(lambda p: cl.si_penalty(p, memory, c))(theta)['w'],
+                             rtol=1e-5)
+
+  # Task 2: L2 = 0.5 a2 (theta - b)^2 with the penalty; the total is 0.5 A (theta - m)^2 +
+  # const with A = a2 + 2 c Omega1, m = (a2 b + 2 c Omega1 theta*) / A.
+  a2, b = a.at[3].set(1.0), jnp.array([2.0, 1.0, -1.0, 1.0])  # the last parameter moves now
+  loss2 = lambda q: 0.5 * jnp.sum(a2 * (q['w'] - b) ** 2)
+  big_a = a2 + 2 * c * big_omega1
+  m = (a2 * b + 2 * c * big_omega1 * params['w']) / big_a
+  run2 = jax.jit(_si_gradient_descent, static_argnums=(0, 4, 6))
+  params2, memory2 = run2(loss2, params, memory, eta, n, c, 'total')
+  omega2 = closed(big_a, params['w'] - m)
+  np.testing.assert_allclose(memory2['omega']['w'], omega2, rtol=1e-4, atol=1e-7)
+  memory2 = cl.update_si_memory(memory2, params2, xi)
+  np.testing.assert_allclose(
+      memory2['importance']['w'], big_omega1 + omega2 / ((params2['w'] - params['w']) ** 2 + xi),
+      rtol=1e-4, atol=1e-7)  # Omega accumulates over tasks
+
+  # Zenke et al.'s convention: the task loss's gradient only, checked against a plain loop.
+  _, memory_task = run2(loss2, params, memory, eta, n, c, 'task')
+  th, want = np.asarray(params['w'], np.float64), np.zeros(4)
+  for _ in range(n):
+    g_task = np.asarray(a2) * (th - np.asarray(b))
+    new = th - eta * np.asarray(big_a) * (th - np.asarray(m))
+    want -= g_task * (new - th)
+    th = new
+  np.testing.assert_allclose(memory_task['omega']['w'], want, rtol=1e-4, atol=1e-7)
+  assert not np.allclose(want, omega2)
+
+
 # ------------------------------------------------------------------ metrics
 def test_accuracy_matrix_metrics_and_entropy_inference():
   acc = np.array([[0.9, 0.8, 0.7], [0.1, 0.95, 0.85], [0.2, 0.3, 1.0]])
@@ -230,9 +321,9 @@ def test_smoke_run_outputs(data_dir, tmp_path):
   assert 'task' not in scalars and 'step' not in scalars
 
 
-@pytest.mark.parametrize('method', ['hnet_chunked', 'ewc', 'online_ewc'])
+@pytest.mark.parametrize('method', ['hnet_chunked', 'ewc', 'online_ewc', 'si'])
 def test_smoke_methods(data_dir, tmp_path, method):
-  benchmark = 'permuted_mnist' if method == 'online_ewc' else 'split_mnist'
+  benchmark = 'permuted_mnist' if method in ('online_ewc', 'si') else 'split_mnist'
   config = _smoke(data_dir, method, benchmark)
   config.eval.infer_task = False  # one program less to compile
   results = continual.train_and_evaluate(config, str(tmp_path))
@@ -267,6 +358,100 @@ def test_resume_after_interruption_gives_same_result(data_dir, tmp_path, monkeyp
   assert resumed['accuracy_matrix'] == ref['accuracy_matrix']
 
 
+def test_si_vandeven_protocol_smoke_carries_adam_state_and_resumes(data_dir, tmp_path,
+                                                                   monkeypatch):
+  """`protocol=vandeven` (32 x 32 padded inputs, one Adam state through all tasks, one head per
+  task) with SI: an interrupted run resumes to the uninterrupted result."""
+  def config():
+    c = continual_config.get_config('benchmark=permuted_mnist,method=si,protocol=vandeven,smoke')
+    c.data.data_dir, c.data.verify = data_dir
+    c.plots, c.eval.infer_task = False, False
+    return c
+
+  ref = continual.train_and_evaluate(config(), str(tmp_path / 'ref'))
+  assert ref['protocol'] == 'vandeven' and ref['heads'] == 'one per task'
+  assert ref['scenario'].startswith('task-incremental')
+  assert ref['num_target_params'] == 1024 * 16 + 16 + 17 * 30  # 32 x 32 inputs, 3 heads of 10
+  prog = continual.programs(config(), 1024)
+  real_end_task = prog.end_task
+
+  class Interrupt(Exception):
+    pass
+
+  def end_task(params, memory, data, task_id, key):
+    if int(task_id) == 2:
+      raise Interrupt
+    return real_end_task(params, memory, data, task_id, key)
+
+  monkeypatch.setattr(prog, 'end_task', end_task)
+  with pytest.raises(Interrupt):
+    continual.train_and_evaluate(config(), str(tmp_path / 'cut'))
+  monkeypatch.setattr(prog, 'end_task', real_end_task)
+  resumed = continual.train_and_evaluate(config(), str(tmp_path / 'cut'))
+  assert resumed['resumed_after_task'] == 1
+  assert resumed['accuracy_matrix'] == ref['accuracy_matrix']
+
+
+@pytest.mark.parametrize('benchmark,hidden,lr,steps,tasks,pad,fisher', [
+    ('permuted_mnist', (1000, 1000), 1e-4, 5000, 10, 2, 60000),
+    ('split_mnist', (400, 400), 1e-3, 2000, 5, 0, 12000),
+])
+def test_vandeven_protocol_config_matches_stated_sizes(benchmark, hidden, lr, steps, tasks, pad,
+                                                       fisher):
+  """van de Ven & Tolias (2019): MLP 2 x 1000 (permuted, 32 x 32 inputs) or 2 x 400 (split),
+  Adam at a constant lr, one state through all tasks, 5000 / 2000 steps of batch 128."""
+  for method in ('finetune', 'ewc', 'online_ewc', 'si', 'hnet'):
+    for scenario in (('task', 'domain') if method != 'hnet' else ('task',)):
+      config = continual_config.get_config(
+          f'benchmark={benchmark},method={method},protocol=vandeven,scenario={scenario}')
+      continual.validate_config(config)
+      assert config.protocol == 'vandeven'
+      assert tuple(config.target.hidden) == hidden and config.target.init == 'torch'
+      assert config.train.learning_rate == lr and config.train.lr_schedule == 'constant'
+      assert config.train.steps_per_task == steps and config.train.batch_size == 128
+      assert config.data.num_tasks == tasks and config.data.pad == pad
+      assert config.train.reset_optimizer is False
+      assert config.multi_head == (scenario == 'task')
+      strengths = continual_config.VANDEVEN_STRENGTHS[benchmark, scenario]
+      if method in ('ewc', 'online_ewc'):
+        assert config.ewc.fisher_labels == 'argmax' and config.ewc.fisher_samples == fisher
+      if method == 'ewc':
+        assert config.ewc.strength == strengths['ewc']
+      if method == 'online_ewc':  # their penalty scales the accumulated Fisher by gamma again
+        assert config.ewc.gamma == strengths['gamma']
+        assert config.ewc.strength == pytest.approx(strengths['online_ewc'] * strengths['gamma'])
+      if method == 'si':
+        assert config.si.c == strengths['si'] and config.si.xi == 0.1
+        assert config.si.path_grad == 'total'
+  d, (h1, h2) = (28 + 2 * pad) ** 2, hidden
+  method = continual.build_method(continual_config.get_config(
+      f'benchmark={benchmark},method=finetune,protocol=vandeven,scenario=task'), d)
+  classes = 10 if benchmark == 'permuted_mnist' else 2
+  assert method.target.num_params == d * h1 + h1 + h1 * h2 + h2 + (h2 + 1) * tasks * classes
+  assert continual_config.VANDEVEN_STRENGTHS.keys() >= {(benchmark, 'task'), (benchmark, 'domain')}
+
+
+def test_protocol_and_si_config_errors():
+  with pytest.raises(ValueError, match=r"config benchmark: expected one of .*protocol=vandeven, "
+                     r"received 'split_mnist1d'"):
+    continual_config.get_config('benchmark=split_mnist1d,protocol=vandeven')
+  with pytest.raises(ValueError, match=r"config scenario: expected task .*received 'domain'"):
+    continual_config.get_config('method=hnet,scenario=domain')
+  with pytest.raises(ValueError, match=r"config protocol: expected one of .*received 'zenke'"):
+    continual_config.get_config('protocol=zenke')
+  config = continual_config.get_config('benchmark=split_mnist,method=si,smoke')
+  assert 'ewc' not in config and 'hnet' not in config
+  for key, value, match in (
+      ('xi', 0.0, r'config.si.xi: expected a finite number > 0, received 0.0'),
+      ('c', -1.0, r'config.si.c: expected a finite number >= 0, received -1.0'),
+      ('path_grad', 'unreg', r"config.si.path_grad: expected one of \('total', 'task'\), "
+       r"received 'unreg'")):
+    bad = continual_config.get_config('benchmark=split_mnist,method=si,smoke')
+    bad.si[key] = value
+    with pytest.raises(ValueError, match=match):
+      continual.validate_config(bad)
+
+
 def test_finetune_refused_workdir_and_non_finite_loss(data_dir, tmp_path, monkeypatch):
   config = _smoke(data_dir, 'finetune')
   results = continual.train_and_evaluate(config, str(tmp_path / 'run'))
@@ -280,8 +465,8 @@ def test_finetune_refused_workdir_and_non_finite_loss(data_dir, tmp_path, monkey
   real_chunk = prog.train_chunk
 
   def nan_at_second_step(*args):
-    params, opt_state, metrics = real_chunk(*args)
-    return params, opt_state, {**metrics, 'loss': metrics['loss'].at[1].set(jnp.nan)}
+    params, opt_state, memory, metrics = real_chunk(*args)
+    return params, opt_state, memory, {**metrics, 'loss': metrics['loss'].at[1].set(jnp.nan)}
 
   monkeypatch.setattr(prog, 'train_chunk', nan_at_second_step)
   with pytest.raises(FloatingPointError, match=r"'loss' is nan .* task 0, step 2"):

@@ -8,8 +8,11 @@ Memory (fixed shapes, flat parameter vectors of size `P`):
 * penalty: `lambda / 2 * sum_k mask_k * sum_p F[k, p] (theta_p - anchor[k, p])^2`.
 
 The Fisher is the diagonal of the model's Fisher information on `n` training inputs of the
-task, with one label sampled from the model's predictive distribution per input (the
-"true" Fisher, not the empirical one with the data labels), averaged over inputs.
+task, with one label per input sampled from the model's predictive distribution (the
+"true" Fisher, not the empirical one with the data labels; `labels='sample'`), or the model's
+most probable label (`labels='argmax'`, as in van de Ven & Tolias's code:
+`label = output.max(1)[1]`; much smaller than the sampled Fisher once the model is confident,
+so it needs a larger lambda), averaged over inputs.
 """
 
 from __future__ import annotations
@@ -36,23 +39,31 @@ def ewc_penalty(flat_params: jax.Array, memory: dict[str, jax.Array],
   return 0.5 * strength * jnp.sum(memory['mask'][:, None] * memory['fisher'] * sq)
 
 
+FISHER_LABELS = ('sample', 'argmax')
+
+
 def fisher_diagonal(log_probs_fn: Callable[[jax.Array, jax.Array], jax.Array],
                     flat_params: jax.Array, x: jax.Array, key: jax.Array,
-                    chunk: int = 100) -> jax.Array:
-  """Diagonal Fisher `[P]`: mean over inputs of `(d log p(y_s | x) / d theta)^2`, `y_s ~ p(.|x)`.
+                    chunk: int = 100, labels: str = 'sample') -> jax.Array:
+  """Diagonal Fisher `[P]`: mean over inputs of `(d log p(y | x) / d theta)^2`.
 
   Args:
     log_probs_fn: `(flat_params [P], x [B, D]) -> log-probabilities [B, C]`.
     flat_params: `[P]`.
     x: `[n, D]` inputs; `n` must be a multiple of `chunk` (per-example gradients are
       computed `chunk` at a time).
-    key: for the sampled labels.
+    key: for the sampled labels (unused with `labels='argmax'`).
     chunk: examples per vectorised gradient computation.
+    labels: `'sample'`: `y ~ p(.|x)`; `'argmax'`: `y = argmax p(.|x)`.
   """
   n = x.shape[0]
   if n % chunk:
     raise ValueError(f'x: expected a number of examples divisible by chunk={chunk}, received {n}.')
-  labels = jax.random.categorical(key, log_probs_fn(flat_params, x))  # [n]
+  if labels not in FISHER_LABELS:
+    raise ValueError(f'labels: expected one of {FISHER_LABELS}, received {labels!r}.')
+  log_probs = log_probs_fn(flat_params, x)  # [n, C]
+  labels = (jax.random.categorical(key, log_probs) if labels == 'sample'
+            else jnp.argmax(log_probs, -1))  # [n]
 
   def one(p, xi, yi):  # one example
     return log_probs_fn(p, xi[None])[0, yi]

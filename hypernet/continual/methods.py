@@ -5,6 +5,9 @@ A `ContinualMethod` has
 * `init(key) -> params` (everything trained),
 * `init_memory(params) -> memory` (what is kept between tasks; fixed shapes),
 * `loss(params, memory, task_id, x [B, D], y [B]) -> (loss, metrics)`: one batch of ONE task,
+* `step_memory(memory, old_params, new_params, grads) -> memory`: called after every
+  optimiser step (inside the jitted scan, the memory is part of its carry; the identity for
+  every method but SI, whose running path integral lives there),
 * `end_task(params, memory, task_id, x [n, D], key) -> memory`: called after each task,
 * `predict(params, task_id, x [N, D]) -> logits [N, C]`: the task-incremental prediction
   (the task identity is given).
@@ -12,8 +15,9 @@ A `ContinualMethod` has
 `HnetMethod`: a hypernetwork (`FullHypernet` or `ChunkedHypernet`) maps a learned task
 embedding `e_t [E]` to all target weights; the memory is the stored outputs `[T, P]` of the
 output regulariser (`hypernet.continual.regularizer`). `TargetMethod`: the target network is
-trained directly, with no penalty (fine-tuning), EWC or online EWC (`hypernet.continual.ewc`),
-and either one shared output head or one head per task (`multi_head`).
+trained directly, with no penalty (fine-tuning), EWC or online EWC (`hypernet.continual.ewc`)
+or SI (`hypernet.continual.si`), and either one shared output head or one head per task
+(`multi_head`).
 """
 
 from __future__ import annotations
@@ -28,11 +32,12 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from hypernet.continual import ewc as ewc_lib
+from hypernet.continual import si as si_lib
 from hypernet.continual.regularizer import output_regularizer
 from hypernet.encoders import TaskEmbedding
 from hypernet.target import PyTree, Target
 
-PENALTIES = ('none', 'ewc', 'online_ewc')
+PENALTIES = ('none', 'ewc', 'online_ewc', 'si')
 
 
 def _cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
@@ -68,6 +73,11 @@ class ContinualMethod:
 
   def loss(self, params, memory, task_id, x, y) -> tuple[jax.Array, dict[str, jax.Array]]:
     raise NotImplementedError
+
+  def step_memory(self, memory, old_params, new_params, grads) -> PyTree:
+    """After one optimiser step (`grads`: of `loss`, at `old_params`); default: unchanged."""
+    del old_params, new_params, grads
+    return memory
 
   def end_task(self, params, memory, task_id, x, key) -> PyTree:
     raise NotImplementedError
@@ -153,7 +163,7 @@ class HnetMethod(ContinualMethod):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TargetMethod(ContinualMethod):
-  """The target trained directly: fine-tuning (`penalty='none'`), EWC or online EWC.
+  """The target trained directly: fine-tuning (`penalty='none'`), EWC, online EWC or SI.
 
   Attributes:
     target: `x [N, D] -> logits [N, num_heads * C]`.
@@ -162,9 +172,13 @@ class TargetMethod(ContinualMethod):
     multi_head: True: task `t` reads head `t` (the target has `T * C` outputs);
       False: one shared head (`C` outputs).
     penalty: one of `PENALTIES`.
-    strength: EWC's lambda.
+    strength: the penalty's strength: EWC's lambda, SI's c.
     gamma: online EWC's Fisher decay.
     fisher_samples: training inputs per task for the Fisher (multiple of 100).
+    fisher_labels: `'sample'` or `'argmax'` (`hypernet.continual.ewc.fisher_diagonal`).
+    xi: SI's damping.
+    path_grad: SI's path-integral gradient, `'total'` (of the loss with the SI penalty, as
+      van de Ven's code) or `'task'` (without it, as Zenke et al.'s code).
   """
   target: Target
   num_tasks: int
@@ -174,10 +188,19 @@ class TargetMethod(ContinualMethod):
   strength: float = 0.0
   gamma: float = 1.0
   fisher_samples: int = 1000
+  fisher_labels: str = 'sample'
+  xi: float = 0.1
+  path_grad: str = 'total'
 
   def __post_init__(self):
     if self.penalty not in PENALTIES:
       raise ValueError(f'penalty: expected one of {PENALTIES}, received {self.penalty!r}.')
+    if self.fisher_labels not in ewc_lib.FISHER_LABELS:
+      raise ValueError(f'fisher_labels: expected one of {ewc_lib.FISHER_LABELS}, received '
+                       f'{self.fisher_labels!r}.')
+    if self.path_grad not in si_lib.PATH_GRADS:
+      raise ValueError(f'path_grad: expected one of {si_lib.PATH_GRADS}, received '
+                       f'{self.path_grad!r}.')
 
   def init(self, key):
     return self.target.init(key)
@@ -185,6 +208,8 @@ class TargetMethod(ContinualMethod):
   def init_memory(self, params):
     if self.penalty == 'none':
       return {}
+    if self.penalty == 'si':  # flat [P] vectors: omega, importance, anchor (= the init)
+      return si_lib.init_si_memory(ravel_pytree(params)[0])
     k = self.num_tasks if self.penalty == 'ewc' else 1
     n = self.target.num_params
     return {'fisher': jnp.zeros((k, n)), 'anchor': jnp.zeros((k, n)), 'mask': jnp.zeros(k)}
@@ -196,17 +221,34 @@ class TargetMethod(ContinualMethod):
   def loss(self, params, memory, task_id, x, y):
     logits = self.logits(params, task_id, x)
     ce = _cross_entropy(logits, y)
-    pen = (ewc_lib.ewc_penalty(ravel_pytree(params)[0], memory, self.strength)
-           if self.penalty != 'none' else jnp.zeros(()))
+    if self.penalty == 'none':
+      pen = jnp.zeros(())
+    elif self.penalty == 'si':
+      pen = si_lib.si_penalty(ravel_pytree(params)[0], memory, self.strength)
+    else:
+      pen = ewc_lib.ewc_penalty(ravel_pytree(params)[0], memory, self.strength)
     return ce + pen, {'loss': ce + pen, 'ce': ce, 'reg': pen, 'acc': _accuracy(logits, y)}
 
+  def step_memory(self, memory, old_params, new_params, grads):
+    """SI: adds the step to the path integral (`grads` are of the total loss; with
+    `path_grad='task'` the SI penalty's gradient is taken out first); others: unchanged."""
+    if self.penalty != 'si':
+      return memory
+    old, new, g = (ravel_pytree(t)[0] for t in (old_params, new_params, grads))
+    if self.path_grad == 'task':
+      g = g - si_lib.si_penalty_grad(old, memory, self.strength)
+    return si_lib.accumulate_path_integral(memory, old, new, g)
+
   def end_task(self, params, memory, task_id, x, key):
-    """EWC: adds this task's Fisher (on `x [fisher_samples, D]`) to the memory."""
+    """EWC: adds this task's Fisher (on `x [fisher_samples, D]`) to the memory; SI: folds the
+    task's path integral into the importance and moves the anchor here."""
     if self.penalty == 'none':
       return memory
     flat, unravel = ravel_pytree(params)
+    if self.penalty == 'si':
+      return si_lib.update_si_memory(memory, flat, self.xi)
     log_probs = lambda p, xb: jax.nn.log_softmax(self.logits(unravel(p), task_id, xb), -1)
-    fisher = ewc_lib.fisher_diagonal(log_probs, flat, x, key)
+    fisher = ewc_lib.fisher_diagonal(log_probs, flat, x, key, labels=self.fisher_labels)
     gamma = None if self.penalty == 'ewc' else self.gamma
     return ewc_lib.update_ewc_memory(memory, fisher, flat, task_id, gamma)
 
