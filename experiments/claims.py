@@ -59,8 +59,9 @@ MIN_SEEDS = 3
 START, END = '<!-- claims:sinusoid:start -->', '<!-- claims:sinusoid:end -->'
 # Config keys that may differ between the seeds of one learner. `optimizer.skip_nonfinite`
 # (`optax.apply_if_finite`) is the identity on finite updates: a seed run without it that
-# never met a non-finite meta-gradient trained exactly as with it; the stability table
-# counts the updates each learner's seeds dropped.
+# met no non-finite meta-gradient took the same updates as with it, up to the floating-point
+# differences of another compiled program; the stability table counts the updates each
+# learner's seeds dropped.
 SEED_KEYS = ('seed', 'overwrite', 'optimizer.skip_nonfinite')
 
 

@@ -73,7 +73,9 @@ GRAD_CLIP = {'anil': 1.0, 'latent': 1.0, 'maml': 1.0}
 # a row; `optax.apply_if_finite`, counted as `skipped_updates`): MAML on the multi-step loss
 # (seed 2: the clipped meta-gradient's norm was inf at meta-step 3,273; second order through 10
 # inner steps) and the learned update (seed 1: a NaN training loss at meta-step 4,563). Both
-# stopped there; seeds that never meet such a step train exactly as without the option.
+# stopped there. Rerun with the option, both passed those steps without dropping an update:
+# the option is the identity on finite updates, but it changes the compiled program, and
+# floating-point differences grow over thousands of meta-steps into another trajectory.
 SKIP_NONFINITE = {'maml': 10, 'learned_update': 10}
 # Support points of the training tasks where not the paper's 10. ANIL trained on 10-shot
 # tasks (10 steps, multi-step loss) diverged on 5-shot tasks after 10 steps (seed 0: held-out
