@@ -66,19 +66,25 @@ SEED_KEYS = ('seed', 'overwrite', 'optimizer.skip_nonfinite')
 
 
 def learner_name(config: Mapping[str, Any]) -> str:
-  """The row a run belongs to: its algorithm, with `(trained k steps)` where its inner
-  training (`inner.steps`, `inner.multi_step_loss`) is not the algorithm's default
-  (`experiments/configs/sinusoid.py`), e.g. MAML in the paper's one-step setting:
-  'maml (trained 1 step)'."""
+  """The row a run belongs to: its algorithm, with its inner training in brackets where that
+  (`inner.steps`, `inner.multi_step_loss`, `inner.first_step_weight`) is not the algorithm's
+  default (`experiments/configs/sinusoid.py`), e.g. MAML in the paper's one-step setting:
+  'maml (trained 1 step)'; the learned update on the plain mean over its 10 steps where the
+  default weights the first step up: 'learned_update (trained 1-10 steps, first step weight
+  0)'."""
   algo = config['algo']
   default = sinusoid_config.get_config(f'algo={algo}').to_dict().get('inner', {})
   inner = config.get('inner', {})
-  keys = ('steps', 'multi_step_loss')
-  if all(inner.get(k) == default.get(k) for k in keys):
+  weight = lambda d: d.get('first_step_weight', 0.0) if d.get('multi_step_loss') else 0.0  # noqa: E731
+  if (all(inner.get(k) == default.get(k) for k in ('steps', 'multi_step_loss'))
+      and weight(inner) == weight(default)):
     return algo
   k = inner.get('steps')
   trained = f'1-{k}' if inner.get('multi_step_loss') and k and k > 1 else str(k)
-  return f'{algo} (trained {trained} step{"s" * (trained != "1")})'
+  parts = [f'trained {trained} step{"s" * (trained != "1")}']
+  if weight(inner) != weight(default):
+    parts.append(f'first step weight {weight(inner):g}')
+  return f'{algo} ({", ".join(parts)})'
 
 
 def _order(names: Sequence[str]) -> list[str]:

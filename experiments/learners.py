@@ -21,7 +21,7 @@ For `protonet`, `hyperhead` and `support_metric` the `target` is the shared embe
 for the others it is the whole network. Learners with a set encoder (`amortised`,
 `hypermaml`) read `config.input_shape`, the shape of ONE input example (default `(1,)`).
 
-Sub-dicts: `inner` {steps, lr, first_order, remat, multi_step_loss} (keys a learner has no use for may be
+Sub-dicts: `inner` {steps, lr, first_order, remat, multi_step_loss, first_step_weight} (keys a learner has no use for may be
 absent; for `amortised`, `lr` is the step size of fine-tuning the generated parameters
 when evaluated after more than 0 steps); `encoder` {features, hidden, rho_hidden, pooling} -> `hypernet.SetEncoder`;
 `hypernet` {kind, hidden, head_init, init_scale, chunk_size, optional generate (glob
@@ -119,6 +119,9 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
   first_order = inner.get('first_order', False)
   remat = inner.get('remat', False)
   multi_step = inner.get('multi_step_loss', False)
+  # Passed only where set, so a learner without the multi-step loss never sees the key.
+  step_kw = ({'first_step_weight': inner.first_step_weight}
+             if 'first_step_weight' in inner else {})
   input_shape = tuple(config.get('input_shape', (1,)))
 
   if algo in METRIC_ALGOS:
@@ -151,7 +154,7 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
   if algo in GRADIENT_ALGOS:
     kwargs = dict(target=target, loss=loss, inner_steps=steps, inner_lr=inner.lr, remat=remat,
                   first_order=first_order or algo in ('fomaml', 'reptile'),
-                  multi_step_loss=multi_step)
+                  multi_step_loss=multi_step, **step_kw)
     cls = {'maml': meta.MAML, 'fomaml': meta.MAML, 'metasgd': meta.MetaSGD, 'anil': meta.ANIL,
            'reptile': meta.Reptile}[algo]
     return cls(**kwargs)
@@ -166,7 +169,7 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
         target=target, loss=loss, inner_steps=steps, inner_lr=inner.lr,
         hypernet=build_hypernet(config.hypernet, target, config.latent.dim),
         latent_dim=config.latent.dim, learn_init=config.latent.learn_init,
-        first_order=first_order, remat=remat, multi_step_loss=multi_step)
+        first_order=first_order, remat=remat, multi_step_loss=multi_step, **step_kw)
   if algo == 'hypermaml':
     encoder = build_encoder(config.encoder)
     return hyper.HyperMAML(
@@ -183,4 +186,4 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
       time_scales=tuple(r.get('time_scales', ())), update_kind=r.get('update_kind', 'direct'),
       init_lr=r.get('init_lr', 0.01), max_log_scale=r.get('max_log_scale', 2.0))
   return hyper.LearnedUpdate(target=target, loss=loss, inner_steps=steps, rule=rule, remat=remat,
-                             first_order=first_order, multi_step_loss=multi_step)
+                             first_order=first_order, multi_step_loss=multi_step, **step_kw)

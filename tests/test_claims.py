@@ -111,3 +111,22 @@ def test_other_trainings_are_rows_and_the_grid_compares_with_the_best_maml(runs_
   text = claims.markdown(measured)
   rows = [line for line in text.splitlines() if line.startswith('| maml (trained 1 step)')]
   assert rows == ['| maml (trained 1 step) (only 1 seed) | 1 | 1 | — | — |']
+
+
+def test_learner_name_names_a_non_default_inner_training():
+  """A run's row: the algorithm alone at its default inner training, else what differs."""
+  def name(arg, **inner):
+    config = sinusoid_config.get_config(arg).to_dict()
+    config['inner'].update(inner)
+    return claims.learner_name(config)
+  assert name('algo=maml') == 'maml'
+  assert name('algo=maml,paper') == 'maml (trained 1 step)'
+  assert name('algo=learned_update') == 'learned_update'
+  weight = sinusoid_config.get_config('algo=learned_update').inner.first_step_weight
+  other = 0.25 if weight != 0.25 else 0.5
+  assert (name('algo=learned_update', first_step_weight=other)
+          == f'learned_update (trained 1-10 steps, first step weight {other:g})')
+  config = sinusoid_config.get_config('algo=learned_update').to_dict()
+  del config['inner']['first_step_weight']  # a run from before the key: the plain mean
+  assert claims.learner_name(config) == ('learned_update' if weight == 0 else
+                                         'learned_update (trained 1-10 steps, first step weight 0)')

@@ -5,6 +5,7 @@ every learner's `adapt_path` against `adapt`; the multi-step loss against the me
 per-step query losses; a rule trained on a small setting stays finite for 20 steps.
 """
 
+import dataclasses
 import functools
 
 import chex
@@ -187,6 +188,22 @@ def test_multi_step_loss_is_the_mean_over_steps(name):
   np.testing.assert_allclose(metrics['loss'], per_step[-1], rtol=1e-5)  # after inner_steps
   _, metrics_1 = learner.task_loss(p, t, 1)  # evaluation after one step
   np.testing.assert_allclose(metrics_1['loss'], per_step[0], rtol=1e-5)
+  # The first step weighted up: w * loss_1 + (1 - w) * mean(loss_1..loss_3).
+  weighted = dataclasses.replace(learner, first_step_weight=0.5)
+  loss_w, metrics_w = weighted.task_loss(p, t)
+  np.testing.assert_allclose(loss_w, 0.5 * per_step[0] + 0.5 * np.mean(per_step), rtol=1e-5)
+  np.testing.assert_allclose(metrics_w['loss'], per_step[-1], rtol=1e-5)
+
+
+@pytest.mark.parametrize('kwargs,received', [
+    (dict(multi_step_loss=True, first_step_weight=1.5), '1.5'),
+    (dict(multi_step_loss=True, first_step_weight=True), 'True'),
+    (dict(multi_step_loss=True, first_step_weight='0.5'), "'0.5'"),
+    (dict(multi_step_loss=False, first_step_weight=0.5), '0.5'),
+])
+def test_first_step_weight_is_checked(kwargs, received):
+  with pytest.raises(ValueError, match=rf'first_step_weight: .*expected .*received {received}'):
+    meta.MAML(target=target(), inner_steps=3, **kwargs)
 
 
 def test_multi_step_loss_needs_adapt_path():

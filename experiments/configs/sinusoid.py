@@ -276,5 +276,7 @@ def _add_algo_fields(config: ml_collections.ConfigDict, algo: str) -> None:
     config.inner = ml_collections.ConfigDict()
     config.inner.steps = MULTI_STEP_TRAINING[algo]  # unrolled in training ...
     config.inner.multi_step_loss = True  # ... on the mean query loss after 1..steps steps
+    # The loss after step 1 weighted up in it (MetaLearner.first_step_weight; 0: the mean).
+    config.inner.first_step_weight = 0.0
     config.inner.first_order = False
     config.inner.remat = True

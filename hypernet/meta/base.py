@@ -58,10 +58,14 @@ class MetaLearner(abc.ABC):
     multi_step_loss: train on the mean query loss after 1..`inner_steps` steps instead of
       the loss after `inner_steps` (needs `adapt_path`); the reported `loss` metric is
       still the query loss after the last step.
+    first_step_weight: with `multi_step_loss`, the weight w of the loss after the first
+      step in `w * loss_1 + (1 - w) * mean(loss_1..loss_n)` (0: the plain mean; in
+      [0, 1]). A learner evaluated after one step as well as after many trains for both.
   """
   loss: str = 'mse'
   inner_steps: int = 1
   multi_step_loss: bool = False
+  first_step_weight: float = 0.0
 
   def __post_init__(self):
     losses.get_loss(self.loss)
@@ -74,6 +78,12 @@ class MetaLearner(abc.ABC):
       raise ValueError(f'multi_step_loss: {type(self).__name__} has no adapt_path (the '
                        'adapted state after every step), expected multi_step_loss=False, '
                        'received True.')
+    w = self.first_step_weight
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w <= 1.0:
+      raise ValueError(f'first_step_weight: expected a number in [0, 1], received {w!r}.')
+    if w and not self.multi_step_loss:
+      raise ValueError(f'first_step_weight: weights the first step of the multi-step loss, '
+                       f'expected 0 with multi_step_loss=False, received {w!r}.')
 
   @property
   def loss_fn(self):
@@ -103,8 +113,8 @@ class MetaLearner(abc.ABC):
     """ONE task: query loss after adapting on the support set, and metrics.
 
     With `multi_step_loss` and `num_steps > 0` the returned loss (the one differentiated)
-    is the mean query loss over the steps 1..`num_steps`; `metrics['loss']` is the query
-    loss after `num_steps` either way.
+    is the mean query loss over the steps 1..`num_steps` (its first step weighted up by
+    `first_step_weight`); `metrics['loss']` is the query loss after `num_steps` either way.
     """
     num_steps = self.inner_steps if num_steps is None else num_steps
     if self.multi_step_loss and num_steps > 0:
@@ -114,7 +124,11 @@ class MetaLearner(abc.ABC):
       metrics = {'loss': step_losses[-1], 'loss_mean_over_steps': jnp.mean(step_losses)}
       if self.loss == 'xent':
         metrics['accuracy'] = losses.accuracy(outs[-1], task.y_query)
-      return jnp.mean(step_losses), metrics
+      w = self.first_step_weight
+      objective = jnp.mean(step_losses)
+      if w:
+        objective = w * step_losses[0] + (1.0 - w) * objective
+      return objective, metrics
     adapted = self.adapt(meta_params, task.x_support, task.y_support, num_steps)
     out = self.predict(meta_params, adapted, task.x_query)
     loss = self.loss_fn(out, task.y_query)
