@@ -21,6 +21,7 @@ import ast
 import functools
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -88,3 +89,53 @@ def clean_errors(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]
 def run(main: Callable[[list[str]], Any]) -> None:
   """`absl.app.run(main)` with clean one-line errors (see the module docstring)."""
   app.run(clean_errors(main), flags_parser=parse_flags)
+
+
+def launch(*, config_file: str, config_help: str, default_workdir: Callable[[Any], str],
+           run_experiment: Callable[[Any, str], str]) -> None:
+  """The program of an experiment (`python -m experiments.<name>`): its flags, then `run`.
+
+  Flags: `--config` (`config_file`, with `:args` and `--config.<key>=<value>` overrides),
+  `--workdir` (default `default_workdir(config)`), and for a run over several processes
+  (hosts) `--distributed`, which joins this process to the others before any JAX
+  computation (`hypernet.parallel.initialize_distributed`: the cluster environment, SLURM,
+  Open MPI or Cloud TPU, is detected, or `--coordinator_address`, `--num_processes` and
+  `--process_id` name it). Every process trains on its share of each meta-batch; process 0
+  writes the outputs and prints `run_experiment(config, workdir)`, the run's summary.
+  """
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file('config', config_file, config_help, lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Output directory (default: see the experiment).')
+  flags.DEFINE_bool('distributed', False, 'Join the processes of a multi-host run '
+                    '(jax.distributed) before any JAX computation; one process per host.')
+  flags.DEFINE_string('coordinator_address', None, 'With --distributed: host:port of process '
+                      '0 (default: detected from SLURM, Open MPI or Cloud TPU).')
+  flags.DEFINE_integer('num_processes', None, 'With --distributed: the number of processes '
+                       '(default: detected).')
+  flags.DEFINE_integer('process_id', None, 'With --distributed: this process\'s rank in '
+                       '[0, num_processes) (default: detected).')
+
+  def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+      raise app.UsageError(f'Unexpected arguments: {argv[1:]}.')
+    from experiments import train  # pylint: disable=g-import-not-at-top
+    from hypernet import parallel, runtime  # pylint: disable=g-import-not-at-top
+    runtime.keep_freed_memory()  # before the first JAX computation (see hypernet.runtime)
+    f = flags.FLAGS
+    if f.distributed:
+      parallel.initialize_distributed(f.coordinator_address, f.num_processes, f.process_id)
+    else:
+      for name in ('coordinator_address', 'num_processes', 'process_id'):
+        if f[name].value is not None:
+          raise ValueError(f'--{name}: applies only with --distributed, received '
+                           f'{f[name].value!r} without it.')
+    config = f.config
+    workdir = f.workdir or default_workdir(config)
+    train.quiet_orbax_logs()
+    t0 = time.perf_counter()
+    text = run_experiment(config, workdir)
+    if parallel.is_primary():
+      print(f'{text}\nDone in {time.perf_counter() - t0:.1f} s. Outputs in '
+            f'{os.path.abspath(workdir)}.')
+
+  run(main)

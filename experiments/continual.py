@@ -38,7 +38,6 @@ import json
 import math
 import os
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -48,12 +47,11 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from absl import app, flags, logging
+from absl import logging
 from matplotlib.figure import Figure
 
 import hypernet
 from hypernet import continual as cl
-from hypernet import runtime
 from experiments import events, train
 from experiments.configs import continual as configs
 from experiments.continual_data import Benchmark, load_benchmark, num_classes
@@ -488,34 +486,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return results
 
 
-def _define_flags() -> None:
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file(
-      'config', os.path.join(os.path.dirname(__file__), 'configs', 'continual.py'),
-      'Config file, optionally with `:benchmark=<name>,method=<name>` and variants, e.g. '
-      '`...continual.py:benchmark=split_mnist,method=hnet,smoke`.', lock_config=True)
-  flags.DEFINE_string('workdir', None,
-                      'Output directory (default ./workdirs/continual/<benchmark>_<method>).')
-
-
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}.')
-  runtime.keep_freed_memory()  # before the first JAX computation (see hypernet.runtime)
-  config = flags.FLAGS.config
-  workdir = flags.FLAGS.workdir or os.path.join('workdirs', 'continual',
-                                                f'{config.benchmark}_{config.method}')
-  train.quiet_orbax_logs()
-  t0 = time.perf_counter()
+def summary(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Trains and evaluates (`train_and_evaluate`); the lines the program prints."""
   r = train_and_evaluate(config, workdir)
-  print(f'{config.method} on {config.benchmark}: final average accuracy '
-        f'{100 * r["final_avg_accuracy"]["mean"]:.2f}%, BWT {100 * r["bwt"]["mean"]:.2f} points, '
-        f'{r["num_trainable_params"]:,} trainable parameters (compression ratio '
-        f'{r["compression_ratio"]:.3f}).\nDone in {time.perf_counter() - t0:.1f} s. Outputs in '
-        f'{os.path.abspath(workdir)}.')
+  return (f'{config.method} on {config.benchmark}: final average accuracy '
+          f'{100 * r["final_avg_accuracy"]["mean"]:.2f}%, BWT {100 * r["bwt"]["mean"]:.2f} '
+          f'points, {r["num_trainable_params"]:,} trainable parameters (compression ratio '
+          f'{r["compression_ratio"]:.3f}).')
 
 
 if __name__ == '__main__':
-  _define_flags()
   from experiments import cli  # pylint: disable=g-import-not-at-top
-  cli.run(main)  # absl.app.run, with one-line errors
+  cli.launch(
+      config_file=os.path.join(os.path.dirname(__file__), 'configs', 'continual.py'),
+      config_help='Config file, optionally with `:benchmark=<name>,method=<name>` and '
+      'variants, e.g. `...continual.py:benchmark=split_mnist,method=hnet,smoke`.',
+      default_workdir=lambda config: os.path.join('workdirs', 'continual',
+                                                  f'{config.benchmark}_{config.method}'),
+      run_experiment=summary)

@@ -23,6 +23,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from hypernet import parallel
+
 EVENTS_DIR = 'tensorboard'
 
 
@@ -33,6 +35,8 @@ class EventWriter:
     workdir: the run's folder.
     start_step: the step the run starts or resumes from; events of steps >= it that an
       earlier attempt wrote are hidden by TensorBoard (0: a fresh run, nothing purged).
+
+  In a multi-process run only process 0 writes (the others' writers do nothing).
   """
 
   def __init__(self, workdir: str, start_step: int = 0):
@@ -40,12 +44,15 @@ class EventWriter:
     self.logdir = os.path.join(workdir, EVENTS_DIR)
     # tensorboardX names a file by the second it opens; the suffix keeps a second attempt
     # within the same second from replacing the first's file (and sorts after it).
-    self._writer = SummaryWriter(logdir=self.logdir, purge_step=start_step or None,
-                                 flush_secs=30, filename_suffix=f'.{time.time_ns()}')
+    self._writer = (SummaryWriter(logdir=self.logdir, purge_step=start_step or None,
+                                  flush_secs=30, filename_suffix=f'.{time.time_ns()}')
+                    if parallel.is_primary() else None)
 
   def write(self, step: int, record: Mapping[str, Any], skip: tuple[str, ...] = ()) -> None:
     """Each finite number of `record` (bools, strings and the names in `skip` excepted) as
     the scalar of its name at `step`."""
+    if self._writer is None:
+      return
     for name, value in record.items():
       if name in skip or isinstance(value, bool) or not isinstance(value, (int, float)):
         continue
@@ -53,7 +60,8 @@ class EventWriter:
         self._writer.add_scalar(name, float(value), int(step))
 
   def close(self) -> None:
-    self._writer.close()
+    if self._writer is not None:
+      self._writer.close()
 
   def __enter__(self) -> EventWriter:
     return self

@@ -33,22 +33,18 @@ import dataclasses
 import functools
 import json
 import os
-import time
-from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags
 from matplotlib.figure import Figure
 
 import hypernet
 from hypernet import data as hdata
 from hypernet import meta
 from hypernet import nn as hnn
-from hypernet import runtime
 from hypernet.models import Conv4
 from hypernet.target import PyTree
 from hypernet.tasks import Task
@@ -262,34 +258,19 @@ def default_workdir(config: ml_collections.ConfigDict) -> str:
                       f'{config.algo}_{config.ways}w{config.shots}s{suffix}')
 
 
-def _define_flags() -> None:
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file(
-      'config', os.path.join(os.path.dirname(__file__), 'configs', 'omniglot.py'),
-      'Config file, optionally with `:ways=5,shots=1,algo=<name>,size=cpu|paper`.',
-      lock_config=True)
-  flags.DEFINE_string('workdir', None,
-                      'Output directory (default ./workdirs/omniglot/<algo>_<N>w<K>s).')
-
-
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}.')
-  runtime.keep_freed_memory()  # before the first JAX computation (see hypernet.runtime)
-  config = flags.FLAGS.config
-  workdir = flags.FLAGS.workdir or default_workdir(config)
-  train.quiet_orbax_logs()
-  t0 = time.perf_counter()
+def summary(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Trains and evaluates (`train_and_evaluate`); the lines the program prints."""
   results = train_and_evaluate(config, workdir)
   lines = [f'  {name}: {v["mean"]:.2f} ± {v["ci95"]:.2f} % (n={v["n"]})'
            for name, v in results['metrics'].items()]
-  print(f'{config.algo}: {results["num_steps"]} meta-steps at '
-        f'{results["steps_per_s"] or float("nan"):.2f} steps/s; query accuracy:\n'
-        + '\n'.join(lines)
-        + f'\nDone in {time.perf_counter() - t0:.1f} s. Outputs in {os.path.abspath(workdir)}.')
+  return (f'{config.algo}: {results["num_steps"]} meta-steps at '
+          f'{results["steps_per_s"] or float("nan"):.2f} steps/s; query accuracy:\n'
+          + '\n'.join(lines))
 
 
 if __name__ == '__main__':
-  _define_flags()
   from experiments import cli  # pylint: disable=g-import-not-at-top
-  cli.run(main)  # absl.app.run, with one-line errors
+  cli.launch(
+      config_file=os.path.join(os.path.dirname(__file__), 'configs', 'omniglot.py'),
+      config_help='Config file, optionally with `:ways=5,shots=1,algo=<name>,size=cpu|paper`.',
+      default_workdir=default_workdir, run_experiment=summary)

@@ -34,12 +34,10 @@ import matplotlib
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags
 from matplotlib.figure import Figure
 
 import hypernet
 from hypernet import meta
-from hypernet import runtime
 from hypernet.target import PyTree
 from hypernet.tasks import Task, make_family
 from hypernet.tasks.base import check_split
@@ -401,35 +399,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return train.train_and_evaluate(config, workdir, build_experiment(config))
 
 
-def _define_flags() -> None:
-  """`--config` and `--workdir`; defined only when run as a program, so that importing this
-  module (tests, notebooks, other experiments with their own `--config`) defines no flags."""
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file(
-      'config', os.path.join(os.path.dirname(__file__), 'configs', 'sinusoid.py'),
-      'Config file, optionally with `:algo=<name>` and variants, e.g. `...sinusoid.py:algo=maml,'
-      'smoke`.', lock_config=True)
-  flags.DEFINE_string('workdir', None, 'Output directory (default ./workdirs/sinusoid/<algo>).')
-
-
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}.')
-  runtime.keep_freed_memory()  # before the first JAX computation (see hypernet.runtime)
-  config = flags.FLAGS.config
-  workdir = flags.FLAGS.workdir or os.path.join('workdirs', 'sinusoid', config.algo)
-  train.quiet_orbax_logs()
-  t0 = time.perf_counter()
+def summary(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Trains and evaluates (`train_and_evaluate`); the lines the program prints."""
   results = train_and_evaluate(config, workdir)
-  m = results['metrics']
-  lines = [f'  {name}: {v["mean"]:.4f} ± {v["ci95"]:.4f} (n={v["n"]})' for name, v in m.items()]
-  print(f'{config.algo}: {results["num_steps"]} meta-steps at '
-        f'{results["steps_per_s"] or float("nan"):.0f} steps/s; held-out query MSE:\n'
-        + '\n'.join(lines)
-        + f'\nDone in {time.perf_counter() - t0:.1f} s. Outputs in {os.path.abspath(workdir)}.')
+  lines = [f'  {name}: {v["mean"]:.4f} ± {v["ci95"]:.4f} (n={v["n"]})'
+           for name, v in results['metrics'].items()]
+  return (f'{config.algo}: {results["num_steps"]} meta-steps at '
+          f'{results["steps_per_s"] or float("nan"):.0f} steps/s; held-out query MSE:\n'
+          + '\n'.join(lines))
 
 
 if __name__ == '__main__':
-  _define_flags()
   from experiments import cli  # pylint: disable=g-import-not-at-top
-  cli.run(main)  # absl.app.run, with one-line errors
+  cli.launch(
+      config_file=os.path.join(os.path.dirname(__file__), 'configs', 'sinusoid.py'),
+      config_help='Config file, optionally with `:algo=<name>` and variants, e.g. '
+      '`...sinusoid.py:algo=maml,smoke`.',
+      default_workdir=lambda config: os.path.join('workdirs', 'sinusoid', config.algo),
+      run_experiment=summary)

@@ -35,7 +35,10 @@ owns everything else:
   hidden, as `{"mean": null, "diverged": "nan", ...}`).
 
 Every file is written to a temporary name and moved into place (`os.replace`); orbax
-writes checkpoints the same way. `results.json` is written last, so it only ever holds a
+writes checkpoints the same way. In a multi-process run (`jax.distributed`, the
+experiments' `--distributed`) every process trains and evaluates (the meta-batch is sharded
+over all their devices) and process 0 alone writes the files; orbax coordinates the
+checkpoints itself. `results.json` is written last, so it only ever holds a
 finished run; a rerun that extends the run replaces it when it finishes, and a refused or
 failed rerun leaves it (its `num_steps` says which run it records).
 
@@ -134,7 +137,10 @@ class Experiment:
 
 # ------------------------------------------------------------------ files
 def atomic_write(path: str, write_fn: Callable[[str], None]) -> None:
-  """Calls `write_fn(tmp_path)` on a temporary file next to `path`, then moves it into place."""
+  """Calls `write_fn(tmp_path)` on a temporary file next to `path`, then moves it into place
+  (process 0 only in a multi-process run: the others write nothing)."""
+  if not parallel.is_primary():
+    return
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.',
                              prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
   os.close(fd)
@@ -387,7 +393,17 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
 def commit_workdir(config: ml_collections.ConfigDict, workdir: str,
                    unreadable_steps: Sequence[int] = ()) -> None:
   """After every check passed: creates `workdir`, clears it with `config.overwrite`, moves
-  unreadable checkpoints aside (to `unreadable_checkpoints/<step>`) and writes `config.json`."""
+  unreadable checkpoints aside (to `unreadable_checkpoints/<step>`) and writes `config.json`.
+  In a multi-process run process 0 does it once every process has read the workdir, and the
+  others wait for it."""
+  parallel.barrier('hypernet: workdir read')
+  if parallel.is_primary():
+    _commit_workdir(config, workdir, unreadable_steps)
+  parallel.barrier('hypernet: workdir committed')
+
+
+def _commit_workdir(config: ml_collections.ConfigDict, workdir: str,
+                    unreadable_steps: Sequence[int]) -> None:
   os.makedirs(workdir, exist_ok=True)
   if config.overwrite:
     for name in (CONFIG_FILE, METRICS_FILE, RESULTS_FILE):

@@ -21,17 +21,18 @@ meta-batch on device inside the jitted loop (already sharded, nothing to
 transfer).
 
 Several hosts. Start the same program on every host and call
-`jax.distributed.initialize()` before any other JAX call (with no arguments on
-Cloud TPU, SLURM and Open MPI launches; elsewhere pass `coordinator_address`,
-`num_processes` and `process_id`). `jax.devices()` then lists the devices of all
+`initialize_distributed()` (`jax.distributed.initialize`, with gloo collectives
+between CPU processes) before any other JAX call: with no arguments on Cloud TPU,
+SLURM and Open MPI launches; elsewhere pass `coordinator_address`,
+`num_processes` and `process_id` (the experiments' `--distributed` flag does it). `jax.devices()` then lists the devices of all
 hosts and `task_mesh()` spans them. Tasks sampled inside `jit` from a key (as
 in `experiments.train`) need nothing more: each host computes its own shards.
 A meta-batch built on the host must be this process's part only (its rows
 `[T / process_count, ...]`); `shard_tasks` assembles the global array with
 `jax.make_array_from_process_local_data`. Tested on 8 simulated CPU devices in one
 process, and with two processes on one machine joined by `jax.distributed` (2 CPU
-devices each, gloo collectives: `tests/_multihost_check.py`), both matching one
-device; no run across real hosts or accelerators has been made.
+devices each, gloo collectives: `tests/test_parallel.py` runs the sinusoid experiment
+so), both matching one device; no run across real hosts or accelerators has been made.
 """
 
 from __future__ import annotations
@@ -44,6 +45,45 @@ from jax.sharding import PartitionSpec as P
 from hypernet.target import PyTree
 
 TASK_AXIS = 'tasks'
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """Joins this process to a multi-process JAX run; call it before any JAX computation.
+
+  `jax.distributed.initialize` with these arguments (None: detected from the cluster
+  environment, SLURM, Open MPI or Cloud TPU, or `JAX_COORDINATOR_ADDRESS`), with gloo as
+  the collectives between the processes' CPU devices (XLA's CPU client has none by default;
+  accelerators use their own). Afterwards `jax.devices()` lists every process's devices,
+  `task_mesh()` spans them all and `jax.process_index()` tells this process's rank.
+
+  Raises:
+    ValueError: `num_processes` < 1, or `process_id` outside [0, num_processes).
+  """
+  if num_processes is not None and num_processes < 1:
+    raise ValueError(f'num_processes: expected an integer >= 1, received {num_processes}.')
+  if process_id is not None and (process_id < 0 or (num_processes is not None
+                                                    and process_id >= num_processes)):
+    raise ValueError(f'process_id: expected an integer in [0, {num_processes}), received '
+                     f'{process_id}.' if num_processes is not None else
+                     f'process_id: expected an integer >= 0, received {process_id}.')
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id)
+
+
+def is_primary() -> bool:
+  """Whether this is process 0, the one that writes a run's files (every process when
+  there is one)."""
+  return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+  """Waits until every process reaches the barrier `name` (nothing with one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
 
 
 def task_mesh(devices: list[jax.Device] | None = None) -> Mesh:

@@ -78,39 +78,44 @@ def _free_port() -> int:
 
 
 def test_two_processes_match_one_device(tmp_path):
-  """Two "hosts" (processes joined by `jax.distributed`, 2 CPU devices each, gloo
-  collectives) train the sharded meta-step over all 4 devices; the result equals one
-  device's in this process."""
-  import _multihost_check as check  # pylint: disable=g-import-not-at-top
-  from experiments import sinusoid, train  # pylint: disable=g-import-not-at-top
+  """The sinusoid experiment launched as two "hosts" (`--distributed`: two processes joined
+  by `jax.distributed`, 2 CPU devices each, gloo collectives) shards each meta-batch over
+  all 4 devices; its results equal one device's in this process, and process 0 alone wrote
+  the outputs (one TensorBoard file, one summary printed)."""
+  from experiments import sinusoid  # pylint: disable=g-import-not-at-top
+  from experiments.configs import sinusoid as sinusoid_config  # pylint: disable=g-import-not-at-top
 
-  out, port = tmp_path / 'report.json', _free_port()
+  workdir, port, root = tmp_path / 'two', _free_port(), os.path.dirname(HERE)
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
-             JAX_PLATFORMS='cpu', PYTHONPATH=os.path.dirname(HERE))
-  procs = [subprocess.Popen([sys.executable, os.path.join(HERE, '_multihost_check.py'), str(i),
-                             str(port), str(out)], env=env, cwd=os.path.dirname(HERE),
+             JAX_PLATFORMS='cpu', PYTHONPATH=root)
+  command = [sys.executable, '-m', 'experiments.sinusoid',
+             '--config=experiments/configs/sinusoid.py:algo=maml,smoke', '--config.plots=False',
+             f'--workdir={workdir}', '--distributed', f'--coordinator_address=localhost:{port}',
+             '--num_processes=2']
+  procs = [subprocess.Popen(command + [f'--process_id={i}'], env=env, cwd=root,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
            for i in (0, 1)]
   try:
-    results = [p.communicate(timeout=300) for p in procs]
+    outputs = [p.communicate(timeout=300) for p in procs]
   finally:
     for p in procs:
       p.kill()
-  for p, (_, err) in zip(procs, results):
+  for p, (_, err) in zip(procs, outputs):
     assert p.returncode == 0, err[-4000:]
-  report = json.loads(out.read_text())
-  assert (report['process_count'], report['device_count'], report['local_device_count']) == (2, 4, 2)
-  assert report['mesh_devices'] == 4 and report['param_devices'] == 4
+  assert 'Done in' in outputs[0][0] and 'Done in' not in outputs[1][0]
+  assert 'meta-batch sharded over 4 devices' in outputs[0][1]
+  assert len(os.listdir(workdir / 'tensorboard')) == 1
+  results = json.loads((workdir / 'results.json').read_text())
 
-  config = check.config_for_check()
-  experiment = sinusoid.build_experiment(config)
-  tx = train.make_optimizer(config)
-  state = train.init_state(experiment.learner, tx, jax.random.key(0), True)
-  chunk = train.TrainChunk(experiment.learner, tx, experiment.sample_tasks, True, None)
-  state, metrics = chunk(state, jax.random.key(1), check.NUM_STEPS)
-  np.testing.assert_allclose(report['losses'], np.asarray(metrics['loss']), rtol=1e-4, atol=1e-6)
-  for got, want in zip(report['params'], jax.tree.leaves(state.meta_params)):
-    np.testing.assert_allclose(got, np.asarray(want).ravel(), rtol=1e-4, atol=1e-5)
-  first = jax.tree.leaves(train.init_state(experiment.learner, tx, jax.random.key(0),
-                                           True).meta_params)
-  assert any(not np.allclose(g, np.asarray(f).ravel()) for g, f in zip(report['params'], first))
+  config = sinusoid_config.get_config('algo=maml,smoke')
+  config.plots = False
+  want = sinusoid.train_and_evaluate(config, str(tmp_path / 'one'))
+  assert jax.device_count() == 1  # this process: one device, nothing sharded
+  assert results['metrics'].keys() == want['metrics'].keys()
+  for name, value in want['metrics'].items():
+    np.testing.assert_allclose(results['metrics'][name]['mean'], value['mean'], rtol=1e-4,
+                               err_msg=name)
+  lines = lambda p: [json.loads(l) for l in p.read_text().splitlines()]  # noqa: E731,E741
+  got, ref = lines(workdir / 'metrics.jsonl'), lines(tmp_path / 'one' / 'metrics.jsonl')
+  assert [r['step'] for r in got] == [r['step'] for r in ref]
+  np.testing.assert_allclose([r['loss'] for r in got], [r['loss'] for r in ref], rtol=1e-4)
