@@ -143,18 +143,22 @@ def for_ways(learner: meta.MetaLearner, ways: int) -> meta.MetaLearner:
 
 
 # ------------------------------------------------------------------ evaluation
-def _episode_accuracy(learner, ways, shots, queries, steps, batch_size, meta_params,
-                      episodes: OmniglotEpisodes, key):
-  """`{k: [n]}` query accuracy (%) of episodes drawn from `key [n]`, after k steps each."""
-  def one(k):
-    task = episodes.sample(k, ways, shots, queries)
-    return {s: 100.0 * learner.task_loss(meta_params, task, s)[1]['accuracy'] for s in steps}
-  return jax.lax.map(one, key, batch_size=batch_size)
+@dataclasses.dataclass(frozen=True)
+class Episode:
+  """`make_task` of `hypernet.meta.evaluate`: ONE episode drawn from a PRNG key out of the
+  split's classes (`data`, an `OmniglotEpisodes`)."""
+  ways: int
+  shots: int
+  queries: int
+
+  def __call__(self, key: jax.Array, episodes: OmniglotEpisodes) -> Task:
+    return episodes.sample(key, self.ways, self.shots, self.queries)
 
 
 def evaluate(learner: meta.MetaLearner, config: ml_collections.ConfigDict, meta_params: PyTree,
              key: jax.Array) -> dict[str, dict[str, np.ndarray]]:
-  """`{'metrics': {'test_acc_<N>w<K>s_step<k>': [n], 'val_acc_...': [m]}}` (accuracy in %)."""
+  """`{'metrics': {'test_acc_<N>w<K>s_step<k>': [n], 'val_acc_...': [m]}}` (accuracy in %):
+  episodes drawn inside `hypernet.meta.evaluate`'s program from one key each."""
   families = episodes_from_config(config)
   steps, fast = tuple(config.eval.steps), bool(config.get('fast_compile', False))
   out = {}
@@ -162,11 +166,14 @@ def evaluate(learner: meta.MetaLearner, config: ml_collections.ConfigDict, meta_
     for i, (ways, shots, queries) in enumerate(config.eval.settings):
       keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, split == 'val'), i), n)
       with hnn.conv_strategy(config.eval.conv_strategy):
-        acc = train.jit(_episode_accuracy, (0, 1, 2, 3, 4, 5), fast)(
-            for_ways(learner, ways), ways, shots, queries, steps,
-            min(config.eval.batch_size, n), meta_params, families[split], keys)
+        acc = meta.evaluate(for_ways(learner, ways), meta_params, keys, steps,
+                            config.eval.batch_size, make_task=Episode(ways, shots, queries),
+                            data=families[split],
+                            compiler_options=train.FAST_COMPILE if fast else None)
+      num_queries = ways * queries  # accuracy = correct / num_queries: the % from the count
       for k in steps:
-        out[f'{split}_acc_{ways}w{shots}s_step{k}'] = np.asarray(jax.device_get(acc[k]))
+        correct = np.rint(np.asarray(acc[k]['accuracy'], np.float64) * num_queries)
+        out[f'{split}_acc_{ways}w{shots}s_step{k}'] = 100.0 * correct / num_queries
   return {'metrics': out}
 
 

@@ -20,6 +20,7 @@ and last `results.json` (metrics `mse_<K>shot_step<k>`, each `{"mean", "ci95", "
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -148,16 +149,29 @@ def _eval_data(family, num_tasks: int, shots: tuple[int, ...], num_query: int,
           'grid': grid, 'mean_grid': mean}
 
 
-def _query_mse(learner, shots, steps, batch_size, meta_params, tasks):
-  """`{'mse_<K>shot_step<k>': [n]}` for every K in `shots` and k in `steps`, one program.
+@dataclasses.dataclass(frozen=True)
+class FirstShots:
+  """`make_task` of `hypernet.meta.evaluate`: a held-out task cut to its first `k` support
+  points (`with_shots`); equal for equal `k`, so the compiled evaluation is reused."""
+  k: int
 
-  The query loss after exactly k steps (`task_loss`'s `metrics['loss']`; its first output is
-  the training objective, which with `multi_step_loss` averages over the steps)."""
-  def one(task):  # ONE task, all (K, k) pairs
-    return {f'mse_{k_shot}shot_step{k}':
-            learner.task_loss(meta_params, with_shots(task, k_shot), k)[1]['loss']
-            for k_shot in shots for k in steps}
-  return jax.lax.map(one, tasks, batch_size=batch_size)
+  def __call__(self, task: Task, data: Any = None) -> Task:
+    del data
+    return with_shots(task, self.k)
+
+
+def query_mse(learner: meta.MetaLearner, shots: Sequence[int], steps: Sequence[int],
+              batch_size: int, meta_params: PyTree, tasks: Task,
+              fast_compile: bool = False) -> dict[str, np.ndarray]:
+  """`{'mse_<K>shot_step<k>': [n]}` for every K in `shots` and k in `steps`: the query loss
+  after exactly k steps from the first K support points (`hypernet.meta.evaluate`)."""
+  options = train.FAST_COMPILE if fast_compile else None
+  out = {}
+  for k_shot in shots:
+    per_step = meta.evaluate(learner, meta_params, tasks, steps, batch_size,
+                             make_task=FirstShots(k_shot), compiler_options=options)
+    out.update({f'mse_{k_shot}shot_step{k}': np.asarray(per_step[k]['loss']) for k in steps})
+  return out
 
 
 # Out-of-distribution task families (`config.eval.ood`): the training family with one range
@@ -223,8 +237,8 @@ def evaluate(learner: meta.MetaLearner, family, config: ml_collections.ConfigDic
   Returns:
     `{'metrics': {'mse_<K>shot_step<k>': [n]}, 'baselines': {'mse_mean_function': [n]}}`
     for K in `config.eval.shots` and k in `config.eval.steps`: the query MSE after
-    adapting to K support points with k steps (`learner.task_loss`, as
-    `hypernet.meta.evaluate` computes it, here in one compiled program); the baseline
+    adapting to K support points with k steps (`query_mse`: `hypernet.meta.evaluate`); the
+    baseline
     predicts `E[y | x]` without looking at the support set. With `config.eval.ood` (names
     of `OOD_SHIFTS`), also `'ood': {'mse_<shift>_<K>shot_step<k>': [n]}` on `n` tasks of
     each shifted family; with `config.eval.cost_repeats > 0`, `'cost'`: `adaptation_cost`
@@ -236,11 +250,9 @@ def evaluate(learner: meta.MetaLearner, family, config: ml_collections.ConfigDic
   fast = bool(config.get('fast_compile', False))
   data = train.jit(_eval_data, (0, 1, 2, 3), fast)(family, config.eval.num_tasks, shots,
                                                    config.eval.num_query, key)
-  query_mse = train.jit(_query_mse, (0, 1, 2, 3), fast)
   batch_size = min(config.eval.batch_size, config.eval.num_tasks)
-  metrics = query_mse(learner, shots, steps, batch_size, meta_params, data['tasks'])
+  metrics = query_mse(learner, shots, steps, batch_size, meta_params, data['tasks'], fast)
   baseline = jnp.mean(jnp.square(data['mean_query'] - data['tasks'].y_query), axis=(1, 2))
-  metrics = jax.device_get(metrics)
   names = [f'mse_{k_shot}shot_step{k}' for k_shot in shots for k in steps]
   out = {'metrics': {name: metrics[name] for name in names},
          'baselines': {'mse_mean_function': np.asarray(baseline)}}
@@ -248,7 +260,7 @@ def evaluate(learner: meta.MetaLearner, family, config: ml_collections.ConfigDic
   for i, shift in enumerate(config.eval.get('ood', ())):
     tasks = eval_tasks(ood_family(config, shift), jax.random.fold_in(key, i + 1),
                        config.eval.num_tasks, shots, config.eval.num_query)
-    shifted = jax.device_get(query_mse(learner, shots, steps, batch_size, meta_params, tasks))
+    shifted = query_mse(learner, shots, steps, batch_size, meta_params, tasks, fast)
     ood.update({name.replace('mse_', f'mse_{shift}_'): shifted[name] for name in names})
   if ood:
     out['ood'] = ood
@@ -287,9 +299,9 @@ def track(learner: meta.MetaLearner, family, config: ml_collections.ConfigDict,
   data = train.jit(_eval_data, (0, 1, 2, 3), fast)(family, config.eval.num_tasks, shots,
                                                    config.eval.num_query, key)
   tasks = jax.tree.map(lambda a: a[:n], data['tasks'])
-  mse = train.jit(_query_mse, (0, 1, 2, 3), fast)(
-      learner, shots, steps, min(config.eval.batch_size, n), meta_params, tasks)
-  return {f'heldout_{name}': float(np.mean(v)) for name, v in jax.device_get(mse).items()}
+  mse = query_mse(learner, shots, steps, min(config.eval.batch_size, n), meta_params, tasks,
+                  fast)
+  return {f'heldout_{name}': float(np.mean(v)) for name, v in mse.items()}
 
 
 # ------------------------------------------------------------------ plots

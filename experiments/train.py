@@ -926,3 +926,55 @@ def restore_state(workdir: str, like: meta.TrainState) -> meta.TrainState:
     return manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
   finally:
     manager.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  """A run read back from its workdir (`restore`)."""
+  config: ml_collections.ConfigDict  # its config.json, with the overrides applied
+  experiment: Experiment  # built from that config: the learner the run trained
+  state: meta.TrainState  # the newest checkpoint's
+
+  @property
+  def meta_params(self) -> PyTree:
+    return self.state.meta_params
+
+  @property
+  def learner(self) -> meta.MetaLearner:
+    return self.experiment.learner
+
+
+def restore(workdir: str, build_experiment: Callable[[ml_collections.ConfigDict], Experiment],
+            overrides: Mapping[str, Any] | None = None) -> Restored:
+  """A run's config, experiment and newest `TrainState`, to explore it in a notebook.
+
+  Args:
+    workdir: the run's folder (with `config.json` and `checkpoints/`).
+    build_experiment: the experiment's builder, e.g. `experiments.sinusoid.build_experiment`.
+    overrides: dotted config keys to change before building, e.g. `{'data.dir': ...}` where
+      the run read its data from a path that differs here.
+
+  Raises:
+    ValueError: no `config.json` or no checkpoint in `workdir` (named), or an override of a
+      key the config does not have.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise ValueError(f'workdir: expected a run folder with {CONFIG_FILE}, received {workdir!r} '
+                     'without one.')
+  config = ml_collections.ConfigDict(_read_json(path))
+  for key, value in (overrides or {}).items():
+    parent, _, name = key.rpartition('.')
+    node = config
+    for part in filter(None, parent.split('.')):
+      node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+    if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+      raise ValueError(f'overrides: {key!r} is not a key of the config in {path}.')
+    node[name] = value
+  experiment = build_experiment(config)
+  ckpt_dir = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+  if not os.path.isdir(ckpt_dir) or not any(name.isdigit() for name in os.listdir(ckpt_dir)):
+    raise ValueError(f'workdir: expected checkpoints in {ckpt_dir}, found none.')
+  init = functools.partial(meta.init_state, experiment.learner, make_optimizer(config))
+  like = jax.eval_shape(init, jax.random.key(config.seed))  # shapes only, nothing computed
+  return Restored(config, experiment, restore_state(workdir, like))

@@ -150,6 +150,33 @@ def test_evaluate_with_other_step_counts():
   assert not np.allclose(out[0]['loss'], out[5]['loss'])
 
 
+def _draw(key, scale):  # make_task of meta.evaluate: one task from one key, y scaled
+  task = Sinusoid().sample(key, 20, 10)
+  return task.replace(y_support=scale * task.y_support, y_query=scale * task.y_query)
+
+
+def test_evaluate_makes_tasks_inside_its_program():
+  """`make_task(x, data)`: tasks drawn from keys inside the program equal the same tasks
+  drawn beforehand; bad arguments are named."""
+  learner = meta.MAML(target=mlp_target(), inner_lr=0.01, inner_steps=1)
+  params = learner.init(jax.random.key(0))
+  keys = jax.random.split(jax.random.key(5), 6)
+  drawn = meta.evaluate(learner, params, keys, [0, 2], batch_size=4, make_task=_draw,
+                        data=jnp.float32(1.0))
+  batch = jax.vmap(lambda k: Sinusoid().sample(k, 20, 10))(keys)
+  given = meta.evaluate(learner, params, batch, [0, 2], batch_size=4)
+  for k in (0, 2):
+    np.testing.assert_allclose(drawn[k]['loss'], given[k]['loss'], rtol=1e-6)
+  scaled = meta.evaluate(learner, params, keys, [0], batch_size=4, make_task=_draw,
+                         data=jnp.float32(2.0))  # `data` is an argument, not a constant
+  assert not np.allclose(scaled[0]['loss'], drawn[0]['loss'])
+  with pytest.raises(ValueError, match=r'steps: expected one or more integers >= 0, '
+                                       r'received \(-1,\)'):
+    meta.evaluate(learner, params, batch, [-1])
+  with pytest.raises(ValueError, match=r'batch_size: expected a positive integer, received 0'):
+    meta.evaluate(learner, params, batch, [1], batch_size=0)
+
+
 def test_tasks_are_deterministic_and_checked():
   a = Sinusoid().sample_batch(jax.random.key(3), 5, 20, 10)
   b = Sinusoid().sample_batch(jax.random.key(3), 5, 20, 10)

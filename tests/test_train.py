@@ -58,6 +58,23 @@ def test_same_seed_same_metrics_and_parameters(experiment, uninterrupted, tmp_pa
   chex.assert_trees_all_equal(_final_state(str(tmp_path), experiment), state)
 
 
+def test_restore_reads_a_run_back(uninterrupted, tmp_path):
+  """`train.restore`: the run's config, its experiment and newest state; evaluating the
+  restored parameters with the run's evaluation key gives the run's results."""
+  workdir, results, state = uninterrupted
+  run = train.restore(workdir, sinusoid.build_experiment)
+  assert run.config.to_json() == smoke_config().to_json()  # (tuples read back as lists)
+  chex.assert_trees_all_equal(run.state, state)
+  eval_key = jax.random.split(jax.random.key(run.config.seed), 3)[2]  # the loop's
+  again = run.experiment.evaluate(run.meta_params, eval_key)['metrics']
+  for name, values in again.items():
+    assert train.summary(values) == results['metrics'][name], name
+  with pytest.raises(ValueError, match=r"overrides: 'data.dir' is not a key of the config"):
+    train.restore(workdir, sinusoid.build_experiment, {'data.dir': 'elsewhere'})
+  with pytest.raises(ValueError, match=r'workdir: expected a run folder with config.json'):
+    train.restore(str(tmp_path), sinusoid.build_experiment)
+
+
 def test_interrupted_run_resumes_to_the_same_parameters(experiment, uninterrupted, tmp_path,
                                                         monkeypatch):
   _, results, state = uninterrupted

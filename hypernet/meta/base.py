@@ -25,7 +25,9 @@ Around it, for batches of tasks (leading task axis `[T, ...]`):
   computes in bfloat16 with float32 master weights;
 * `evaluate(learner, meta_params, tasks, steps)`: per-task query loss (and
   accuracy for classification) after each number of inner steps in `steps`,
-  which may differ from training.
+  which may differ from training; one compiled `lax.map` program, batched, whose tasks may
+  be made inside it (`make_task`: episodes drawn from keys); every experiment evaluates
+  with it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax
@@ -227,31 +229,59 @@ def make_meta_step(learner: MetaLearner, tx: optax.GradientTransformation,
   return jax.jit(meta_step, donate_argnums=(0,))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _eval_batch(learner, meta_params, tasks, num_steps):
-  per_task = jax.vmap(learner.task_loss, in_axes=(None, 0, None))
-  return per_task(meta_params, tasks, num_steps)[1]
+def _as_task(x: Any, data: Any) -> Task:
+  del data
+  return x
 
 
-def evaluate(learner: MetaLearner, meta_params: PyTree, tasks: Task, steps: Sequence[int],
-             batch_size: int = 250) -> dict[int, dict[str, jax.Array]]:
-  """Per-task metrics after each number of inner steps.
+def evaluate(learner: MetaLearner, meta_params: PyTree, tasks: Any, steps: Sequence[int],
+             batch_size: int = 250, make_task: Callable[[Any, Any], Task] | None = None,
+             data: Any = None, compiler_options: Mapping[str, Any] | None = None
+             ) -> dict[int, dict[str, jax.Array]]:
+  """Per-task metrics after each number of inner steps: every experiment's evaluator.
+
+  One jitted program (`lax.map` over the tasks, `batch_size` of them vmapped at a time, so
+  memory is bounded) computes `learner.task_loss`'s metrics after each of `steps`; it is
+  compiled once per (learner, steps, batch_size, make_task, shapes) and reused.
 
   Args:
     learner: the meta-learner.
     meta_params: its meta-parameters.
-    tasks: `n` tasks, leading axis `[n, ...]`.
+    tasks: `n` tasks, every leaf `[n, ...]`; or, with `make_task`, `n` of whatever it makes
+      ONE task from (e.g. PRNG keys `[n]` to draw episodes from, tasks cut to fewer shots).
     steps: the numbers of inner steps to evaluate (may differ from training).
-    batch_size: tasks per jitted call (bounds memory).
+    batch_size: tasks computed at once (bounds memory; the last batch may be partial).
+    make_task: `make_task(x, data) -> Task` for ONE element `x` of `tasks`; hashable, and
+      equal for equal behaviour (a module-level function or a frozen dataclass) so that the
+      compiled program is reused. Default: the element is the task.
+    data: a pytree passed to `make_task` as an argument of the program (e.g. a dataset on
+      device), not baked into it as a constant.
+    compiler_options: XLA options of the program (`jax.jit`'s), e.g. a lower optimisation
+      level for tests that spend their time compiling.
 
   Returns:
-    `{num_steps: {'loss': [n], ('accuracy': [n])}}`.
+    `{num_steps: {'loss': [n], ('accuracy': [n])}}`: the query loss after exactly that many
+    steps (`task_loss`'s `metrics['loss']`, not its multi-step training objective).
   """
+  steps = tuple(int(k) for k in steps)
+  if not steps or min(steps) < 0:
+    raise ValueError(f'steps: expected one or more integers >= 0, received {steps}.')
+  if not isinstance(batch_size, int) or batch_size < 1:
+    raise ValueError(f'batch_size: expected a positive integer, received {batch_size!r}.')
   n = jax.tree.leaves(tasks)[0].shape[0]
-  out = {}
-  for k in steps:
-    parts = [_eval_batch(learner, meta_params,
-                         jax.tree.map(lambda a, i=i: a[i:i + batch_size], tasks), int(k))
-             for i in range(0, n, batch_size)]
-    out[int(k)] = jax.tree.map(lambda *a: jnp.concatenate(a), *parts)
-  return out
+  options = tuple(sorted((compiler_options or {}).items()))
+  return _evaluate_program(options)(learner, steps, min(batch_size, n),
+                                    make_task or _as_task, meta_params, tasks, data)
+
+
+def _evaluate_impl(learner, steps, batch_size, make_task, meta_params, tasks, data):
+  def one(x):
+    task = make_task(x, data)
+    return {k: learner.task_loss(meta_params, task, k)[1] for k in steps}
+  return jax.lax.map(one, tasks, batch_size=batch_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _evaluate_program(options: tuple[tuple[str, Any], ...]) -> Callable[..., Any]:
+  return jax.jit(_evaluate_impl, static_argnums=(0, 1, 2, 3),
+                 compiler_options=dict(options) or None)
