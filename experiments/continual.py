@@ -52,7 +52,7 @@ from matplotlib.figure import Figure
 
 import hypernet
 from hypernet import continual as cl
-from experiments import events, train
+from experiments import checks, events, train
 from experiments.configs import continual as configs
 from experiments.continual_data import Benchmark, load_benchmark, num_classes
 
@@ -62,88 +62,67 @@ TARGET_INITS = ('lecun', 'torch')
 
 
 # ------------------------------------------------------------------ config
-def _fail(key: str, expected: str, value: Any) -> None:
-  raise ValueError(f'config.{key}: expected {expected}, received {value!r}.')
-
-
-def _check_int(config, key: str, minimum: int = 1) -> None:
-  value = config
-  for part in key.split('.'):
-    value = value[part]
-  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-    _fail(key, f'an integer >= {minimum}', value)
-
-
-def _check_float(config, key: str, positive: bool = False) -> None:
-  value = config
-  for part in key.split('.'):
-    value = value[part]
-  ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-  if not ok or value < 0 or (positive and value == 0):
-    _fail(key, 'a finite number ' + ('> 0' if positive else '>= 0'), value)
-
-
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises a ValueError naming the key, the expected and the received value."""
   train.check_numbers(config)  # every number finite
   if config.benchmark not in configs.BENCHMARKS:
-    _fail('benchmark', f'one of {configs.BENCHMARKS}', config.benchmark)
+    checks.fail('benchmark', f'one of {configs.BENCHMARKS}', config.benchmark)
   if config.method not in configs.METHODS:
-    _fail('method', f'one of {configs.METHODS}', config.method)
+    checks.fail('method', f'one of {configs.METHODS}', config.method)
   if config.get('protocol', 'default') not in configs.PROTOCOLS:
-    _fail('protocol', f'one of {configs.PROTOCOLS}', config.protocol)
+    checks.fail('protocol', f'one of {configs.PROTOCOLS}', config.protocol)
   for key in ('data.num_tasks', 'train.steps_per_task', 'train.batch_size',
               'train.steps_per_call', 'train.log_every'):
-    _check_int(config, key)
+    checks.check_int(config, key)
   for key in ('data.max_train_per_task', 'data.max_test_per_task'):
-    _check_int(config, key, minimum=0)
+    checks.check_int(config, key, minimum=0)
   if 'pad' in config.data:
-    _check_int(config, 'data.pad', minimum=0)
+    checks.check_int(config, 'data.pad', minimum=0)
     if config.data.pad and config.benchmark.endswith('mnist1d'):
-      _fail('data.pad', f'0 for {config.benchmark} (no image to pad)', config.data.pad)
+      checks.fail('data.pad', f'0 for {config.benchmark} (no image to pad)', config.data.pad)
   if not isinstance(config.train.get('reset_optimizer', True), bool):
-    _fail('train.reset_optimizer', 'True or False', config.train.reset_optimizer)
+    checks.fail('train.reset_optimizer', 'True or False', config.train.reset_optimizer)
   if config.target.get('init', 'lecun') not in TARGET_INITS:
-    _fail('target.init', f'one of {TARGET_INITS}', config.target.init)
-  _check_float(config, 'train.learning_rate', positive=True)
+    checks.fail('target.init', f'one of {TARGET_INITS}', config.target.init)
+  checks.check_float(config, 'train.learning_rate', positive=True)
   if config.train.lr_schedule not in LR_SCHEDULES:
-    _fail('train.lr_schedule', f'one of {LR_SCHEDULES}', config.train.lr_schedule)
+    checks.fail('train.lr_schedule', f'one of {LR_SCHEDULES}', config.train.lr_schedule)
   if not config.benchmark.startswith('permuted') and config.data.num_tasks > 5:
-    _fail('data.num_tasks', 'at most 5 for a split benchmark (5 digit pairs)',
+    checks.fail('data.num_tasks', 'at most 5 for a split benchmark (5 digit pairs)',
           config.data.num_tasks)
   if config.train.steps_per_task % config.train.steps_per_call:
-    _fail('train.steps_per_call', f'a divisor of train.steps_per_task='
+    checks.fail('train.steps_per_call', f'a divisor of train.steps_per_task='
           f'{config.train.steps_per_task}', config.train.steps_per_call)
   hidden = config.target.hidden
   if not isinstance(hidden, (tuple, list)) or not all(
       isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
-    _fail('target.hidden', 'a tuple of positive integers', hidden)
+    checks.fail('target.hidden', 'a tuple of positive integers', hidden)
   if config.method.startswith('hnet'):
     if config.hnet.kind not in HNET_KINDS:
-      _fail('hnet.kind', f'one of {HNET_KINDS}', config.hnet.kind)
-    _check_int(config, 'hnet.emb_dim')
-    _check_float(config, 'hnet.beta')
-    _check_float(config, 'hnet.lookahead_lr')
+      checks.fail('hnet.kind', f'one of {HNET_KINDS}', config.hnet.kind)
+    checks.check_int(config, 'hnet.emb_dim')
+    checks.check_float(config, 'hnet.beta')
+    checks.check_float(config, 'hnet.lookahead_lr')
     if config.hnet.kind == 'chunked':
       if 'chunk_size' not in config.hnet:
-        _fail('hnet.kind', "'full' for method hnet (the chunk keys live in "
+        checks.fail('hnet.kind', "'full' for method hnet (the chunk keys live in "
               "method=hnet_chunked's config)", config.hnet.kind)
-      _check_int(config, 'hnet.chunk_size')
-      _check_int(config, 'hnet.chunk_emb_dim')
+      checks.check_int(config, 'hnet.chunk_size')
+      checks.check_int(config, 'hnet.chunk_emb_dim')
   if config.method in ('ewc', 'online_ewc'):
-    _check_float(config, 'ewc.strength')
-    _check_int(config, 'ewc.fisher_samples')
+    checks.check_float(config, 'ewc.strength')
+    checks.check_int(config, 'ewc.fisher_samples')
     if config.ewc.fisher_samples % 100:
-      _fail('ewc.fisher_samples', 'a multiple of 100', config.ewc.fisher_samples)
+      checks.fail('ewc.fisher_samples', 'a multiple of 100', config.ewc.fisher_samples)
     if config.method == 'online_ewc':
-      _check_float(config, 'ewc.gamma')
+      checks.check_float(config, 'ewc.gamma')
     if config.ewc.get('fisher_labels', 'sample') not in cl.ewc.FISHER_LABELS:
-      _fail('ewc.fisher_labels', f'one of {cl.ewc.FISHER_LABELS}', config.ewc.fisher_labels)
+      checks.fail('ewc.fisher_labels', f'one of {cl.ewc.FISHER_LABELS}', config.ewc.fisher_labels)
   if config.method == 'si':
-    _check_float(config, 'si.c')
-    _check_float(config, 'si.xi', positive=True)
+    checks.check_float(config, 'si.c')
+    checks.check_float(config, 'si.xi', positive=True)
     if config.si.path_grad not in cl.si.PATH_GRADS:
-      _fail('si.path_grad', f'one of {cl.si.PATH_GRADS}', config.si.path_grad)
+      checks.fail('si.path_grad', f'one of {cl.si.PATH_GRADS}', config.si.path_grad)
 
 
 # ------------------------------------------------------------------ the method
@@ -397,7 +376,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       task_key = jax.random.fold_in(train_key, task)
       if not carry_optimizer:
         opt_state = prog.tx.init(params)  # fresh optimiser state per task
-      step, pending, t_log, run_s = 0, {}, time.perf_counter(), 0.0
+      step, pending, t_log = 0, {}, time.perf_counter()
       while step < steps:
         length = config.train.steps_per_call
         params, opt_state, memory, metrics = prog.train_chunk(

@@ -49,12 +49,8 @@ import numpy as np
 from hypernet import meta
 from hypernet.meta import hyper
 
-GRADIENT_ALGOS = ('maml', 'fomaml', 'metasgd', 'anil', 'reptile')
-HYPER_ALGOS = ('amortised', 'latent', 'hypermaml', 'learned_update')
-# classification with an embedding network (shared, or modulated per task by `support_metric`)
-METRIC_ALGOS = ('protonet', 'hyperhead', 'support_metric')
-ALGOS = GRADIENT_ALGOS + HYPER_ALGOS
-CLASSIFICATION_ALGOS = ALGOS + METRIC_ALGOS
+from experiments.configs.common import (ALGOS, CLASSIFICATION_ALGOS, GRADIENT_ALGOS,  # noqa: F401
+                                        HYPER_ALGOS, METRIC_ALGOS)
 GENERATING_KINDS = ('full', 'chunked', 'per_tensor')
 MODULATION_KINDS = ('film', 'additive', 'multiplicative', 'lowrank')
 HYPERNET_KINDS = GENERATING_KINDS + MODULATION_KINDS

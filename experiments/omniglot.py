@@ -50,55 +50,39 @@ from hypernet.target import PyTree
 from hypernet.tasks import Task
 from hypernet.tasks.omniglot import OmniglotEpisodes, episodes_for_protocol
 
-from experiments import learners, train
+from experiments import checks, learners, train
 from experiments.configs import omniglot as omniglot_config
 
 
 # ------------------------------------------------------------------ config checks
-def _positive_int(value: Any, name: str, low: int = 1) -> int:
-  if isinstance(value, bool) or not isinstance(value, int) or value < low:
-    raise ValueError(f'config.{name}: expected an integer >= {low}, received {value!r}.')
-  return value
-
-
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises a ValueError naming the key for invalid values, before anything is built."""
   train.validate_config(config)
-  if config.algo not in omniglot_config.ALGOS:
-    raise ValueError(f'config.algo: expected one of {omniglot_config.ALGOS}, received '
-                     f'{config.algo!r}.')
+  checks.check_choice(config, 'algo', omniglot_config.ALGOS)
   for name, low in (('ways', 2), ('train_ways', 2), ('shots', 1), ('queries', 1),
                     ('meta_batch_size', 1)):
-    _positive_int(config[name], name, low)
+    checks.check_int(config, name, low)
   if config.algo not in omniglot_config.METRIC_ALGOS and config.train_ways != config.ways:
     raise ValueError(f'config.train_ways: {config.algo} has a {config.ways}-way head, expected '
                      f'{config.ways} (= config.ways), received {config.train_ways}.')
-  _positive_int(config.model.filters, 'model.filters')
-  if config.data.protocol not in ('maml', 'official'):
-    raise ValueError(f"config.data.protocol: expected 'maml' or 'official', received "
-                     f'{config.data.protocol!r}.')
+  checks.check_int(config, 'model.filters')
+  checks.check_choice(config, 'data.protocol', ('maml', 'official'))
   settings = config.eval.settings
   if (not isinstance(settings, (tuple, list)) or not settings
       or not all(isinstance(s, (tuple, list)) and len(s) == 3 for s in settings)):
     raise ValueError(f'config.eval.settings: expected a non-empty tuple of (ways, shots, '
                      f'queries) triples, received {settings!r}.')
   for ways, shots, queries in settings:
-    _positive_int(ways, 'eval.settings (ways)', 2)
-    _positive_int(shots, 'eval.settings (shots)', 1)
-    _positive_int(queries, 'eval.settings (queries)', 1)
+    for name, value, low in (('ways', ways, 2), ('shots', shots, 1), ('queries', queries, 1)):
+      if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        checks.fail(f'eval.settings ({name})', f'an integer >= {low}', value)
     if config.algo not in omniglot_config.METRIC_ALGOS and ways != config.ways:
       raise ValueError(f'config.eval.settings: {config.algo} has a {config.ways}-way head, '
                        f'expected {config.ways}-way settings only, received ({ways}, {shots}).')
-  steps = config.eval.steps
-  if (not isinstance(steps, (tuple, list)) or not steps
-      or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in steps)):
-    raise ValueError(f'config.eval.steps: expected a non-empty tuple of integers >= 0, '
-                     f'received {steps!r}.')
-  if config.eval.conv_strategy not in hnn.CONV_STRATEGIES:
-    raise ValueError(f'config.eval.conv_strategy: expected one of {hnn.CONV_STRATEGIES}, '
-                     f'received {config.eval.conv_strategy!r}.')
+  checks.check_int_tuple(config, 'eval.steps', 0)
+  checks.check_choice(config, 'eval.conv_strategy', hnn.CONV_STRATEGIES)
   for name in ('num_episodes', 'val_episodes', 'batch_size'):
-    _positive_int(config.eval[name], f'eval.{name}')
+    checks.check_int(config, f'eval.{name}')
 
 
 # ------------------------------------------------------------------ data and model

@@ -43,7 +43,7 @@ from hypernet.target import PyTree
 from hypernet.tasks import Task, make_family
 from hypernet.tasks.base import check_split
 
-from experiments import learners, train
+from experiments import checks, learners, train
 
 
 class TargetMLP(nn.Module):
@@ -64,16 +64,6 @@ def build_target(config: ml_collections.ConfigDict, key: jax.Array) -> hypernet.
                                     jnp.zeros((1, 1)), key=key, name='TargetMLP')
 
 
-def _int_tuple(config: ml_collections.ConfigDict, name: str, minimum: int) -> tuple[int, ...]:
-  values = config.eval[name]
-  if (not isinstance(values, (tuple, list)) or not values
-      or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum
-                 for v in values)):
-    raise ValueError(f'config.eval.{name}: expected a non-empty tuple of integers >= {minimum}, '
-                     f'received {values!r}.')
-  return tuple(values)
-
-
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises a ValueError naming the key for invalid values, before anything is built."""
   train.validate_config(config)
@@ -88,8 +78,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     value = config.eval[name]
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
       raise ValueError(f'config.eval.{name}: expected a positive integer, received {value!r}.')
-  _int_tuple(config, 'shots', 1)
-  _int_tuple(config, 'steps', 0)
+  checks.check_int_tuple(config, 'eval.shots', 1)
+  checks.check_int_tuple(config, 'eval.steps', 0)
   for shift in config.eval.get('ood', ()):
     try:
       ood_family(config, shift)
@@ -105,7 +95,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.eval.track_tasks > config.eval.num_tasks:
       raise ValueError(f'config.eval.track_tasks: expected at most eval.num_tasks='
                        f'{config.eval.num_tasks}, received {config.eval.track_tasks}.')
-    _int_tuple(config, 'track_steps', 0)
+    checks.check_int_tuple(config, 'eval.track_steps', 0)
   if not 0 <= config.eval.num_plot_tasks <= config.eval.num_tasks:
     raise ValueError(f'config.eval.num_plot_tasks: expected 0..eval.num_tasks='
                      f'{config.eval.num_tasks}, received {config.eval.num_plot_tasks!r}.')

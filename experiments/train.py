@@ -81,7 +81,7 @@ from absl import logging
 from matplotlib.figure import Figure
 
 import hypernet
-from experiments import events
+from experiments import checks, events
 from hypernet import meta, parallel
 from hypernet.target import PyTree, path_str
 from hypernet.tasks import Task
@@ -250,13 +250,6 @@ def quiet_failed_restores() -> None:
 
 
 # ------------------------------------------------------------------ config and workdir
-def _positive_int(config: ml_collections.ConfigDict, name: str) -> int:
-  value = config[name]
-  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-    raise ValueError(f'config.{name}: expected a positive integer, received {value!r}.')
-  return value
-
-
 # Numeric keys of the learners' sub-dicts (`experiments.learners`), checked here when present so
 # that an error names the key the user set (`config.inner.lr`), not a learner's field (e.g.
 # `Amortised.finetune_lr`): key -> (integer?, minimum).
@@ -303,7 +296,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   check_numbers(config)
   for name in ('num_steps', 'steps_per_call', 'log_every', 'checkpoint_every',
                'keep_checkpoints'):
-    _positive_int(config, name)
+    checks.check_int(config, name)
   lr = config.optimizer.learning_rate
   if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
     raise ValueError(f'config.optimizer.learning_rate: expected a positive finite number, '

@@ -157,7 +157,8 @@ def test_config_argument_errors():
     omniglot_config.get_config('algo=unknown')
   with pytest.raises(ValueError, match='config ways: expected an integer >= 2'):
     omniglot_config.get_config('ways=1')
-  with pytest.raises(ValueError, match='expected `key=value`'):
+  with pytest.raises(ValueError,
+                     match=r'config argument: expected `algo=<value>`, .*received .bogus.'):
     omniglot_config.get_config('bogus')
   paper = omniglot_config.get_config('algo=maml,ways=20,size=paper')
   assert (paper.num_steps, paper.meta_batch_size, paper.inner.steps) == (60_000, 16, 5)

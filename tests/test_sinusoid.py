@@ -107,7 +107,7 @@ def test_unknown_variant_or_algo_raises(arg):
                                  'smoke,algo=reptile'])
 def test_config_arguments(arg):
   config = sinusoid_config.get_config(arg)
-  algo = sinusoid_config.parse_arg(arg)[0]
+  algo = sinusoid_config.parse_arg(arg).algo
   assert config.algo == algo
   assert (config.num_steps < 100) == ('smoke' in (arg or ''))
   learners.build_learner(config, sinusoid.build_target(config, jax.random.key(0)))

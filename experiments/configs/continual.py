@@ -39,9 +39,9 @@ is `task`.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import ml_collections
+
+from experiments.configs import common
 
 BENCHMARKS = ('permuted_mnist', 'split_mnist', 'permuted_mnist1d', 'split_mnist1d')
 METHODS = ('hnet', 'hnet_chunked', 'finetune', 'ewc', 'online_ewc', 'si')
@@ -51,44 +51,19 @@ VARIANTS = ('smoke',)
 DEFAULT_BENCHMARK, DEFAULT_METHOD = 'permuted_mnist', 'hnet'
 
 
-class Choice(NamedTuple):
-  """The parsed config argument; `scenario` is None where not given."""
-  benchmark: str
-  method: str
-  protocol: str
-  scenario: str | None
-  variants: tuple[str, ...]
-
-
-def parse_arg(arg: str | None) -> Choice:
-  """`'benchmark=split_mnist,method=ewc,smoke'` -> `Choice('split_mnist', 'ewc', 'default',
-  None, ('smoke',))`."""
-  chosen = {'benchmark': DEFAULT_BENCHMARK, 'method': DEFAULT_METHOD, 'protocol': 'default',
-            'scenario': None}
-  allowed = {'benchmark': BENCHMARKS, 'method': METHODS, 'protocol': PROTOCOLS,
-             'scenario': SCENARIOS}
-  variants = []
-  for item in (arg or '').split(','):
-    item = item.strip()
-    if not item:
-      continue
-    name, eq, value = item.partition('=')
-    if eq and name in allowed:
-      if value not in allowed[name]:
-        raise ValueError(f'config {name}: expected one of {allowed[name]}, received {value!r}.')
-      chosen[name] = value
-    elif item in VARIANTS:
-      variants.append(item)
-    else:
-      raise ValueError(f'config argument: expected `benchmark=<name>`, `method=<name>`, '
-                       f'`protocol=<name>`, `scenario=<name>` or a variant in {VARIANTS}, '
-                       f'comma-separated, received {item!r} (in {arg!r}).')
-  return Choice(**chosen, variants=tuple(variants))
+def parse_arg(arg: str | None) -> ml_collections.ConfigDict:
+  """`'benchmark=split_mnist,method=ewc,smoke'` -> `{benchmark: 'split_mnist', method: 'ewc',
+  protocol: 'default', scenario: None, smoke: True}` (`common.parse_arg`'s grammar)."""
+  return common.parse_arg(
+      arg, variants=VARIANTS, benchmark=common.OneOf(DEFAULT_BENCHMARK, BENCHMARKS),
+      method=common.OneOf(DEFAULT_METHOD, METHODS), protocol=common.OneOf('default', PROTOCOLS),
+      scenario=common.OneOf(None, SCENARIOS))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The continual-learning experiment's config; see the module docstring for `arg`."""
-  benchmark, method, protocol, scenario, variants = parse_arg(arg)
+  a = parse_arg(arg)
+  benchmark, method, protocol, scenario = a.benchmark, a.method, a.protocol, a.scenario
   mnist1d = benchmark.endswith('mnist1d')
   permuted = benchmark.startswith('permuted')
   if protocol == 'vandeven' and benchmark not in VANDEVEN_BENCHMARKS:
@@ -170,7 +145,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if protocol == 'vandeven':
     _vandeven(config, scenario or 'task')
 
-  if 'smoke' in variants:
+  if a.smoke:
     config.fast_compile = True
     config.data.num_tasks = 3
     config.data.max_train_per_task = 200

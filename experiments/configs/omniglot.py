@@ -32,45 +32,25 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments.configs import common
+
 DEFAULT_ALGO = 'hyperhead'
-GRADIENT_ALGOS = ('maml', 'fomaml', 'metasgd', 'anil', 'reptile')
-HYPER_ALGOS = ('support_metric', 'amortised', 'latent', 'hypermaml', 'learned_update', 'hyperhead')
+GRADIENT_ALGOS = common.GRADIENT_ALGOS
 # embedding + metric head: any ways/shots at evaluation
-METRIC_ALGOS = ('protonet', 'hyperhead', 'support_metric')
+METRIC_ALGOS = common.METRIC_ALGOS
 # Learners whose adapted parameters include the convolutions (a per-task Conv-4).
 CONV_ADAPTING = ('maml', 'fomaml', 'metasgd', 'hypermaml', 'learned_update')
-ALGOS = GRADIENT_ALGOS + HYPER_ALGOS + ('protonet',)
+ALGOS = common.CLASSIFICATION_ALGOS
 SIZES = ('cpu', 'paper')
 VARIANTS = ('smoke',)
-KEYS = ('algo', 'ways', 'shots', 'size')
 
 
-def parse_arg(arg: str | None) -> dict:
-  """`'ways=5,shots=1,algo=maml,smoke'` -> `{'algo': 'maml', 'ways': 5, 'shots': 1, ...}`."""
-  out = {'algo': DEFAULT_ALGO, 'ways': 5, 'shots': 1, 'size': 'cpu', 'smoke': False}
-  for item in (arg or '').split(','):
-    item = item.strip()
-    if not item:
-      continue
-    if item in VARIANTS:
-      out[item] = True
-      continue
-    key, sep, value = item.partition('=')
-    if not sep or key not in KEYS:
-      raise ValueError(f'config argument: expected `key=value` with key in {KEYS} or a variant '
-                       f'in {VARIANTS}, comma-separated, received {item!r} (in {arg!r}).')
-    if key in ('ways', 'shots'):
-      if not value.isdigit() or int(value) < (2 if key == 'ways' else 1):
-        raise ValueError(f'config {key}: expected an integer >= {2 if key == "ways" else 1}, '
-                         f'received {value!r}.')
-      out[key] = int(value)
-    elif key == 'algo' and value not in ALGOS:
-      raise ValueError(f'config algo: expected one of {ALGOS}, received {value!r}.')
-    elif key == 'size' and value not in SIZES:
-      raise ValueError(f'config size: expected one of {SIZES}, received {value!r}.')
-    else:
-      out[key] = value
-  return out
+def parse_arg(arg: str | None) -> ml_collections.ConfigDict:
+  """`'ways=5,shots=1,algo=maml,smoke'` -> `{algo: 'maml', ways: 5, shots: 1, size: 'cpu',
+  smoke: True}` (`common.parse_arg`'s grammar)."""
+  return common.parse_arg(arg, variants=VARIANTS, algo=common.OneOf(DEFAULT_ALGO, ALGOS),
+                          ways=common.AtLeast(5, 2), shots=common.AtLeast(1, 1),
+                          size=common.OneOf('cpu', SIZES))
 
 
 def _steps(algo: str, ways: int, shots: int, size: str) -> tuple[int, int, int]:
@@ -94,7 +74,7 @@ def _steps(algo: str, ways: int, shots: int, size: str) -> tuple[int, int, int]:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The Omniglot experiment's config; see the module docstring for `arg`."""
   a = parse_arg(arg)
-  algo, ways, shots, size = a['algo'], a['ways'], a['shots'], a['size']
+  algo, ways, shots, size = a.algo, a.ways, a.shots, a.size
   num_steps, meta_batch, queries = _steps(algo, ways, shots, size)
   config = ml_collections.ConfigDict()
   config.algo = algo
@@ -254,7 +234,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.conv_strategy = 'xla' if algo in METRIC_ALGOS else 'auto'
   config.eval.batch_size = 20 if algo in METRIC_ALGOS else 4
 
-  if a['smoke']:
+  if a.smoke:
     config.model.filters = 8
     config.num_steps = 4
     config.steps_per_call = 2

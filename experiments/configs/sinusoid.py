@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments.configs import common
+
 # The algorithm run by default: the hypernetwork method that trains in a few minutes on a
 # 2-core CPU. Change this one name to switch the main job to another method.
 DEFAULT_ALGO = 'amortised'
 
-GRADIENT_ALGOS = ('maml', 'fomaml', 'metasgd', 'anil', 'reptile')
-HYPER_ALGOS = ('amortised', 'latent', 'hypermaml', 'learned_update')
-ALGOS = GRADIENT_ALGOS + HYPER_ALGOS
+GRADIENT_ALGOS, HYPER_ALGOS, ALGOS = common.GRADIENT_ALGOS, common.HYPER_ALGOS, common.ALGOS
 VARIANTS = ('smoke', 'paper')  # 'paper': MAML only
 
 # Meta-steps per algorithm for the full run, chosen so that each trains in at most about
@@ -86,28 +86,16 @@ SKIP_NONFINITE = {'maml': 10, 'learned_update': 10}
 TRAIN_SUPPORT = {'anil': 5}
 
 
-def parse_arg(arg: str | None) -> tuple[str, tuple[str, ...]]:
-  """`'algo=maml,smoke'` -> `('maml', ('smoke',))`; None or '' -> `(DEFAULT_ALGO, ())`."""
-  algo, variants = DEFAULT_ALGO, []
-  for item in (arg or '').split(','):
-    item = item.strip()
-    if not item:
-      continue
-    if item.startswith('algo='):
-      algo = item[len('algo='):]
-      if algo not in ALGOS:
-        raise ValueError(f'config algo: expected one of {ALGOS}, received {algo!r}.')
-    elif item in VARIANTS:
-      variants.append(item)
-    else:
-      raise ValueError(f'config argument: expected `algo=<name>` or a variant in {VARIANTS}, '
-                       f'comma-separated, received {item!r} (in {arg!r}).')
-  return algo, tuple(variants)
+def parse_arg(arg: str | None) -> ml_collections.ConfigDict:
+  """`'algo=maml,smoke'` -> `{algo: 'maml', smoke: True, paper: False}`; None or '' -> the
+  default algorithm, no variant (`common.parse_arg`'s grammar)."""
+  return common.parse_arg(arg, variants=VARIANTS, algo=common.OneOf(DEFAULT_ALGO, ALGOS))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The sinusoid experiment's config; see the module docstring for `arg`."""
-  algo, variants = parse_arg(arg)
+  a = parse_arg(arg)
+  algo, variants = a.algo, tuple(v for v in VARIANTS if a[v])
   if 'paper' in variants and algo != 'maml':
     raise ValueError(f"config argument: the variant 'paper' is MAML's (algo=maml), received "
                      f'algo={algo!r} (in {arg!r}).')
