@@ -75,7 +75,10 @@ def learner_name(config: Mapping[str, Any]) -> str:
   algo = config['algo']
   default = sinusoid_config.get_config(f'algo={algo}').to_dict().get('inner', {})
   inner = config.get('inner', {})
-  weight = lambda d: d.get('first_step_weight', 0.0) if d.get('multi_step_loss') else 0.0  # noqa: E731
+
+  def weight(d):  # the first step's weight in the loss (0: none, or the plain mean)
+    return d.get("first_step_weight", 0.0) if d.get("multi_step_loss") else 0.0
+
   if (all(inner.get(k) == default.get(k) for k in ('steps', 'multi_step_loss'))
       and weight(inner) == weight(default)):
     return algo
