@@ -102,7 +102,9 @@ ABSENT_MEANS = {'compute_dtype': 'float32', 'optimizer.decay_every': 0,
                 'optimizer.decay_rate': 0.5,
                 # experiments.continual (issue 15): van de Ven & Tolias's protocol.
                 'protocol': 'default', 'data.pad': 0, 'target.init': 'lecun',
-                'train.reset_optimizer': True, 'ewc.fisher_labels': 'sample'}
+                'train.reset_optimizer': True, 'ewc.fisher_labels': 'sample',
+                # issue 14: the first step's weight in the multi-step loss.
+                'inner.first_step_weight': 0.0}
 
 
 @dataclasses.dataclass(frozen=True)
