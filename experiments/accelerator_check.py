@@ -22,7 +22,7 @@ warm-up, XLA's compiled peak memory and FLOPs):
    `algo=maml,size=paper`: 5-way 1-shot, 15 queries per class, Conv-4 with 64 filters and
    BatchNorm, meta-batch 32, one second-order inner step of 0.4, Adam 1e-3), built as
    `experiments.omniglot` builds it (`build_target`, `learners.build_learner`, the training
-   loop's `train.TrainChunk`: `steps_per_call` meta-steps per jitted call, episodes sampled
+   loop's `programs.TrainChunk`: `steps_per_call` meta-steps per jitted call, episodes sampled
    on device by `OmniglotEpisodes.sample_batch`) from random uint8 images of the MAML
    protocol's 4,400 meta-training classes (no dataset needed); steps/s and the projected
    time of the paper's 60,000 meta-steps (training only: evaluation and checkpoints
@@ -67,9 +67,8 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from experiments import benchmark
+from experiments import benchmark, learners, omniglot, outputs, programs, results_table
 from experiments import benchmark_workloads as bw
-from experiments import learners, omniglot, results_table, train
 from experiments.configs import omniglot as omniglot_config
 from hypernet import parallel
 from hypernet import runtime
@@ -223,14 +222,14 @@ def omniglot_maml(steps: int, variant: str = '', deadline: float | None = None,
   def sample_tasks(key: jax.Array):
     return family.sample_batch(key, *sizes)
 
-  mesh = train.task_mesh_for(config, sample_tasks)
-  tx = train.make_optimizer(config)
+  mesh = programs.task_mesh_for(config, sample_tasks)
+  tx = programs.make_optimizer(config)
   fast = False  # see above
   init_key, train_key = jax.random.split(jax.random.key(config.seed))
-  state = train.init_state(learner, tx, init_key, fast)
+  state = programs.init_state(learner, tx, init_key, fast)
   if mesh is not None:
     state = parallel.replicate(state, mesh)
-  chunk = train.TrainChunk(learner, tx, sample_tasks, fast, mesh,
+  chunk = programs.TrainChunk(learner, tx, sample_tasks, fast, mesh,
                            config.get('compute_dtype', 'float32'))
   length = min(steps_per_call or config.steps_per_call, steps)
   t0 = time.perf_counter()
@@ -382,7 +381,7 @@ def write_readme(path: str, results: dict[str, Any]) -> None:
   """Replaces the accelerator section of `path` by `section(results)`, atomically."""
   text = results_table.replace_section(check_readme(path), section(results), README_START,
                                        README_END)
-  train.write_text(path, text)
+  outputs.write_text(path, text)
 
 
 # ------------------------------------------------------------------ the run
@@ -433,7 +432,7 @@ def run(out: str, readme: str | None = None, tiny: bool = False,
   def save() -> None:
     results['wall_s'] = clock.elapsed()
     results['device_peak_bytes'] = _device_peak_bytes()
-    train.write_json(out, results)
+    outputs.write_json(out, results)
 
   def log(line: str) -> None:
     print(f'[{clock.elapsed():6.1f} s] {line}', flush=True)

@@ -71,7 +71,7 @@ from absl import app, flags
 from matplotlib.figure import Figure
 
 from experiments import benchmark_workloads as bw
-from experiments import train
+from experiments import outputs
 import hypernet as hn
 from hypernet import meta
 from hypernet import runtime
@@ -298,7 +298,7 @@ def plot_memory(path: str, curve: dict[str, Any], device: str) -> None:
   ax.set(xlabel='inner SGD steps (second order)', ylabel='compiled peak memory (MiB)')
   ax.set_title(f'MAML meta-gradient, {curve["model"].upper()} shapes\n{device}', fontsize='medium')
   ax.legend(fontsize='small')
-  train.save_figure(fig, path)
+  outputs.save_figure(fig, path)
 
 
 def batch_curve(workloads: Sequence[str], sizes: Sequence[int], windows: int, window_s: float,
@@ -334,7 +334,7 @@ def plot_batch_curve(path: str, curve: dict[str, Any], device: str) -> None:
   ax.set(xlabel='meta-batch size (tasks per meta-step)', ylabel='tasks per second')
   ax.set_title(f'Throughput against meta-batch size\n{device}', fontsize='medium')
   ax.legend(fontsize='small')
-  train.save_figure(fig, path)
+  outputs.save_figure(fig, path)
 
 
 # ------------------------------------------------------------------ tables and README
@@ -479,7 +479,7 @@ def replace_readme_section(path: str, text: str) -> None:
     raise ValueError(f'readme: expected {README_START!r} followed by {README_END!r} in '
                      f'{path!r}, found {"neither" if start < 0 and end < 0 else "one of them"}.')
   content = content[:start + len(README_START)] + '\n' + text + content[end:]
-  train.write_text(path, content)
+  outputs.write_text(path, content)
 
 
 # ------------------------------------------------------------------ the run
@@ -532,7 +532,7 @@ def run(workloads: Sequence[str], windows: int, window_s: float, out: str,
     print(f'  {r["library"]["steps_per_s"]:.4g} steps/s (compile {r["library"]["compile_s"]:.1f} s)'
           + (f'; reference {ref["steps_per_s"]:.4g} steps/s, overhead {r["overhead"]:.3f}'
              if ref else ''), flush=True)
-    train.write_json(out, results)  # after each workload: a long run leaves partial results
+    outputs.write_json(out, results)  # after each workload: a long run leaves partial results
   if memory_model is not None:
     print(f'memory: {memory_model} shapes, inner steps {list(memory_steps)} ...', flush=True)
     results['memory'] = memory_curve(memory_model, memory_steps,
@@ -546,7 +546,7 @@ def run(workloads: Sequence[str], windows: int, window_s: float, out: str,
     plot_batch_curve(os.path.join(os.path.dirname(os.path.abspath(out)), 'batch_curve.png'),
                      results['batch_curve'], results['device'])
   results['peers'] = peer_results
-  train.write_json(out, results)
+  outputs.write_json(out, results)
   text = table(results)
   print(text)
   if readme:

@@ -50,7 +50,7 @@ import numpy as np
 from absl import app, flags
 from matplotlib.figure import Figure
 
-from experiments import results_table, train
+from experiments import checks, outputs, results_table, rundir
 from experiments.configs import sinusoid as sinusoid_config
 
 CLAIM_ALGOS = ('maml', 'amortised', 'latent', 'hypermaml', 'learned_update')
@@ -114,14 +114,14 @@ def load_unfinished(patterns: str, algos: Sequence[str] = CLAIM_ALGOS) -> list[U
   out = []
   for pattern in (p.strip() for p in patterns.split(',')):
     for workdir in sorted(glob.glob(pattern)):
-      config_path = os.path.join(workdir, train.CONFIG_FILE)
+      config_path = os.path.join(workdir, rundir.CONFIG_FILE)
       if not os.path.isfile(config_path) or os.path.isfile(os.path.join(workdir, 'results.json')):
         continue
       with open(config_path) as f:
         config = json.load(f)
       if config.get('algo') not in algos or config.get('compute_dtype', 'float32') != 'float32':
         continue
-      records = read_records(os.path.join(workdir, train.METRICS_FILE))
+      records = read_records(os.path.join(workdir, rundir.METRICS_FILE))
       out.append(Unfinished(workdir, learner_name(config), config['seed'],
                             records[-1]['step'] if records else 0))
   return out
@@ -154,9 +154,9 @@ def load_runs(patterns: str, algos: Sequence[str] = CLAIM_ALGOS) -> dict[str, li
     algo = results.get('algo')
     if algo not in algos or results.get('compute_dtype', 'float32') != 'float32':
       continue
-    with open(os.path.join(workdir, train.CONFIG_FILE)) as f:
+    with open(os.path.join(workdir, rundir.CONFIG_FILE)) as f:
       config = json.load(f)
-    records = read_records(os.path.join(workdir, train.METRICS_FILE))
+    records = read_records(os.path.join(workdir, rundir.METRICS_FILE))
     by_algo[learner_name(config)].append(Run(workdir, config, results, records))
   if not by_algo:
     raise ValueError(f'runs: no finished float32 run of {tuple(algos)} in {patterns!r}; '
@@ -167,9 +167,9 @@ def load_runs(patterns: str, algos: Sequence[str] = CLAIM_ALGOS) -> dict[str, li
     if len(set(seeds)) != len(seeds):
       raise ValueError(f'runs: {algo} has two runs with the same seed ({seeds}, in '
                        f'{[r.workdir for r in runs]}); expected one run per seed.')
-    first = {k: v for k, v in train._flatten(runs[0].config).items() if k not in SEED_KEYS}
+    first = {k: v for k, v in checks.flatten(runs[0].config).items() if k not in SEED_KEYS}
     for run in runs[1:]:
-      other = {k: v for k, v in train._flatten(run.config).items() if k not in SEED_KEYS}
+      other = {k: v for k, v in checks.flatten(run.config).items() if k not in SEED_KEYS}
       diff = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
       if diff:
         raise ValueError(f'runs: the {algo} runs {runs[0].workdir} and {run.workdir} differ in '
@@ -443,7 +443,7 @@ def plot(claims: Mapping[str, Any], path: str) -> None:
          title='Held-out error during meta-training (median over seeds; band: min to max)')
   ax.legend(fontsize='small')
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  train.save_figure(fig, path)
+  outputs.save_figure(fig, path)
 
 
 def _fmt(summary: Mapping[str, Any] | None, digits: int = 3, scale: float = 1.0,
@@ -590,7 +590,7 @@ def main(argv: Sequence[str]) -> None:
   section = markdown(claims, rel)
   print(section)
   if f.json:
-    train.write_json(f.json, claims)
+    outputs.write_json(f.json, claims)
   if f.readme:
     results_table.update_readme(f.readme, section, START, END)
 

@@ -118,7 +118,7 @@ def launch(*, config_file: str, config_help: str, default_workdir: Callable[[Any
   def main(argv: list[str]) -> None:
     if len(argv) > 1:
       raise app.UsageError(f'Unexpected arguments: {argv[1:]}.')
-    from experiments import train  # pylint: disable=g-import-not-at-top
+    from experiments import rundir  # pylint: disable=g-import-not-at-top
     from hypernet import parallel, runtime  # pylint: disable=g-import-not-at-top
     runtime.keep_freed_memory()  # before the first JAX computation (see hypernet.runtime)
     f = flags.FLAGS
@@ -131,7 +131,7 @@ def launch(*, config_file: str, config_help: str, default_workdir: Callable[[Any
                            f'{f[name].value!r} without it.')
     config = f.config
     workdir = f.workdir or default_workdir(config)
-    train.quiet_orbax_logs()
+    rundir.quiet_orbax_logs()
     t0 = time.perf_counter()
     text = run_experiment(config, workdir)
     if parallel.is_primary():

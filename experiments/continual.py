@@ -12,17 +12,17 @@ after training task `j`). Outputs in the workdir (default
 `workdirs/continual/<benchmark>_<method>`):
 
 * `config.json` (before the first step; a workdir holding another config is refused, see
-  `experiments.train.check_workdir`; nothing changes in a refused workdir),
+  `experiments.rundir.check_workdir`; nothing changes in a refused workdir),
   `metrics.jsonl` (training loss per log step; the same scalars for TensorBoard in
   `tensorboard/`, `experiments.events`),
 * orbax checkpoints after every task: a rerun resumes after the last finished task and ends
   with exactly the result of an uninterrupted run (an unreadable newest checkpoint is moved
-  aside with a warning, see `experiments.train.restore_newest`),
+  aside with a warning, see `experiments.rundir.restore_newest`),
 * `accuracy_matrix.md` and `accuracy_matrix.png` (heatmap),
 * `results.json`: the protocol and scenario, the matrix, the final average accuracy and
   backward transfer as
   `{"mean", "ci95", "n"}` (`n` = seeds run, here 1: ci95 is null, see
-  `experiments.train.strict_json`), the final per-task accuracies summarised over tasks, the
+  `experiments.outputs.strict_json`), the final per-task accuracies summarised over tasks, the
   trainable parameter count and the compression ratio (trainable / target parameters), and,
   with `eval.infer_task`, the accuracy when the task is inferred by lowest predictive entropy.
 
@@ -52,7 +52,8 @@ from matplotlib.figure import Figure
 
 import hypernet
 from hypernet import continual as cl
-from experiments import checks, events, train
+from experiments import checks, events, outputs, rundir
+from experiments.programs import FAST_COMPILE
 from experiments.configs import continual as configs
 from experiments.continual_data import Benchmark, load_benchmark, num_classes
 
@@ -64,7 +65,7 @@ TARGET_INITS = ('lecun', 'torch')
 # ------------------------------------------------------------------ config
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises a ValueError naming the key, the expected and the received value."""
-  train.check_numbers(config)  # every number finite
+  checks.check_numbers(config)  # every number finite
   if config.benchmark not in configs.BENCHMARKS:
     checks.fail('benchmark', f'one of {configs.BENCHMARKS}', config.benchmark)
   if config.method not in configs.METHODS:
@@ -190,7 +191,7 @@ class Programs:
       learning_rate = optax.cosine_decay_schedule(learning_rate, steps_per_task)
     tx = optax.adam(learning_rate)
     self.tx = tx
-    opts = train.FAST_COMPILE if fast_compile else None
+    opts = FAST_COMPILE if fast_compile else None
 
     def sample(data: dict, task_id, key):  # one batch of one task
       i = jax.random.randint(key, (batch_size,), 0, data['train_count'][task_id])
@@ -329,7 +330,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     FloatingPointError: a training metric is not finite (naming task, step and metric).
   """
   validate_config(config)
-  train.check_workdir(config, workdir)  # reads only; the workdir changes after every check
+  rundir.check_workdir(config, workdir)  # reads only; the workdir changes after every check
   bench = benchmark_for(config)
   prog = programs(config, bench.input_dim)
   method, num_tasks = prog.method, config.data.num_tasks
@@ -350,21 +351,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                'steps.', config.method, config.benchmark, num_trainable,
                method.target.num_params, ratio, num_tasks, steps)
 
-  ckpt_dir = os.path.abspath(os.path.join(workdir, train.CHECKPOINT_DIR))
-  metrics_path = os.path.join(workdir, train.METRICS_FILE)
+  ckpt_dir = os.path.abspath(os.path.join(workdir, rundir.CHECKPOINT_DIR))
+  metrics_path = os.path.join(workdir, rundir.METRICS_FILE)
   start_task, unreadable, records = 0, [], []
   if not config.overwrite:  # a checkpoint after task t is step t + 1
-    start_task, state, unreadable = train.restore_newest(ckpt_dir, state)
+    start_task, state, unreadable = rundir.restore_newest(ckpt_dir, state)
     start_task = start_task or 0
     if start_task:
       logging.info('resumed after task %d from %s.', start_task - 1, ckpt_dir)
     # the log lines of the tasks the checkpoint backs
-    records = train.read_records(metrics_path, lambda r: r['task'] < start_task)
-  train.commit_workdir(config, workdir, unreadable)
-  manager = train.open_checkpoints(ckpt_dir, keep=2)
+    records = outputs.read_records(metrics_path, lambda r: r['task'] < start_task)
+  rundir.commit_workdir(config, workdir, unreadable)
+  manager = rundir.open_checkpoints(ckpt_dir, keep=2)
   writer = events.EventWriter(workdir, start_task * steps)  # global step: task * steps + step
   try:
-    train.write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in records))
+    outputs.write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in records))
     acc = np.array(state['acc'])
     seconds = np.array(state['seconds'])
     params, memory = state['params'], state['memory']
@@ -401,7 +402,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                                     for k, v in pending.items()},
                     'steps_per_s': rate}
           records.append(record)
-          train.write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in records))
+          outputs.write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in records))
           writer.write(task * steps + step, record, skip=('task', 'step'))
           left = total - (task * steps + step)
           logging.info('task %d/%d step %5d/%d  loss %.4f  ce %.4f  reg %.4g  acc %.3f  '
@@ -409,7 +410,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                        record['ce'], record['reg'], record['acc'], rate,
                        datetime.timedelta(seconds=round(left / rate)))
           pending, t_log = {}, now
-      train.check_params_finite(params, f'the last step of task {task}', 'parameters',
+      checks.check_params_finite(params, f'the last step of task {task}', 'parameters',
                                 f' (config.train.learning_rate={config.train.learning_rate})')
       memory = prog.end_task(params, memory, data, task_id, jax.random.fold_in(fisher_key, task))
       column = [float(prog.accuracy(params, data, jnp.asarray(i, jnp.int32)))
@@ -438,9 +439,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       'heads': ('generated per task' if config.method.startswith('hnet')
                 else 'one per task' if config.multi_head else 'one shared'),
       'accuracy_matrix': acc.tolist(),
-      'final_avg_accuracy': train.summary([cl.average_accuracy(acc)]),
-      'bwt': train.summary([cl.backward_transfer(acc)]),
-      'final_accuracy_over_tasks': train.summary(acc[:, -1]),
+      'final_avg_accuracy': outputs.summary([cl.average_accuracy(acc)]),
+      'bwt': outputs.summary([cl.backward_transfer(acc)]),
+      'final_accuracy_over_tasks': outputs.summary(acc[:, -1]),
       'num_trainable_params': num_trainable,
       'num_target_params': method.target.num_params,
       'compression_ratio': ratio,
@@ -450,9 +451,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if config.eval.infer_task:
     pairs = [prog.inferred(params, data, jnp.asarray(i, jnp.int32)) for i in range(num_tasks)]
     results['inferred_task'] = {
-        'accuracy': train.summary([np.mean([float(a) for a, _ in pairs])]),
-        'task_inference_rate': train.summary([np.mean([float(r) for _, r in pairs])])}
-  train.write_text(os.path.join(workdir, 'accuracy_matrix.md'), accuracy_table(acc))
+        'accuracy': outputs.summary([np.mean([float(a) for a, _ in pairs])]),
+        'task_inference_rate': outputs.summary([np.mean([float(r) for _, r in pairs])])}
+  outputs.write_text(os.path.join(workdir, 'accuracy_matrix.md'), accuracy_table(acc))
   if config.plots:
     fig = Figure(figsize=(max(5.0, 1.5 + 0.55 * num_tasks), max(4.0, 0.8 + 0.5 * num_tasks)),
                  layout='constrained')
@@ -460,8 +461,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     im = plot_accuracy_matrix(ax, acc, f'{config.method} on {config.benchmark}\nfinal average '
                               f'accuracy {100 * cl.average_accuracy(acc):.2f}%')
     fig.colorbar(im, ax=ax, label='test accuracy (%)')
-    train.save_figure(fig, os.path.join(workdir, 'accuracy_matrix.png'))
-  train.write_results(os.path.join(workdir, train.RESULTS_FILE), results)  # last: complete.
+    outputs.save_figure(fig, os.path.join(workdir, 'accuracy_matrix.png'))
+  outputs.write_results(os.path.join(workdir, rundir.RESULTS_FILE), results)  # last: complete.
   return results
 
 

@@ -50,14 +50,14 @@ from hypernet.target import PyTree
 from hypernet.tasks import Task
 from hypernet.tasks.omniglot import OmniglotEpisodes, episodes_for_protocol
 
-from experiments import checks, learners, train
+from experiments import checks, learners, outputs, programs, train
 from experiments.configs import omniglot as omniglot_config
 
 
 # ------------------------------------------------------------------ config checks
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises a ValueError naming the key for invalid values, before anything is built."""
-  train.validate_config(config)
+  checks.check_loop_config(config)
   checks.check_choice(config, 'algo', omniglot_config.ALGOS)
   for name, low in (('ways', 2), ('train_ways', 2), ('shots', 1), ('queries', 1),
                     ('meta_batch_size', 1)):
@@ -153,7 +153,7 @@ def evaluate(learner: meta.MetaLearner, config: ml_collections.ConfigDict, meta_
         acc = meta.evaluate(for_ways(learner, ways), meta_params, keys, steps,
                             config.eval.batch_size, make_task=Episode(ways, shots, queries),
                             data=families[split],
-                            compiler_options=train.FAST_COMPILE if fast else None)
+                            compiler_options=programs.FAST_COMPILE if fast else None)
       num_queries = ways * queries  # accuracy = correct / num_queries: the % from the count
       for k in steps:
         correct = np.rint(np.asarray(acc[k]['accuracy'], np.float64) * num_queries)
@@ -192,14 +192,14 @@ def plot(learner: meta.MetaLearner, config: ml_collections.ConfigDict, workdir: 
     ax.set_yticks([])
   fig.suptitle(f'{config.algo}: a {ways}-way {shots}-shot test episode (top: support; below: '
                f'queries, predicted class after {k} steps)', fontsize='small')
-  train.save_figure(fig, os.path.join(workdir, 'episode.png'))
+  outputs.save_figure(fig, os.path.join(workdir, 'episode.png'))
 
 
 # ------------------------------------------------------------------ the run
 def build_experiment(config: ml_collections.ConfigDict) -> train.Experiment:
   """Validates `config`; the data, the target, the learner, the sampler, evaluation, plots."""
   validate_config(config)
-  return _build_experiment(train.experiment_key(config))
+  return _build_experiment(programs.experiment_key(config))
 
 
 @functools.lru_cache(maxsize=16)

@@ -69,7 +69,7 @@ def load_runs(pattern: str) -> list[tuple[str, dict[str, Any]]]:
 def _cell(summary: dict[str, float] | None) -> str:
   if summary is None:
     return '—'
-  if summary['mean'] is None:  # strict JSON (experiments.train.strict_json): some task's
+  if summary['mean'] is None:  # strict JSON (experiments.outputs.strict_json): some task's
     return f'diverged ({summary.get("diverged", "nan")})'  # loss overflowed
   if not math.isfinite(summary['mean']):  # files written before results.json was strict JSON
     return f'diverged ({summary["mean"]})'
@@ -215,7 +215,7 @@ def replace_section(text: str, section: str, start: str = START, end: str = END)
 
 def update_readme(path: str, section: str, start: str = START, end: str = END) -> None:
   """Replaces the text between `start` and `end` in the file `path` by `section`, atomically."""
-  from experiments.train import write_text  # pylint: disable=g-import-not-at-top
+  from experiments.outputs import write_text  # pylint: disable=g-import-not-at-top
   with open(path) as f:
     text = f.read()
   write_text(path, replace_section(text, section, start, end))

@@ -43,7 +43,7 @@ from hypernet.target import PyTree
 from hypernet.tasks import Task, make_family
 from hypernet.tasks.base import check_split
 
-from experiments import checks, learners, train
+from experiments import checks, learners, outputs, programs, train
 
 
 class TargetMLP(nn.Module):
@@ -66,7 +66,7 @@ def build_target(config: ml_collections.ConfigDict, key: jax.Array) -> hypernet.
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises a ValueError naming the key for invalid values, before anything is built."""
-  train.validate_config(config)
+  checks.check_loop_config(config)
   if config.algo not in learners.ALGOS:
     raise ValueError(f'config.algo: expected one of {learners.ALGOS}, received {config.algo!r}.')
   for name in ('meta_batch_size',):
@@ -155,7 +155,7 @@ def query_mse(learner: meta.MetaLearner, shots: Sequence[int], steps: Sequence[i
               fast_compile: bool = False) -> dict[str, np.ndarray]:
   """`{'mse_<K>shot_step<k>': [n]}` for every K in `shots` and k in `steps`: the query loss
   after exactly k steps from the first K support points (`hypernet.meta.evaluate`)."""
-  options = train.FAST_COMPILE if fast_compile else None
+  options = programs.FAST_COMPILE if fast_compile else None
   out = {}
   for k_shot in shots:
     per_step = meta.evaluate(learner, meta_params, tasks, steps, batch_size,
@@ -238,7 +238,7 @@ def evaluate(learner: meta.MetaLearner, family, config: ml_collections.ConfigDic
   """
   shots, steps = tuple(config.eval.shots), tuple(config.eval.steps)
   fast = bool(config.get('fast_compile', False))
-  data = train.jit(_eval_data, (0, 1, 2, 3), fast)(family, config.eval.num_tasks, shots,
+  data = programs.jit(_eval_data, (0, 1, 2, 3), fast)(family, config.eval.num_tasks, shots,
                                                    config.eval.num_query, key)
   batch_size = min(config.eval.batch_size, config.eval.num_tasks)
   metrics = query_mse(learner, shots, steps, batch_size, meta_params, data['tasks'], fast)
@@ -286,7 +286,7 @@ def track(learner: meta.MetaLearner, family, config: ml_collections.ConfigDict,
   shots, steps = tuple(config.eval.shots), tuple(config.eval.track_steps)
   fast = bool(config.get('fast_compile', False))
   n = config.eval.track_tasks
-  data = train.jit(_eval_data, (0, 1, 2, 3), fast)(family, config.eval.num_tasks, shots,
+  data = programs.jit(_eval_data, (0, 1, 2, 3), fast)(family, config.eval.num_tasks, shots,
                                                    config.eval.num_query, key)
   tasks = jax.tree.map(lambda a: a[:n], data['tasks'])
   mse = query_mse(learner, shots, steps, min(config.eval.batch_size, n), meta_params, tasks,
@@ -317,10 +317,10 @@ def plot(learner: meta.MetaLearner, family, config: ml_collections.ConfigDict, w
   if num:
     # The first `num` of `evaluate`'s held-out tasks (same key, same compiled sampler).
     fast = bool(config.get('fast_compile', False))
-    data = train.jit(_eval_data, (0, 1, 2, 3), fast)(family, config.eval.num_tasks, shots,
+    data = programs.jit(_eval_data, (0, 1, 2, 3), fast)(family, config.eval.num_tasks, shots,
                                                      config.eval.num_query, key)
     tasks = jax.tree.map(lambda a: a[:num], data['tasks'])
-    preds, truth = jax.device_get(train.jit(_curves, (0, 1, 2, 3), fast)(
+    preds, truth = jax.device_get(programs.jit(_curves, (0, 1, 2, 3), fast)(
         learner, family, shots, steps, meta_params, tasks, data['grid']))
     c = {'grid': np.asarray(data['grid']), 'mean': np.asarray(data['mean_grid']),
          'tasks': jax.device_get(tasks), 'preds': preds, 'truth': truth}
@@ -348,7 +348,7 @@ def plot(learner: meta.MetaLearner, family, config: ml_collections.ConfigDict, w
       axes[row, -1].legend(fontsize='x-small', loc='center left', bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(f'{config.algo}: held-out tasks, prediction after 0..{max(steps)} '
                  'adaptation steps')
-    train.save_figure(fig, os.path.join(workdir, 'predictions.png'))
+    outputs.save_figure(fig, os.path.join(workdir, 'predictions.png'))
 
   fig = Figure(figsize=(5.5, 3.8), layout='constrained')
   ax = fig.subplots()
@@ -361,14 +361,14 @@ def plot(learner: meta.MetaLearner, family, config: ml_collections.ConfigDict, w
   ax.set(xlabel='adaptation steps', ylabel='held-out query MSE', yscale='log',
          title=f'{config.algo}: {config.eval.num_tasks} held-out tasks, 95% CI')
   ax.legend(fontsize='small')
-  train.save_figure(fig, os.path.join(workdir, 'mse_vs_steps.png'))
+  outputs.save_figure(fig, os.path.join(workdir, 'mse_vs_steps.png'))
 
 
 # ------------------------------------------------------------------ the run
 def build_experiment(config: ml_collections.ConfigDict) -> train.Experiment:
   """Validates `config`; the target, the learner, the task sampler, evaluation and plots."""
   validate_config(config)
-  return _build_experiment(train.experiment_key(config))
+  return _build_experiment(programs.experiment_key(config))
 
 
 @functools.lru_cache(maxsize=16)

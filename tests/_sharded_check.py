@@ -11,7 +11,7 @@ import sys
 import jax
 import numpy as np
 
-from experiments import sinusoid, train
+from experiments import programs, sinusoid, train
 from experiments.configs import sinusoid as sinusoid_config
 from hypernet import meta, parallel
 
@@ -29,19 +29,19 @@ def main(workdir: str) -> None:
   config.eval.batch_size = 8
   config.eval.track_tasks = 8
   experiment = sinusoid.build_experiment(config)
-  tx = train.make_optimizer(config)
+  tx = programs.make_optimizer(config)
   report = {}
 
   # The library path: the same TrainChunk with and without the mesh.
-  mesh = train.task_mesh_for(config, experiment.sample_tasks)  # shard_tasks=None: 8 devices
+  mesh = programs.task_mesh_for(config, experiment.sample_tasks)  # shard_tasks=None: 8 devices
   report['mesh_devices'] = int(mesh.devices.size)
   key = jax.random.key(0)
   finals = {}
   for name, m in (('sharded', mesh), ('single', None)):
-    state = train.init_state(experiment.learner, tx, key, True)
+    state = programs.init_state(experiment.learner, tx, key, True)
     if m is not None:
       state = parallel.replicate(state, m)
-    chunk = train.TrainChunk(experiment.learner, tx, experiment.sample_tasks, True, m)
+    chunk = programs.TrainChunk(experiment.learner, tx, experiment.sample_tasks, True, m)
     state, metrics = chunk(state, jax.random.key(1), 6)
     finals[name] = (jax.device_get(state.meta_params), np.asarray(metrics['loss']))
     report[f'{name}_param_devices'] = len(jax.tree.leaves(state.meta_params)[0].sharding.device_set)
@@ -54,7 +54,7 @@ def main(workdir: str) -> None:
   report['params_changed'] = any(
       not np.allclose(x, y) for x, y in
       zip(jax.tree.leaves(a[0]), jax.tree.leaves(jax.device_get(
-          train.init_state(experiment.learner, tx, key, True).meta_params))))
+          programs.init_state(experiment.learner, tx, key, True).meta_params))))
 
   # The meta-step on a batch placed by shard_tasks: really split 8 ways, compiled that way.
   tasks = experiment.sample_tasks(jax.random.key(2))
@@ -62,13 +62,13 @@ def main(workdir: str) -> None:
   report['task_shards'] = sorted({tuple(s.data.shape) for s in sharded.x_support.addressable_shards})
   report['task_devices'] = len(sharded.x_support.sharding.device_set)
   step = meta.make_meta_step(experiment.learner, tx, mesh=mesh)
-  state = parallel.replicate(train.init_state(experiment.learner, tx, key, True), mesh)
+  state = parallel.replicate(programs.init_state(experiment.learner, tx, key, True), mesh)
   compiled = step.lower(state, sharded).compile()
   task_in = compiled.input_shardings[0][1].x_support
   report['compiled_task_spec'] = [str(s) for s in task_in.spec]
   report['hlo_all_reduce'] = 'all-reduce' in compiled.as_text()
   state, m = compiled(state, sharded)
-  single_state = train.init_state(experiment.learner, tx, key, True)
+  single_state = programs.init_state(experiment.learner, tx, key, True)
   _, m1 = meta.make_meta_step(experiment.learner, tx)(single_state, tasks)
   report['step_loss'] = [float(m['loss']), float(m1['loss'])]
 

@@ -21,7 +21,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import hypernet as hn
-from experiments import continual, events, train
+from experiments import continual, events, outputs
 from experiments.configs import continual as continual_config
 from hypernet import continual as cl
 from hypernet.data import mnist as mn
@@ -506,10 +506,10 @@ def test_continual_table_from_results_files(tmp_path):
   acc = [[0.9, 0.8], [0.1, 0.95]]
   for name, method in (('split_mnist_hnet', 'hnet'), ('split_mnist_ewc_strong', 'ewc')):
     (tmp_path / name).mkdir()
-    train.write_json(str(tmp_path / name / 'results.json'), {
+    outputs.write_json(str(tmp_path / name / 'results.json'), {
         'benchmark': 'split_mnist', 'method': method, 'num_tasks': 2, 'steps_per_task': 10,
         'accuracy_matrix': acc, 'heads': 'one per task',
-        'final_avg_accuracy': train.summary([0.875]), 'bwt': train.summary([-0.1]),
+        'final_avg_accuracy': outputs.summary([0.875]), 'bwt': outputs.summary([-0.1]),
         'num_trainable_params': 1000, 'compression_ratio': 0.5, 'train_time_s': 60.0})
   text = continual_table.tables(continual_table.load_runs(str(tmp_path / '*')))
   assert '| hnet | 87.50 | -10.00 | — | 1,000 | 0.500 |' in text

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import hypernet as hn
-from experiments import sinusoid
+from experiments import rundir, sinusoid
 from experiments.configs import sinusoid as sinusoid_config
 from hypernet import meta
 from hypernet.meta.base import cast_floating
@@ -82,12 +82,11 @@ def test_sinusoid_config_key_trains_in_bf16(tmp_path):
 def test_runs_recorded_before_the_new_keys_can_be_resumed(tmp_path):
   """A `config.json` without `compute_dtype` / `shard_tasks` is the default float32 run."""
   import json
-  from experiments import train
   config = sinusoid_config.get_config('algo=maml,smoke')
   old = json.loads(config.to_json())
   del old['compute_dtype'], old['shard_tasks']
   (tmp_path / 'config.json').write_text(json.dumps(old))
-  train.prepare_workdir(config, str(tmp_path))  # accepted
+  rundir.prepare_workdir(config, str(tmp_path))  # accepted
   config.compute_dtype = 'bfloat16'
   with pytest.raises(ValueError, match=r"compute_dtype: 'float32' -> 'bfloat16'"):
-    train.prepare_workdir(config, str(tmp_path))
+    rundir.prepare_workdir(config, str(tmp_path))

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from experiments import results_table
+from experiments import outputs, results_table
 
 README = pathlib.Path(__file__).resolve().parents[1] / 'README.md'
 
@@ -72,15 +72,14 @@ def test_non_finite_means_read_diverged(tmp_path):
 
 
 def test_strict_json_diverged_means_read_diverged(tmp_path):
-  """results.json is strict JSON now: a diverged mean is null with `diverged` (train.strict_json)."""
-  from experiments import train
+  """results.json is strict JSON now: a diverged mean is null with `diverged` (outputs.strict_json)."""
   workdir = tmp_path / 'a'
   workdir.mkdir()
   results = {'algo': 'metasgd', 'num_steps': 100, 'steps_per_s': 1.0, 'num_meta_params': 10,
-             'metrics': {'mse_5shot_step1': train.summary([0.4, 0.6]),
-                         'mse_5shot_step10': train.summary([0.4, float('nan')])},
-             'baselines': {'mse_mean_function': train.summary([3.0])}}
-  train.write_results(str(workdir / 'results.json'), results)
+             'metrics': {'mse_5shot_step1': outputs.summary([0.4, 0.6]),
+                         'mse_5shot_step10': outputs.summary([0.4, float('nan')])},
+             'baselines': {'mse_mean_function': outputs.summary([3.0])}}
+  outputs.write_results(str(workdir / 'results.json'), results)
   on_disk = json.loads((workdir / 'results.json').read_text(),
                        parse_constant=lambda c: pytest.fail(f'{c} in results.json'))
   assert on_disk['metrics']['mse_5shot_step10'] == {'mean': None, 'ci95': None, 'n': 2,

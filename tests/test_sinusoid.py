@@ -10,7 +10,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from experiments import events, learners, sinusoid, train
+from experiments import events, learners, programs, sinusoid
 from experiments.configs import sinusoid as sinusoid_config
 from hypernet.tasks import Sinusoid
 
@@ -80,7 +80,7 @@ def test_smoke_run(algo, tmp_path):
 
 def test_eval_tasks_share_functions_and_queries():
   config = smoke_config('maml')  # the smoke runs' evaluation data (compiled already)
-  eval_data = train.jit(sinusoid._eval_data, (0, 1, 2, 3), config.fast_compile)
+  eval_data = programs.jit(sinusoid._eval_data, (0, 1, 2, 3), config.fast_compile)
   data = eval_data(Sinusoid(), config.eval.num_tasks, tuple(config.eval.shots),
                    config.eval.num_query, jax.random.key(0))
   tasks = data['tasks']

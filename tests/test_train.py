@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import sinusoid, train
+from experiments import checks, outputs, programs, rundir, sinusoid, train
 from experiments.configs import sinusoid as sinusoid_config
 
 
@@ -40,9 +40,9 @@ def uninterrupted(experiment, tmp_path_factory):
 
 
 def _final_state(workdir, experiment):
-  like = train.init_state(experiment.learner, train.make_optimizer(smoke_config()),
+  like = programs.init_state(experiment.learner, programs.make_optimizer(smoke_config()),
                           jax.random.key(0), fast_compile=True)
-  return train.restore_state(workdir, like)
+  return rundir.restore_state(workdir, like)
 
 
 def _records(workdir):
@@ -59,41 +59,41 @@ def test_same_seed_same_metrics_and_parameters(experiment, uninterrupted, tmp_pa
 
 
 def test_restore_reads_a_run_back(uninterrupted, tmp_path):
-  """`train.restore`: the run's config, its experiment and newest state; evaluating the
+  """`rundir.restore`: the run's config, its experiment and newest state; evaluating the
   restored parameters with the run's evaluation key gives the run's results."""
   workdir, results, state = uninterrupted
-  run = train.restore(workdir, sinusoid.build_experiment)
+  run = rundir.restore(workdir, sinusoid.build_experiment)
   assert run.config.to_json() == smoke_config().to_json()  # (tuples read back as lists)
   chex.assert_trees_all_equal(run.state, state)
   eval_key = jax.random.split(jax.random.key(run.config.seed), 3)[2]  # the loop's
   again = run.experiment.evaluate(run.meta_params, eval_key)['metrics']
   for name, values in again.items():
-    assert train.summary(values) == results['metrics'][name], name
+    assert outputs.summary(values) == results['metrics'][name], name
   with pytest.raises(ValueError, match=r"overrides: 'data.dir' is not a key of the config"):
-    train.restore(workdir, sinusoid.build_experiment, {'data.dir': 'elsewhere'})
+    rundir.restore(workdir, sinusoid.build_experiment, {'data.dir': 'elsewhere'})
   with pytest.raises(ValueError, match=r'workdir: expected a run folder with config.json'):
-    train.restore(str(tmp_path), sinusoid.build_experiment)
+    rundir.restore(str(tmp_path), sinusoid.build_experiment)
 
 
 def test_interrupted_run_resumes_to_the_same_parameters(experiment, uninterrupted, tmp_path,
                                                         monkeypatch):
   _, results, state = uninterrupted
   workdir = str(tmp_path)
-  check_finite = train._check_finite
+  check_finite = checks.check_finite_metrics
 
   def interrupt_after_step_20(metrics, first_step, config):
     if first_step > 20:  # the call after the checkpoint at step 20
       raise KeyboardInterrupt('simulated interruption')
     check_finite(metrics, first_step, config)
 
-  monkeypatch.setattr(train, '_check_finite', interrupt_after_step_20)
+  monkeypatch.setattr(checks, 'check_finite_metrics', interrupt_after_step_20)
   with pytest.raises(KeyboardInterrupt):
     train.train_and_evaluate(smoke_config(), workdir, experiment)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['20']
   assert not os.path.exists(os.path.join(workdir, 'results.json'))
   assert [r['step'] for r in _records(workdir)] == [20]
 
-  monkeypatch.setattr(train, '_check_finite', check_finite)
+  monkeypatch.setattr(checks, 'check_finite_metrics', check_finite)
   resumed = train.train_and_evaluate(smoke_config(), workdir, experiment)
   assert resumed['resumed_from_step'] == 20
   assert [r['step'] for r in _records(workdir)] == [20, 40]
@@ -117,18 +117,18 @@ def test_longer_run_continues_a_finished_one(experiment, uninterrupted, tmp_path
 
 def test_workdir_with_a_different_config_is_refused(tmp_path):
   workdir = str(tmp_path)
-  train.prepare_workdir(smoke_config(), workdir)
+  rundir.prepare_workdir(smoke_config(), workdir)
   os.makedirs(os.path.join(workdir, 'checkpoints', '20'))
   with pytest.raises(ValueError, match=r'seed: 0 -> 1.*overwrite'):
-    train.prepare_workdir(smoke_config(seed=1), workdir)
+    rundir.prepare_workdir(smoke_config(seed=1), workdir)
   with pytest.raises(ValueError, match='inner.lr'):
     config = smoke_config()
     config.inner.lr = 0.1
-    train.prepare_workdir(config, workdir)
+    rundir.prepare_workdir(config, workdir)
   with open(os.path.join(workdir, 'config.json')) as f:
     assert json.load(f)['seed'] == 0  # untouched
-  train.prepare_workdir(smoke_config(num_steps=80), workdir)  # a longer run: accepted
-  train.prepare_workdir(smoke_config(seed=1, overwrite=True), workdir)  # starts afresh
+  rundir.prepare_workdir(smoke_config(num_steps=80), workdir)  # a longer run: accepted
+  rundir.prepare_workdir(smoke_config(seed=1, overwrite=True), workdir)  # starts afresh
   assert not os.path.exists(os.path.join(workdir, 'checkpoints'))
   with open(os.path.join(workdir, 'config.json')) as f:
     assert json.load(f)['seed'] == 1
@@ -137,7 +137,7 @@ def test_workdir_with_a_different_config_is_refused(tmp_path):
 def test_checkpoints_without_config_are_refused(tmp_path):
   os.makedirs(tmp_path / 'checkpoints')
   with pytest.raises(ValueError, match='no config.json'):
-    train.prepare_workdir(smoke_config(), str(tmp_path))
+    rundir.prepare_workdir(smoke_config(), str(tmp_path))
 
 
 def test_non_finite_loss_names_the_step_and_metric(tmp_path):
@@ -155,32 +155,32 @@ def test_check_finite_reports_the_first_bad_step():
   config.optimizer.skip_nonfinite = 0
   metrics = {'grad_norm': np.array([1.0, np.inf, 1.0]), 'loss': np.array([1.0, 2.0, np.nan])}
   with pytest.raises(FloatingPointError, match=r"'grad_norm' is inf .* at step 12\b"):
-    train._check_finite(metrics, 11, config)
-  train._check_finite({'loss': np.ones(3)}, 1, config)
+    checks.check_finite_metrics(metrics, 11, config)
+  checks.check_finite_metrics({'loss': np.ones(3)}, 1, config)
 
 
 def test_skip_nonfinite_drops_such_updates_and_counts_them(tmp_path):
   """`optimizer.skip_nonfinite`: a non-finite meta-gradient leaves the parameters and Adam's
   state as they were (counted); more than n in a row is the run's end, naming the update."""
   import optax  # pylint: disable=g-import-not-at-top
-  tx = train._optimizer(1e-3, 1.0, skip_nonfinite=2)
+  tx = programs._optimizer(1e-3, 1.0, skip_nonfinite=2)
   params = {'w': np.ones(3, np.float32)}
   state = tx.init(params)
   good = {'w': np.full(3, 0.5, np.float32)}
   bad = {'w': np.array([0.5, np.nan, 0.5], np.float32)}
   updates, after_bad = tx.update(bad, state, params)
   np.testing.assert_array_equal(updates['w'], 0.0)
-  assert train.skipped_updates(after_bad) == 1 and train.skipped_updates(state) == 0
-  reference = train._optimizer(1e-3, 1.0)
+  assert programs.skipped_updates(after_bad) == 1 and programs.skipped_updates(state) == 0
+  reference = programs._optimizer(1e-3, 1.0)
   expected, _ = reference.update(good, reference.init(params), params)
   updates, _ = tx.update(good, after_bad, params)  # Adam's state untouched by the dropped one
   np.testing.assert_allclose(updates['w'], expected['w'], rtol=1e-6)
-  assert train.skipped_updates(optax.adam(1e-3).init(params)) == 0
+  assert programs.skipped_updates(optax.adam(1e-3).init(params)) == 0
   config = smoke_config()
   config.optimizer.skip_nonfinite = 2
-  train._check_finite({'loss': np.array([1.0, np.nan])}, 1, config)  # no error: dropped
-  assert train._finite_mean(np.array([1.0, np.nan, 3.0, np.inf])) == 2.0
-  assert train._finite_mean(np.array([np.nan])) is None
+  checks.check_finite_metrics({'loss': np.array([1.0, np.nan])}, 1, config)  # no error: dropped
+  assert checks.finite_mean(np.array([1.0, np.nan, 3.0, np.inf])) == 2.0
+  assert checks.finite_mean(np.array([np.nan])) is None
   # Every update after the first is non-finite (see the test above): after 2 dropped in a row
   # optax applies the third, and the loop names the non-finite parameters.
   config.optimizer.learning_rate = 1e38
@@ -200,14 +200,14 @@ def test_calls_end_at_log_and_checkpoint_steps():
 
 
 def test_summary():
-  s = train.summary(np.array([1.0, 2.0, 3.0, 4.0]))
+  s = outputs.summary(np.array([1.0, 2.0, 3.0, 4.0]))
   assert s['n'] == 4 and s['mean'] == 2.5
   np.testing.assert_allclose(s['ci95'], 1.96 * np.std([1, 2, 3, 4], ddof=1) / 2)
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
   path = str(tmp_path / 'out.json')
-  train.write_json(path, {'a': 1})
+  outputs.write_json(path, {'a': 1})
 
   def fail(tmp):
     with open(tmp, 'w') as f:
@@ -215,7 +215,7 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     raise RuntimeError('disk full')
 
   with pytest.raises(RuntimeError):
-    train.atomic_write(path, fail)
+    outputs.atomic_write(path, fail)
   assert os.listdir(tmp_path) == ['out.json']
   with open(path) as f:
     assert json.load(f) == {'a': 1}
@@ -304,7 +304,7 @@ def test_damaged_config_and_metrics_files_are_named(experiment, finished):
   with open(metrics, 'w') as f:  # a last line cut short: dropped with a warning
     f.write(lines[0] + '\n' + lines[1][:10])
   with pytest.warns(UserWarning, match=rf'{metrics}: line 2 is not valid JSON.*dropping it'):
-    assert [r['step'] for r in train._read_records(metrics, 40)] == [20]
+    assert [r['step'] for r in rundir.records_up_to(metrics, 40)] == [20]
   config_path = os.path.join(finished, 'config.json')
   open(config_path, 'w').close()
   before = _snapshot(finished)
