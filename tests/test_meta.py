@@ -12,6 +12,9 @@ import hypernet as hn
 from hypernet import meta
 from hypernet.tasks import Sinusoid, Task, make_family
 
+from experiments import learners, omniglot
+from experiments.configs import omniglot as omniglot_config
+
 
 def linear_target():
   """`y = x w + b` with w `[1, 1]`, b `[1]`: small enough to differentiate by hand."""
@@ -208,3 +211,26 @@ def test_bad_learner_settings():
     meta.MAML(target=None)
   with pytest.raises(ValueError, match=r'num_steps: expected an integer >= 0, received -2'):
     meta.inner_sgd(lambda p: p ** 2, 1.0, 0.1, -2)
+
+
+@pytest.mark.parametrize('algo', learners.CLASSIFICATION_ALGOS)
+def test_every_learner_checks_num_steps(algo):
+  """The learner contract (`MetaLearner.check_num_steps`): a negative `num_steps` is an error
+  naming it in every learner, and so is any step for a learner without an inner loop
+  (ProtoNet, SupportMetric), not silently ignored. Tracing only."""
+  config = omniglot_config.get_config(f'algo={algo},ways=3,smoke')
+  learner = learners.build_learner(config, omniglot.build_target(config))
+  key = jax.random.key(0)
+  task = Task(x_support=jnp.zeros((3, 28, 28, 1)), y_support=jnp.arange(3),
+              x_query=jnp.zeros((6, 28, 28, 1)), y_query=jnp.arange(6) % 3)
+  params = jax.eval_shape(learner.init, key)
+  loss = lambda k: jax.eval_shape(lambda p: learner.task_loss(p, task, k), params)  # noqa: E731
+  loss(0)
+  with pytest.raises(ValueError, match=r'num_steps: expected an integer >= 0, received -1'):
+    loss(-1)
+  if learner.has_inner_loop:
+    loss(2)
+  else:
+    with pytest.raises(ValueError, match=rf'num_steps: {type(learner).__name__} has no inner '
+                                         r'loop, expected 0, received 1'):
+      loss(1)

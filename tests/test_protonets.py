@@ -50,8 +50,9 @@ def test_classification_learners_learn(name):
   state = meta.init_state(learner, tx, jax.random.key(1))
   step = meta.make_meta_step(learner, tx)
   held = family.sample_batch(jax.random.key(99), 200, ways=5, shots=1, queries=5)
-  before = meta.evaluate(learner, state.meta_params, held, [1])[1]['accuracy'].mean()
+  k = learner.inner_steps  # ProtoNet: 0 (no inner loop); MAML: 1
+  before = meta.evaluate(learner, state.meta_params, held, [k])[k]['accuracy'].mean()
   for i in range(150):
     state, _ = step(state, family.sample_batch(jax.random.key(i), 16, ways=5, shots=1, queries=5))
-  after = meta.evaluate(learner, state.meta_params, held, [1])[1]['accuracy'].mean()
+  after = meta.evaluate(learner, state.meta_params, held, [k])[k]['accuracy'].mean()
   assert float(after) > float(before) + 0.05 and float(after) > 0.5, (before, after)

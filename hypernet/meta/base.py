@@ -36,11 +36,12 @@ import abc
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from hypernet import parallel
@@ -68,11 +69,17 @@ class MetaLearner(abc.ABC):
   inner_steps: int = 1
   multi_step_loss: bool = False
   first_step_weight: float = 0.0
+  # False for learners whose adaptation is one forward pass (ProtoNet, SupportMetric): their
+  # `num_steps` must be 0, and a number above is an error, not silently ignored.
+  has_inner_loop: ClassVar[bool] = True
 
   def __post_init__(self):
     losses.get_loss(self.loss)
     if not isinstance(self.inner_steps, int) or self.inner_steps < 0:
       raise ValueError(f'inner_steps: expected an integer >= 0, received {self.inner_steps!r}.')
+    if self.inner_steps and not self.has_inner_loop:
+      raise ValueError(f'inner_steps: {type(self).__name__} has no inner loop, expected 0, '
+                       f'received {self.inner_steps!r}.')
     if not isinstance(self.multi_step_loss, bool):
       raise ValueError(f'multi_step_loss: expected True or False, received '
                        f'{self.multi_step_loss!r}.')
@@ -86,6 +93,17 @@ class MetaLearner(abc.ABC):
     if w and not self.multi_step_loss:
       raise ValueError(f'first_step_weight: weights the first step of the multi-step loss, '
                        f'expected 0 with multi_step_loss=False, received {w!r}.')
+
+  def check_num_steps(self, num_steps: Any) -> int:
+    """`num_steps` as an int; a ValueError naming it unless it is an integer >= 0 (0 for a
+    learner without an inner loop). Every learner's `adapt` calls it."""
+    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or (
+        num_steps < 0):
+      raise ValueError(f'num_steps: expected an integer >= 0, received {num_steps!r}.')
+    if num_steps and not self.has_inner_loop:
+      raise ValueError(f'num_steps: {type(self).__name__} has no inner loop, expected 0, '
+                       f'received {num_steps!r}.')
+    return int(num_steps)
 
   @property
   def loss_fn(self):
@@ -118,7 +136,7 @@ class MetaLearner(abc.ABC):
     is the mean query loss over the steps 1..`num_steps` (its first step weighted up by
     `first_step_weight`); `metrics['loss']` is the query loss after `num_steps` either way.
     """
-    num_steps = self.inner_steps if num_steps is None else num_steps
+    num_steps = self.check_num_steps(self.inner_steps if num_steps is None else num_steps)
     if self.multi_step_loss and num_steps > 0:
       path = self.adapt_path(meta_params, task.x_support, task.y_support, num_steps)
       outs = jax.vmap(lambda a: self.predict(meta_params, a, task.x_query))(path)  # [S, Q, ...]

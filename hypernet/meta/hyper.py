@@ -109,11 +109,6 @@ def _check_input_shape(value) -> None:
                      f'ONE input example, e.g. (1,) for 1-D regression), received {value!r}.')
 
 
-def _check_num_steps(num_steps) -> None:
-  if not isinstance(num_steps, (int, np.integer)) or isinstance(num_steps, bool) or num_steps < 0:
-    raise ValueError(f'num_steps: expected an integer >= 0, received {num_steps!r}.')
-
-
 def _check_support(x_support: jax.Array, y_support: jax.Array) -> None:
   if x_support.ndim < 1 or y_support.ndim < 1 or x_support.shape[0] != y_support.shape[0]:
     raise ValueError(f'x_support, y_support: expected ONE task\'s support set [K, ...] and '
@@ -205,7 +200,7 @@ class Amortised(MetaLearner):
 
   def adapt(self, meta_params, x_support, y_support, num_steps):
     """ONE task: generated parameters, then `num_steps` SGD steps (`finetune_lr`)."""
-    _check_num_steps(num_steps)
+    self.check_num_steps(num_steps)
     params = self.generate(meta_params, x_support, y_support)
     params, _ = inner_sgd(_support_loss_fn(self, x_support, y_support), params,
                           self.finetune_lr, int(num_steps))
@@ -300,7 +295,7 @@ class LatentAdaptation(MetaLearner):
     """ONE task: z `[latent_dim]` after `num_steps` SGD steps on the support loss (with
     `return_path`, z after each step `[num_steps, latent_dim]`)."""
     _check_support(x_support, y_support)
-    _check_num_steps(num_steps)
+    self.check_num_steps(num_steps)
 
     def support_loss(z):
       return self.loss_fn(self.target.apply(self.decode(meta_params, z), x_support), y_support)
@@ -423,7 +418,7 @@ class HyperMAML(MetaLearner):
 
   def adapt(self, meta_params, x_support, y_support, num_steps):
     """ONE task: `base + delta`, then `num_steps` SGD steps (`inner_lr`)."""
-    _check_num_steps(num_steps)
+    self.check_num_steps(num_steps)
     delta = self.update(meta_params, x_support, y_support)
     params = jax.tree.map(jnp.add, meta_params['base'], delta)
     params, _ = inner_sgd(_support_loss_fn(self, x_support, y_support), params, self.inner_lr,
@@ -481,7 +476,7 @@ class LearnedUpdate(MetaLearner):
 
   def _run(self, meta_params, x_support, y_support, num_steps, return_path):
     _check_support(x_support, y_support)
-    _check_num_steps(num_steps)
+    self.check_num_steps(num_steps)
     support_loss = _support_loss_fn(self, x_support, y_support)
     rule_vars = {'params': meta_params['rule']}
 

@@ -3,7 +3,7 @@
 A shared embedding network (a `Target`, e.g. Conv-4 without its head) maps
 examples to `[D]`; a task's prototypes are the mean support embedding of each
 class; a query's logits are minus its squared Euclidean distances to the
-prototypes. No inner loop: `num_steps` is ignored. The embedding weights are
+prototypes. No inner loop: `num_steps` must be 0. The embedding weights are
 shared by all tasks, so under `vmap` the network runs with unbatched weights
 (tasks fold into the batch dimension, no per-task convolution kernels).
 """
@@ -11,6 +11,7 @@ shared by all tasks, so under `vmap` the network runs with unbatched weights
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +30,7 @@ class ProtoNet(MetaLearner):
   ways: int = 5
   loss: str = 'xent'
   inner_steps: int = 0
+  has_inner_loop: ClassVar[bool] = False
 
   def __post_init__(self):
     super().__post_init__()
@@ -45,7 +47,7 @@ class ProtoNet(MetaLearner):
 
   def adapt(self, meta_params, x_support, y_support, num_steps):
     """Prototypes `[ways, D]`: the mean support embedding of each class."""
-    del num_steps
+    self.check_num_steps(num_steps)
     z = self.embedding.apply(meta_params, x_support)  # [K*N, D]
     onehot = jax.nn.one_hot(y_support, self.ways, dtype=z.dtype)  # [K*N, N]
     return (onehot.T @ z) / jnp.maximum(onehot.sum(0), 1.0)[:, None]  # [N, D]

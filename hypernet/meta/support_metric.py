@@ -47,6 +47,7 @@ there is one more pass over the support set and per-task kernels (keep `'auto'`)
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -150,6 +151,7 @@ class SupportMetric(MetaLearner):
   input_shape: tuple[int, ...] = ()
   loss: str = 'xent'
   inner_steps: int = 0
+  has_inner_loop: ClassVar[bool] = False
   learn_metric_scale: bool = False
   init_metric_scale: float = 1.0
   refiner: nn.Module | None = None
@@ -185,9 +187,6 @@ class SupportMetric(MetaLearner):
       raise ValueError(f"loss: SupportMetric classifies, expected 'xent', received {self.loss!r}.")
     if not isinstance(self.ways, int) or isinstance(self.ways, bool) or self.ways < 2:
       raise ValueError(f'ways: expected an integer >= 2, received {self.ways!r}.')
-    if self.inner_steps != 0:
-      raise ValueError(f'inner_steps: SupportMetric has no inner loop, expected 0, received '
-                       f'{self.inner_steps!r}.')
     if not isinstance(self.input_shape, tuple) or not self.input_shape:
       raise ValueError(f'input_shape: expected the shape of one example, e.g. (28, 28, 1), '
                        f'received {self.input_shape!r}.')
@@ -243,9 +242,7 @@ class SupportMetric(MetaLearner):
 
   def adapt(self, meta_params, x_support, y_support, num_steps):
     """ONE task: `{'params': FiLM'd embedding weights, 'prototypes': [N, D]}`."""
-    if num_steps:
-      raise ValueError(f'num_steps: SupportMetric has no inner loop, expected 0, received '
-                       f'{num_steps!r}.')
+    self.check_num_steps(num_steps)
     if x_support.shape[0] != y_support.shape[0]:
       raise ValueError(f'x_support, y_support: expected ONE task\'s support set with the same '
                        f'number of examples, received shapes {x_support.shape} and '
