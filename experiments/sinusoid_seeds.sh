@@ -2,8 +2,9 @@
 # The runs behind the README's sinusoid tables and claims section: seed 0 of every learner in
 # workdirs/sinusoid/<algo>; MAML in the paper's setting (one inner step, evaluated after it;
 # float32 and bfloat16) in workdirs/sinusoid_paper/; seeds 1 and 2 of MAML (both settings) and
-# the hypernetwork learners in workdirs/sinusoid_seeds/<algo>_seed<n>; then the tables and the
-# claims. Finished runs are skipped (each workdir resumes). Several processes can share the
+# the hypernetwork learners in workdirs/sinusoid_seeds/<algo>_seed<n>; the learned update on the
+# plain mean of its multi-step loss (inner.first_step_weight=0, seeds 0-2) in
+# workdirs/sinusoid_uniform/; then the tables and the claims. Finished runs are skipped (each workdir resumes). Several processes can share the
 # list: each takes the next run no other has claimed (a `<workdir>.claim` directory while it
 # runs), the longest runs first:
 #
@@ -36,6 +37,12 @@ list() {  # one run per line: <workdir> <config argument> [overrides]; the longe
   for seed in 1 2; do
     echo "workdirs/sinusoid_seeds/maml_paper_seed$seed algo=maml,paper --config.seed=$seed"
   done
+  local wd
+  for seed in 0 1 2; do  # the learned update on the plain mean over its steps
+    wd=workdirs/sinusoid_uniform/learned_update_uniform
+    if (( seed > 0 )); then wd=${wd}_seed$seed; fi
+    echo "$wd algo=learned_update --config.seed=$seed --config.inner.first_step_weight=0.0"
+  done
 }
 run() {  # run <workdir> <config argument> [overrides]
   local wd=$1 arg=$2 status=0; shift 2
@@ -54,10 +61,11 @@ runs() {
   return $status
 }
 tables() {
-  $PY -m experiments.results_table --runs='workdirs/sinusoid/*,workdirs/sinusoid_paper/*' \
+  $PY -m experiments.results_table \
+    --runs='workdirs/sinusoid/*,workdirs/sinusoid_paper/*,workdirs/sinusoid_uniform/learned_update_uniform' \
     --readme=README.md
   $PY -m experiments.claims \
-    --runs='workdirs/sinusoid/*,workdirs/sinusoid_seeds/*,workdirs/sinusoid_paper/*' \
+    --runs='workdirs/sinusoid/*,workdirs/sinusoid_seeds/*,workdirs/sinusoid_paper/*,workdirs/sinusoid_uniform/*' \
     --readme=README.md --plot=docs/claims_heldout_vs_meta_steps.png
 }
 case "${1:-all}" in
