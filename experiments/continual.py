@@ -253,28 +253,23 @@ class Programs:
     self.init_memory = jax.jit(method.init_memory, compiler_options=opts)
 
 
-@functools.lru_cache(maxsize=8)
-def _programs(key_json: str) -> Programs:
-  key = json.loads(key_json)
-  config = ml_collections.ConfigDict(key['config'])
-  method = build_method(config, key['input_dim'])
-  fisher = config.ewc.fisher_samples if 'ewc' in config else 100
-  return Programs(method, config.train.batch_size, config.train.learning_rate,
-                  config.train.lr_schedule, config.train.steps_per_task, fisher,
-                  bool(config.fast_compile))
-
-
 def programs(config: ml_collections.ConfigDict, input_dim: int) -> Programs:
-  """`Programs` for `config`, cached on what they depend on (not the seed, the data subset,
-  logging or evaluation keys), so that reruns in one process reuse their compilations."""
-  kept = {k: v for k, v in json.loads(config.to_json()).items()
-          if k in ('method', 'target', 'multi_head', 'hnet', 'ewc', 'si', 'train',
-                   'fast_compile')}
-  kept['train'] = {k: kept['train'][k] for k in ('batch_size', 'learning_rate', 'lr_schedule',
-                                                 'steps_per_task')}
-  kept['benchmark'] = config.benchmark  # the number of classes
-  kept['data'] = {'num_tasks': config.data.num_tasks}
-  return _programs(json.dumps({'config': kept, 'input_dim': input_dim}, sort_keys=True))
+  """`Programs` for `config`, cached by value: the method (a value, equal for configs that
+  agree on what `build_method` reads) and the training numbers `Programs` takes, so reruns
+  in one process (other seeds, data subsets, logging) reuse their compilations and a changed
+  config can never reach a stale program."""
+  method = build_method(config, input_dim)
+  fisher = config.ewc.fisher_samples if 'ewc' in config else 100
+  t = config.train
+  return _programs(method, t.batch_size, t.learning_rate, t.lr_schedule, t.steps_per_task,
+                   fisher, bool(config.fast_compile))
+
+
+@functools.lru_cache(maxsize=8)
+def _programs(method: cl.ContinualMethod, batch_size: int, learning_rate: float, schedule: str,
+              steps_per_task: int, fisher_samples: int, fast_compile: bool) -> Programs:
+  return Programs(method, batch_size, learning_rate, schedule, steps_per_task, fisher_samples,
+                  fast_compile)
 
 
 @functools.lru_cache(maxsize=4)

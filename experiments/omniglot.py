@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from typing import Any
 
@@ -196,18 +195,35 @@ def plot(learner: meta.MetaLearner, config: ml_collections.ConfigDict, workdir: 
 
 
 # ------------------------------------------------------------------ the run
+@dataclasses.dataclass(frozen=True, eq=False)
+class EpisodeBatchSampler:
+  """`sample_tasks(key)`: one meta-batch of episodes `[batch, ...]` from `episodes` (the
+  training split). Equal for the same episodes object (`load_episodes` caches one per data
+  config) and sizes, so the compiled training loop is shared by equal experiments."""
+  episodes: OmniglotEpisodes
+  sizes: tuple[int, int, int, int]  # (meta-batch, ways, shots, queries)
+
+  def __call__(self, key: jax.Array) -> Task:
+    return self.episodes.sample_batch(key, *self.sizes)
+
+  def __eq__(self, other: object) -> bool:
+    return (isinstance(other, EpisodeBatchSampler) and self.episodes is other.episodes
+            and self.sizes == other.sizes)
+
+  def __hash__(self) -> int:
+    return hash((id(self.episodes), self.sizes))
+
+
 def build_experiment(config: ml_collections.ConfigDict) -> train.Experiment:
-  """Validates `config`; the data, the target, the learner, the sampler, evaluation, plots."""
+  """Validates `config`; the data, the target, the learner, the sampler, evaluation, plots.
+
+  Not cached: the learner, its target and the sampler are values, so equal experiments share
+  their compiled programs through caches keyed by value (see `experiments.sinusoid`).
+  """
   validate_config(config)
-  return _build_experiment(programs.experiment_key(config))
-
-
-@functools.lru_cache(maxsize=16)
-def _build_experiment(config_json: str) -> train.Experiment:
-  config = ml_collections.ConfigDict(json.loads(config_json))
+  config = ml_collections.ConfigDict(config.to_dict())  # a copy: input_shape as a tuple
   config.input_shape = tuple(config.input_shape)
   families = episodes_from_config(config)
-  train_family = families['train']
   # Clear errors now rather than inside the traced loop: N-way larger than a split's classes,
   # K + Q larger than the 20 drawings of a class.
   for name, family in families.items():
@@ -221,19 +237,13 @@ def _build_experiment(config_json: str) -> train.Experiment:
                          f'the {name!r} split: {e}') from None
   target = build_target(config)
   learner = learners.build_learner(config, target)
-  train_learner = for_ways(learner, config.train_ways)
   sizes = (config.meta_batch_size, config.train_ways, config.shots, config.queries)
-
-  def sample_tasks(key: jax.Array) -> Task:
-    return train_family.sample_batch(key, *sizes)
-
-  num_target_params = target.num_params
   return train.Experiment(
-      learner=train_learner,
-      sample_tasks=sample_tasks,
+      learner=for_ways(learner, config.train_ways),
+      sample_tasks=EpisodeBatchSampler(families['train'], sizes),
       evaluate=functools.partial(evaluate, learner, config),
       plot=functools.partial(plot, learner, config),
-      info={'num_target_params': num_target_params, 'ways': config.ways, 'shots': config.shots,
+      info={'num_target_params': target.num_params, 'ways': config.ways, 'shots': config.shots,
             'train_ways': config.train_ways, 'size': config.size,
             'num_classes': {k: int(f.num_classes) for k, f in families.items()}})
 

@@ -5,7 +5,6 @@ runs of the same experiment objects reuse their compilations."""
 from __future__ import annotations
 
 import functools
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,19 +17,6 @@ from hypernet import meta, parallel
 from hypernet.tasks import Task
 
 
-# Keys read only by this loop: configs that differ only in these can share one `Experiment`
-# (hence its compiled programs): reruns, resumed runs, sweeps in a notebook.
-LOOP_KEYS = ('overwrite', 'plots', 'num_steps', 'steps_per_call', 'log_every',
-             'checkpoint_every', 'keep_checkpoints', 'optimizer', 'shard_tasks', 'compute_dtype')
-
-
-def experiment_key(config: ml_collections.ConfigDict) -> str:
-  """The config without `LOOP_KEYS`, as sorted JSON: a cache key for building an experiment."""
-  fields = {k: v for k, v in json.loads(config.to_json()).items() if k not in LOOP_KEYS}
-  return json.dumps(fields, sort_keys=True)
-
-
-# ------------------------------------------------------------------ the jitted loop
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Adam with `config.optimizer.learning_rate`, after optional global-norm clipping.
 

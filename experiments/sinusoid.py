@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import time
@@ -365,26 +364,35 @@ def plot(learner: meta.MetaLearner, family, config: ml_collections.ConfigDict, w
 
 
 # ------------------------------------------------------------------ the run
+@dataclasses.dataclass(frozen=True)
+class MetaBatchSampler:
+  """`sample_tasks(key)`: one meta-batch `[batch, ...]` of `family`'s tasks. A value (equal
+  for equal fields), so the compiled training loop is shared by equal experiments."""
+  family: Any
+  batch: int
+  num_points: int
+  num_support: int
+
+  def __call__(self, key: jax.Array) -> Task:
+    return self.family.sample_batch(key, self.batch, self.num_points, self.num_support)
+
+
 def build_experiment(config: ml_collections.ConfigDict) -> train.Experiment:
-  """Validates `config`; the target, the learner, the task sampler, evaluation and plots."""
+  """Validates `config`; the target, the learner, the task sampler, evaluation and plots.
+
+  Not cached: the learner, its target and the sampler are values (equal when built from
+  configs that agree on what they read), so runs of equal experiments share their compiled
+  programs through caches keyed by value (`jax.jit`'s static arguments,
+  `programs.make_train_chunk`), and a changed config can never reach a stale program.
+  """
   validate_config(config)
-  return _build_experiment(programs.experiment_key(config))
-
-
-@functools.lru_cache(maxsize=16)
-def _build_experiment(config_json: str) -> train.Experiment:
-  config = ml_collections.ConfigDict(json.loads(config_json))
   family = make_family(config.task.family)
   target = build_target(config, jax.random.key(config.seed))  # the key only reads the spec
   learner = learners.build_learner(config, target)
   num_points, num_support = config.task.num_points, config.task.num_support
-
-  def sample_tasks(key: jax.Array) -> Task:
-    return family.sample_batch(key, config.meta_batch_size, num_points, num_support)
-
   return train.Experiment(
       learner=learner,
-      sample_tasks=sample_tasks,
+      sample_tasks=MetaBatchSampler(family, config.meta_batch_size, num_points, num_support),
       evaluate=functools.partial(evaluate, learner, family, config),
       plot=functools.partial(plot, learner, family, config),
       # The held-out counterpart of the training loss, if evaluated.

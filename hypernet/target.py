@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any
 
 import flax.errors
@@ -171,6 +171,22 @@ def _name_input_errors(apply_fn: Callable[..., Any], sample_specs: tuple) -> Cal
   return apply
 
 
+def _linen_value_key(module, arg_specs, batch_stats, others, apply_kwargs, name) -> Hashable:
+  """`Target.value_key` of a Linen target, or None where a part cannot be hashed by value."""
+  def arrays_key(tree):  # small collections (BatchNorm statistics): their bytes
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((np.asarray(a).dtype.str, np.shape(a), np.asarray(a).tobytes())
+                          for a in leaves)
+  try:
+    key = ('linen', module,
+           tuple((tuple(a.shape), str(a.dtype)) for a in jax.tree.leaves(arg_specs)),
+           batch_stats, arrays_key(others), tuple(sorted(apply_kwargs.items())), name)
+    hash(key)
+  except TypeError:  # an unhashable module field or apply argument: identity only
+    return None
+  return key
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Target:
   """A stateless target network.
@@ -180,11 +196,27 @@ class Target:
     param_spec: pytree of `jax.ShapeDtypeStruct` that `params` must match.
     init_fn: `init_fn(key) -> params`, the target's own default initialisation.
     name: a label for messages and tables.
+    value_key: a hashable description of everything the target's functions depend on, or
+      None. Two targets with equal `value_key`s are equal (and hash alike), so learners built
+      twice from one config are equal and share their compiled programs (`jax.jit` static
+      arguments, caches keyed by value). `from_linen` sets it (the module, the sample inputs'
+      shapes and dtypes, the BatchNorm policy and state, the apply arguments); without it a
+      target equals only itself.
   """
   apply_fn: Callable[..., Any]
   param_spec: PyTree
   init_fn: Callable[[jax.Array], PyTree]
   name: str = 'target'
+  value_key: Hashable | None = None
+
+  def __eq__(self, other: object) -> bool:
+    if self is other:
+      return True
+    return (isinstance(other, Target) and self.value_key is not None
+            and self.value_key == other.value_key)
+
+  def __hash__(self) -> int:
+    return hash(self.value_key) if self.value_key is not None else id(self)
 
   def apply(self, params: PyTree, *args, **kwargs) -> Any:
     """Runs the target with `params` (checked against `param_spec` at trace time)."""
@@ -287,8 +319,10 @@ class Target:
             "batch_stats='task': the module's output depends on its stored running statistics "
             f'(collections {mutable}); call it in training mode (e.g. apply_kwargs={{"train": True}}) '
             "or use batch_stats='frozen'.")
+    value_key = _linen_value_key(module, arg_specs, batch_stats, others, apply_kwargs,
+                                 name or type(module).__name__)
     return cls(apply_fn=_name_input_errors(apply_fn, arg_specs), param_spec=spec,
-               init_fn=init_fn, name=name or type(module).__name__)
+               init_fn=init_fn, name=name or type(module).__name__, value_key=value_key)
 
   @classmethod
   def from_nnx(cls, module_or_factory, *, key: jax.Array | None = None,

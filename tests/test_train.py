@@ -365,7 +365,27 @@ def test_config_numbers_are_checked_before_anything_is_built(algo, key, value, m
   config = sinusoid_config.get_config(f'algo={algo},smoke')
   section, _, name = key.rpartition('.')
   (config[section] if section else config)[name] = value
-  monkeypatch.setattr(sinusoid, '_build_experiment',
+  monkeypatch.setattr(sinusoid, 'build_target',
                       lambda *a: pytest.fail('built despite an invalid config'))
   with pytest.raises(ValueError, match=rf'config\.{re.escape(key)}: expected {message}'):
     sinusoid.build_experiment(config)
+
+
+def test_programs_are_shared_by_value_and_never_stale():
+  """Issue 12, item 2: no hand-kept key list. Experiments built twice from configs that agree
+  on what the builder reads have equal learners and samplers, hence one compiled training
+  loop (`programs.make_train_chunk`, cached by value); a config that changes what the builder
+  reads (the inner learning rate, the target's width, the meta-batch) gets its own."""
+  tx = programs.make_optimizer(smoke_config())
+  chunk = lambda e: programs.make_train_chunk(e.learner, tx, e.sample_tasks, True)  # noqa: E731
+  a = sinusoid.build_experiment(smoke_config())
+  b = sinusoid.build_experiment(smoke_config(num_steps=80, seed=3, log_every=40))
+  assert a is not b and a.learner == b.learner and a.sample_tasks == b.sample_tasks
+  assert chunk(a) is chunk(b)
+  for key, value in (('inner.lr', 0.02), ('target.hidden', (16, 8)), ('meta_batch_size', 8)):
+    config = smoke_config()
+    section, _, name = key.rpartition('.')
+    (config[section] if section else config)[name] = value
+    c = sinusoid.build_experiment(config)
+    assert (c.learner, c.sample_tasks) != (a.learner, a.sample_tasks), key
+    assert chunk(c) is not chunk(a), key

@@ -86,7 +86,7 @@ class ContinualMethod:
     raise NotImplementedError
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class HnetMethod(ContinualMethod):
   """Task-conditioned hypernetwork with the output regulariser.
 
@@ -161,7 +161,7 @@ class HnetMethod(ContinualMethod):
     return self.target.apply(self.generate(params, task_id), x)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class TargetMethod(ContinualMethod):
   """The target trained directly: fine-tuning (`penalty='none'`), EWC, online EWC or SI.
 

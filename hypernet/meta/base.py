@@ -51,9 +51,13 @@ from hypernet.target import PyTree
 from hypernet.tasks.base import Task
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class MetaLearner(abc.ABC):
   """Base class. Subclasses set the fields below and implement init/adapt/predict.
+
+  Learners are frozen dataclasses compared by value: two built from the same settings (and
+  equal targets, `Target.value_key`) are equal and hash alike, so as `jax.jit` static
+  arguments and in caches keyed by value they share their compiled programs.
 
   Attributes:
     loss: 'mse' (regression) or 'xent' (classification, integer labels).

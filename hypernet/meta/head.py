@@ -63,7 +63,7 @@ def _standardise(v: jax.Array) -> jax.Array:
   return v * jax.lax.rsqrt(jnp.mean(jnp.square(v), -1, keepdims=True) + 1e-6)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class HyperHead(MetaLearner):
   """Shared embedding; class rows of the head generated from the support set (see module doc).
 

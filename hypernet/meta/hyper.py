@@ -148,7 +148,7 @@ def _support_loss_fn(learner, x_support, y_support) -> Callable[[PyTree], jax.Ar
 
 
 # ------------------------------------------------------------------ learners
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class Amortised(MetaLearner):
   """`encoder(x_s, y_s) [cond_dim] -> hypernet -> target params`, one forward pass.
 
@@ -210,7 +210,7 @@ class Amortised(MetaLearner):
     return self.target.apply(adapted, x)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class LatentAdaptation(MetaLearner):
   """Inner SGD on a task code `z [latent_dim]`, decoded by `hypernet` into target params.
 
@@ -318,7 +318,7 @@ class LatentAdaptation(MetaLearner):
     return self.target.apply(adapted, x)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class HyperMAML(MetaLearner):
   """Base weights theta; `theta' = theta + delta(encoder(features))`, then SGD.
 
@@ -429,7 +429,7 @@ class HyperMAML(MetaLearner):
     return self.target.apply(adapted, x)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class LearnedUpdate(MetaLearner):
   """`(theta_{k+1}, s_{k+1}) = rule(theta_k, grad L_support(theta_k), s_k)`, k < num_steps.
 

@@ -31,7 +31,7 @@ from hypernet.meta.inner import inner_sgd
 from hypernet.target import PyTree, Target
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class MAML(MetaLearner):
   """MAML over a target's parameters.
 
@@ -82,7 +82,7 @@ class MAML(MetaLearner):
     return self.target.apply(adapted, x)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class MetaSGD(MAML):
   """MAML with a meta-learned per-parameter inner learning rate."""
 
@@ -97,7 +97,7 @@ class MetaSGD(MAML):
     return meta_params['params']
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class ANIL(MAML):
   """MAML whose inner loop adapts only the `adapt_leaves` (default: the last layer).
 
@@ -130,7 +130,7 @@ class ANIL(MAML):
     return layout.merge(head, shared)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class Reptile(MAML):
   """Reptile: outer "gradient" `params - adapted(support ∪ query)`, averaged over tasks.
 

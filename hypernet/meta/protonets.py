@@ -20,7 +20,7 @@ from hypernet.meta.base import MetaLearner
 from hypernet.target import PyTree, Target
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class ProtoNet(MetaLearner):
   """Attributes:
     embedding: `Target` mapping `x [N, ...]` to `[N, D]`.

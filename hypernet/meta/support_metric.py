@@ -124,7 +124,7 @@ class ClassMetric(nn.Module):
     return out[:, :dim], out[:, dim]
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class SupportMetric(MetaLearner):
   """ProtoNets with a distance head generated from the support set (see the module doc).
 
