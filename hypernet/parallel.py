@@ -24,8 +24,8 @@ Several hosts. Start the same program on every host and call
 `initialize_distributed()` (`jax.distributed.initialize`, with gloo collectives
 between CPU processes) before any other JAX call: with no arguments on Cloud TPU,
 SLURM and Open MPI launches; elsewhere pass `coordinator_address`,
-`num_processes` and `process_id` (the experiments' `--distributed` flag does it). `jax.devices()` then lists the devices of all
-hosts and `task_mesh()` spans them. Tasks sampled inside `jit` from a key (as
+`num_processes` and `process_id` (the experiments' `--distributed` flag does it).
+`jax.devices()` then lists the devices of all hosts and `task_mesh()` spans them. Tasks sampled inside `jit` from a key (as
 in `experiments.train`) need nothing more: each host computes its own shards.
 A meta-batch built on the host must be this process's part only (its rows
 `[T / process_count, ...]`); `shard_tasks` assembles the global array with

@@ -200,7 +200,8 @@ class Target:
       None. Two targets with equal `value_key`s are equal (and hash alike), so learners built
       twice from one config are equal and share their compiled programs (`jax.jit` static
       arguments, caches keyed by value). `from_linen` sets it (the module, the sample inputs'
-      shapes and dtypes, the BatchNorm policy and state, the apply arguments); without it a
+      shapes and dtypes, the BatchNorm policy and state, the apply arguments) where all of
+      them hash (a module with a list field, e.g. `nn.Sequential`, does not); without it a
       target equals only itself.
   """
   apply_fn: Callable[..., Any]

@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 import hypernet as hn
+from hypernet import meta
 from conftest import Conv4, NnxMLP, make_target
 
 
@@ -99,3 +100,30 @@ def test_apply_is_pure_under_jit():
   params = target.init(jax.random.key(0))
   f = jax.jit(target.apply)
   np.testing.assert_array_equal(f(params, x), f(params, x))
+
+
+def test_linen_targets_are_values():
+  """`Target.value_key`: two Linen targets of the same module, input shapes and policy are
+  equal and hash alike (learners built twice share compiled programs); another module or
+  input shape is another target; a target from a plain function equals only itself."""
+  class MLP(nn.Module):
+    width: int
+
+    @nn.compact
+    def __call__(self, x):
+      return nn.Dense(1)(nn.relu(nn.Dense(self.width)(x)))
+
+  def mlp(width, inputs=3):
+    return hn.Target.from_linen(MLP(width), jnp.zeros((1, inputs)), key=jax.random.key(0))
+  a, b = mlp(8), mlp(8)
+  assert a is not b and a == b and hash(a) == hash(b)
+  assert a != mlp(9) and a != mlp(8, inputs=4)
+  maml = lambda t: meta.MAML(target=t, inner_lr=0.1)  # noqa: E731
+  assert maml(a) == maml(b) and hash(maml(a)) == hash(maml(b)) and maml(a) != maml(mlp(9))
+  f = hn.Target.from_fn(lambda p, x: x @ p['w'], {'w': jnp.zeros((3, 1))})
+  g = hn.Target.from_fn(lambda p, x: x @ p['w'], {'w': jnp.zeros((3, 1))})
+  assert f == f and f != g
+  # A module with an unhashable field (nn.Sequential's list of layers): identity only.
+  seq = lambda: hn.Target.from_linen(nn.Sequential([nn.Dense(2)]), jnp.zeros((1, 3)),  # noqa: E731
+                                     key=jax.random.key(0))
+  assert seq().value_key is None and seq() != seq()
