@@ -116,30 +116,16 @@ def check_loop_config(config: ml_collections.ConfigDict) -> None:
   for name in ('num_steps', 'steps_per_call', 'log_every', 'checkpoint_every',
                'keep_checkpoints'):
     check_int(config, name)
-  lr = config.optimizer.learning_rate
-  if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
-    raise ValueError(f'config.optimizer.learning_rate: expected a positive finite number, '
-                     f'received {lr!r}.')
-  clip = config.optimizer.grad_clip_norm
-  if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 <= clip < math.inf:
-    raise ValueError(f'config.optimizer.grad_clip_norm: expected a finite number >= 0 (0: no '
-                     f'clipping), received {clip!r}.')
-  every = config.optimizer.get('decay_every', 0)
-  if isinstance(every, bool) or not isinstance(every, int) or every < 0:
-    raise ValueError(f'config.optimizer.decay_every: expected an integer >= 0 (0: constant '
-                     f'learning rate), received {every!r}.')
-  skip = config.optimizer.get('skip_nonfinite', 0)
-  if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
-    raise ValueError(f'config.optimizer.skip_nonfinite: expected an integer >= 0 (0: a non-finite '
-                     f'meta-gradient stops the run), received {skip!r}.')
+  check_float(config, 'optimizer.learning_rate', positive=True)
+  check_float(config, 'optimizer.grad_clip_norm')  # 0: no clipping
+  for key in ('decay_every', 'skip_nonfinite'):  # optional; 0: constant rate / stop on NaN
+    if key in config.optimizer:
+      check_int(config, f'optimizer.{key}', minimum=0)
   rate = config.optimizer.get('decay_rate', 0.5)
   if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1:
-    raise ValueError(f'config.optimizer.decay_rate: expected a number in (0, 1], received '
-                     f'{rate!r}.')
-  dtype = config.get('compute_dtype', 'float32')
-  if dtype not in meta.base.COMPUTE_DTYPES:
-    raise ValueError(f'config.compute_dtype: expected one of {meta.base.COMPUTE_DTYPES}, '
-                     f'received {dtype!r}.')
+    fail('optimizer.decay_rate', 'a number in (0, 1]', rate)
+  if 'compute_dtype' in config:
+    check_choice(config, 'compute_dtype', meta.base.COMPUTE_DTYPES)
   shard = config.get('shard_tasks', None)
   if shard is not None and not isinstance(shard, bool):
     raise ValueError(f'config.shard_tasks: expected True, False or None (None: shard when '

@@ -34,7 +34,7 @@ from typing import Any
 
 from absl import app, flags
 
-from experiments import results_table
+from experiments import checks, results_table
 
 START, END = '<!-- results:omniglot:start -->', '<!-- results:omniglot:end -->'
 # The ablations are chosen on the validation split; `--split=val` writes this section.
@@ -91,23 +91,13 @@ def across_seeds(means: Sequence[float]) -> tuple[float, float | None]:
   return mean, t_quantile(n - 1) * std / math.sqrt(n)
 
 
-def _flatten(d: dict[str, Any], prefix: str = '') -> dict[str, Any]:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
-
-
 def run_config(workdir: str, results: dict[str, Any]) -> dict[str, Any]:
   """The run's flattened `config.json` (or, without one, what `results.json` says)."""
   path = os.path.join(workdir, 'config.json')
   if os.path.isfile(path):
     with open(path) as f:
       try:
-        config = _flatten(json.load(f))
+        config = checks.flatten(json.load(f))
       except json.JSONDecodeError as e:
         raise ValueError(f'{path}: not valid JSON ({e}).') from e
   else:
