@@ -215,9 +215,14 @@ class Programs:
       return params, opt_state, memory, metrics
 
     def end_task(params, memory, data, task_id, key):
-      i = jax.random.randint(jax.random.fold_in(key, 0), (fisher_samples,), 0,
-                             data['train_count'][task_id])
-      idx = data['train_idx'][task_id, i]
+      # The task's training examples without replacement, in random order (the first ones
+      # again where fisher_samples exceeds the task's size).
+      count = data['train_count'][task_id]
+      slots = jnp.arange(data['train_idx'].shape[1])
+      score = jnp.where(slots < count, jax.random.uniform(jax.random.fold_in(key, 0),
+                                                          slots.shape), 2.0)
+      order = jnp.argsort(score)  # the valid slots first
+      idx = data['train_idx'][task_id, order[jnp.arange(fisher_samples) % count]]
       x = data['x_train'][idx][:, data['perm'][task_id]]
       return method.end_task(params, memory, task_id, x, jax.random.fold_in(key, 1))
 

@@ -2,27 +2,39 @@ r"""Collects continual-learning `results.json` files into markdown tables (and i
 
     python -m experiments.continual_table --runs='workdirs/continual/*'
     python -m experiments.continual_table --runs='workdirs/continual/*' --readme=README.md
+    python -m experiments.continual_table --runs='workdirs/continual_vandeven/*' \
+        --readme=README.md --section=vandeven
 
-One table per benchmark; per run: the final average accuracy and backward transfer (mean,
-and ± 95% CI when several seeds were run), the accuracy with the task inferred by lowest
-predictive entropy, the trainable parameter count, the compression ratio (trainable /
-target parameters), the steps per task and the training time. Every number comes from the
-runs' `results.json`. With `--readme`, the text between `<!-- results:continual:start -->`
-and `<!-- results:continual:end -->` is replaced.
+One table per benchmark, protocol and scenario; one row per setup (runs whose `config.json`
+agree but for the seed and `IGNORED_KEYS`): the final average accuracy and backward transfer
+(mean over seeds ± 95% CI across seeds), the published figure for van de Ven & Tolias's
+protocol (`experiments.configs.continual.VANDEVEN_PUBLISHED`), the accuracy with the task
+inferred by lowest predictive entropy, the trainable parameter count, the compression ratio
+(trainable / target parameters), the steps per task, the mean training time and the number
+of seeds. Every number comes from the runs' files. With `--readme`, the text between the
+section's markers (`<!-- results:continual:start -->` / `...:end -->`, or
+`<!-- results:continual_vandeven:start -->` ...) is replaced.
 """
 
 from __future__ import annotations
 
-import math
+import json
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from absl import app, flags
 
-from experiments import results_table
+from experiments import checks, results_table
+from experiments.configs import continual as continual_config
 
-START, END = '<!-- results:continual:start -->', '<!-- results:continual:end -->'
+# README sections: `--section=<name>` writes `<!-- results:continual_<name>:start -->` ...
+SECTIONS = ('default', 'vandeven')
+_SEED_SUFFIX = re.compile(r'_s(eed)?\d+$')
+# Config keys that do not change what a run trains or how it is evaluated.
+IGNORED_KEYS = ('seed', 'overwrite', 'plots', 'fast_compile', 'data.data_dir', 'data.verify',
+                'train.steps_per_call', 'train.log_every')
 BENCHMARK_ORDER = ('permuted_mnist', 'split_mnist', 'permuted_mnist1d', 'split_mnist1d')
 METHOD_ORDER = ('hnet', 'hnet_chunked', 'finetune', 'ewc', 'online_ewc', 'si')
 TITLES = {'permuted_mnist': 'PermutedMNIST-10', 'split_mnist': 'SplitMNIST (5 tasks)',
@@ -34,64 +46,126 @@ def load_runs(pattern: str) -> list[tuple[str, dict[str, Any]]]:
   runs = [(w, r) for w, r in results_table.read_results(pattern) if 'accuracy_matrix' in r]
   rank = lambda v, order: order.index(v) if v in order else len(order)
   return sorted(runs, key=lambda r: (rank(r[1]['benchmark'], BENCHMARK_ORDER),
+                                     r[1].get('scenario', ''),
                                      rank(r[1]['method'], METHOD_ORDER), r[0]))
 
 
-def _percent(summary: dict[str, float] | None) -> str:
-  """`{"mean", "ci95", "n"}` of a fraction -> '97.12' or '97.12 ± 0.10' (percent)."""
-  if summary is None:
+def run_config(workdir: str, results: dict[str, Any]) -> dict[str, Any]:
+  """The run's flattened `config.json` without `IGNORED_KEYS` (what `results.json` says
+  without one)."""
+  path = os.path.join(workdir, 'config.json')
+  if os.path.isfile(path):
+    with open(path) as f:
+      try:
+        config = checks.flatten(json.load(f))
+      except json.JSONDecodeError as e:
+        raise ValueError(f'{path}: not valid JSON ({e}).') from e
+  else:
+    config = {k: results.get(k) for k in ('benchmark', 'method', 'protocol', 'steps_per_task')}
+  return {k: v for k, v in config.items() if k not in IGNORED_KEYS}
+
+
+def group_runs(runs: Sequence[tuple[str, dict[str, Any]]]) -> list[list[tuple[str, dict]]]:
+  """Runs grouped by config (the seeds of one setup), in order of first appearance."""
+  groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+  for workdir, r in runs:
+    key = json.dumps(run_config(workdir, r), sort_keys=True, default=str)
+    groups.setdefault(key, []).append((workdir, r))
+  return list(groups.values())
+
+
+def label(workdir: str, results: dict[str, Any]) -> str:
+  """The method, with the workdir's name (seed suffix removed) where it names a variant: a
+  name that does not end in `_<method>`."""
+  name = _SEED_SUFFIX.sub('', os.path.basename(os.path.normpath(workdir)))
+  method = results['method']
+  return method if name.endswith(f'_{method}') or name == method else f'{method} ({name})'
+
+
+def _percent(values: Sequence[float]) -> str:
+  """Per-seed fractions -> '97.12' (one seed) or '97.12 ± 0.10' (mean ± 95% CI across
+  seeds, percent)."""
+  mean, ci = results_table.across_seeds([100 * v for v in values])
+  return f'{mean:.2f}' if ci is None else f'{mean:.2f} ± {ci:.2f}'
+
+
+def published(results: dict[str, Any]) -> str:
+  """The published figure for this run's protocol, benchmark, scenario and method, or '—'."""
+  if results.get('protocol') != 'vandeven':
     return '—'
-  ci = summary.get('ci95')
-  if ci is None or not math.isfinite(ci):
-    return f'{100 * summary["mean"]:.2f}'
-  return f'{100 * summary["mean"]:.2f} ± {100 * ci:.2f}'
+  scenario = 'task' if results.get('heads') == 'one per task' else 'domain'
+  value = continual_config.VANDEVEN_PUBLISHED.get((results['benchmark'], scenario), {}).get(
+      results['method'])
+  return '—' if value is None else f'*{value:.2f}*'
 
 
 def tables(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
-  """The markdown: one table per benchmark found in `runs`."""
+  """The markdown: one table per benchmark, protocol and scenario found in `runs`; one row
+  per setup, the mean over its seeds."""
   if not runs:
     raise ValueError('runs: no continual-learning results.json found; expected workdirs of '
                      'finished `python -m experiments.continual` runs.')
+  head = ['method', 'final avg. accuracy (%)', 'published (%)', 'BWT (points)',
+          'task inferred (%)', 'trainable params', 'compression ratio', 'heads', 'steps/task',
+          'train time (min)', 'seeds']
   out = []
-  benchmarks = []
-  for _, r in runs:
-    if r['benchmark'] not in benchmarks:
-      benchmarks.append(r['benchmark'])
-  head = ['method', 'final avg. accuracy (%)', 'BWT (points)', 'task inferred (%)',
-          'trainable params', 'compression ratio', 'heads', 'steps/task', 'train time (min)',
-          'seeds']
-  for bench in benchmarks:
-    rows = [(w, r) for w, r in runs if r['benchmark'] == bench]
-    num_tasks = {r['num_tasks'] for _, r in rows}
-    out.append(f'**{TITLES.get(bench, bench)}**, task-incremental (task identity given), '
-               f'{"/".join(map(str, sorted(num_tasks)))} tasks\n')
+  tables_: dict[tuple[str, str, str], list[list[tuple[str, dict]]]] = {}
+  for group in group_runs(runs):
+    r = group[0][1]
+    key = (r['benchmark'], r.get('protocol', 'default'), r.get('scenario', ''))
+    tables_.setdefault(key, []).append(group)
+  vandeven = False
+  for (bench, protocol, scenario), groups in tables_.items():
+    num_tasks = sorted({r['num_tasks'] for g in groups for _, r in g})
+    protocol_text = ('van de Ven & Tolias (2019)' if protocol == 'vandeven'
+                     else 'this project\'s default')
+    vandeven |= protocol == 'vandeven'
+    out.append(f'**{TITLES.get(bench, bench)}**, {scenario or "task-incremental"}, '
+               f'{"/".join(map(str, num_tasks))} tasks, protocol: {protocol_text}\n')
     out.append('| ' + ' | '.join(head) + ' |')
-    out.append('| --- |' + ' ---: |' * 5 + ' --- |' + ' ---: |' * 3)
-    for workdir, r in rows:
-      # A workdir other than the default `<benchmark>_<method>` holds a variant: name it.
-      name = os.path.basename(os.path.normpath(workdir))
-      label = r['method'] if name == f'{bench}_{r["method"]}' else f'{r["method"]} ({name})'
-      inferred = r.get('inferred_task', {}).get('accuracy')
+    out.append('| --- |' + ' ---: |' * 6 + ' --- |' + ' ---: |' * 3)
+    for group in groups:
+      workdir, r = group[0]
+      results = [res for _, res in group]
+      inferred = [res['inferred_task']['accuracy']['mean'] for res in results
+                  if res.get('inferred_task')]
       out.append('| ' + ' | '.join([
-          label, _percent(r['final_avg_accuracy']), _percent(r['bwt']), _percent(inferred),
+          label(workdir, r),
+          _percent([res['final_avg_accuracy']['mean'] for res in results]),
+          published(r),
+          _percent([res['bwt']['mean'] for res in results]),
+          _percent(inferred) if len(inferred) == len(results) else '—',
           f'{r["num_trainable_params"]:,}', f'{r["compression_ratio"]:.3f}', r.get('heads', '—'),
-          f'{r["steps_per_task"]:,}', f'{r["train_time_s"] / 60:.1f}',
-          str(r['final_avg_accuracy']['n'])]) + ' |')
+          f'{r["steps_per_task"]:,}',
+          f'{sum(res["train_time_s"] for res in results) / len(results) / 60:.1f}',
+          str(len(results))]) + ' |')
     out.append('')
-  out.append('BWT: mean change of each earlier task\'s accuracy between the end of its own '
-             'training and the end of the sequence (negative: forgetting). "Task inferred": '
+  out.append('Accuracy and BWT: mean over seeds ± 95% CI across seeds (Student\'s t; none for '
+             'one seed). BWT: mean change of each earlier task\'s accuracy between the end of its '
+             'own training and the end of the sequence (negative: forgetting). "Task inferred": '
              'accuracy when each test input is given the task whose predictions have the lowest '
              'entropy (SplitMNIST: the class must be right among all 10 digits; a single shared '
              'head makes the choice void). Compression ratio: trainable parameters (hypernetwork '
-             'and task embeddings) / target network parameters. Train time: on a 2-core CPU shared '
-             'with other jobs, indicative only. Generated by '
-             '`python -m experiments.continual_table` from the runs\' `results.json`.')
+             'and task embeddings) / target network parameters. Train time: mean per seed, on a '
+             '2-core CPU shared with other jobs, indicative only.')
+  if vandeven:
+    out.append(f'Published: {continual_config.VANDEVEN_PUBLISHED_SOURCE}.')
+  out.append('Generated by `python -m experiments.continual_table` from the runs\' '
+             '`config.json` and `results.json`.')
   return '\n'.join(out) + '\n'
 
 
-def replace_section(text: str, section: str) -> str:
-  """`text` with the part between the START and END markers replaced by `section`."""
-  return results_table.replace_section(text, section, START, END)
+def markers(section: str) -> tuple[str, str]:
+  """The README markers of `section` (one of `SECTIONS`)."""
+  if section not in SECTIONS:
+    raise ValueError(f'section: expected one of {SECTIONS}, received {section!r}.')
+  name = 'continual' if section == 'default' else f'continual_{section}'
+  return f'<!-- results:{name}:start -->', f'<!-- results:{name}:end -->'
+
+
+def replace_section(text: str, section_text: str, section: str = 'default') -> str:
+  """`text` with the part between `section`'s markers replaced by `section_text`."""
+  return results_table.replace_section(text, section_text, *markers(section))
 
 
 def main(argv: Sequence[str]) -> None:
@@ -100,11 +174,13 @@ def main(argv: Sequence[str]) -> None:
   section = tables(load_runs(flags.FLAGS.runs))
   print(section)
   if flags.FLAGS.readme:
-    results_table.update_readme(flags.FLAGS.readme, section, START, END)
+    results_table.update_readme(flags.FLAGS.readme, section, *markers(flags.FLAGS.section))
 
 
 if __name__ == '__main__':
   flags.DEFINE_string('runs', 'workdirs/continual/*', 'Glob of workdirs holding results.json.')
   flags.DEFINE_string('readme', None, 'Markdown file whose results section is replaced.')
+  flags.DEFINE_enum('section', 'default', SECTIONS, 'The README section written: default '
+                    '(the default protocol) or vandeven (van de Ven & Tolias\'s protocol).')
   from experiments import cli  # pylint: disable=g-import-not-at-top
   cli.run(main)  # absl.app.run, with one-line errors

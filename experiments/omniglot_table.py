@@ -66,31 +66,6 @@ PUBLISHED = (
      {(5, 1): (98.8, None), (5, 5): (99.7, None), (20, 1): (96.0, None)}),
 )
 
-# Two-sided 95% quantiles of Student's t, by degrees of freedom (1..30); 1.96 beyond.
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
-def t_quantile(dof: int) -> float:
-  """The 97.5% quantile of Student's t with `dof >= 1` degrees of freedom."""
-  if dof < 1:
-    raise ValueError(f'dof: expected >= 1, received {dof}.')
-  return _T975[dof - 1] if dof <= len(_T975) else 1.96
-
-
-def across_seeds(means: Sequence[float]) -> tuple[float, float | None]:
-  """Mean of per-seed values and the half-width of its 95% t-interval (None for one seed)."""
-  n = len(means)
-  if n == 0:
-    raise ValueError('means: expected at least one value.')
-  mean = sum(means) / n
-  if n == 1:
-    return mean, None
-  std = math.sqrt(sum((m - mean) ** 2 for m in means) / (n - 1))
-  return mean, t_quantile(n - 1) * std / math.sqrt(n)
-
-
 def run_config(workdir: str, results: dict[str, Any]) -> dict[str, Any]:
   """The run's flattened `config.json` (or, without one, what `results.json` says)."""
   path = os.path.join(workdir, 'config.json')
@@ -148,7 +123,7 @@ def cell_values(group_runs_: Sequence[tuple[str, dict[str, Any]]], ways: int, sh
   picked = [select(r['metrics'], ways, shots, split) for _, r in group_runs_]
   if not picked or any(p is None for p in picked):
     return None
-  mean, ci_seeds = across_seeds([p[0]['mean'] for p in picked])
+  mean, ci_seeds = results_table.across_seeds([p[0]['mean'] for p in picked])
   cis = [p[0].get('ci95') for p in picked]
   ci_episodes = (math.sqrt(sum(c * c for c in cis)) / len(cis)
                  if all(c is not None for c in cis) else None)

@@ -41,6 +41,31 @@ PUBLISHED = (
 )
 
 
+# Two-sided 95% quantiles of Student's t, by degrees of freedom (1..30); 1.96 beyond.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_quantile(dof: int) -> float:
+  """The 97.5% quantile of Student's t with `dof >= 1` degrees of freedom."""
+  if dof < 1:
+    raise ValueError(f'dof: expected >= 1, received {dof}.')
+  return _T975[dof - 1] if dof <= len(_T975) else 1.96
+
+
+def across_seeds(means: Sequence[float]) -> tuple[float, float | None]:
+  """Mean of per-seed values and the half-width of its 95% t-interval (None for one seed)."""
+  n = len(means)
+  if n == 0:
+    raise ValueError('means: expected at least one value.')
+  mean = sum(means) / n
+  if n == 1:
+    return mean, None
+  std = math.sqrt(sum((m - mean) ** 2 for m in means) / (n - 1))
+  return mean, t_quantile(n - 1) * std / math.sqrt(n)
+
+
 def read_results(pattern: str) -> list[tuple[str, dict[str, Any]]]:
   """`(workdir, results)` for every directory matching `pattern` (globs, comma-separated)
   with a `results.json`, in path order (shared by every results-table command)."""

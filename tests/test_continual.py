@@ -176,6 +176,51 @@ def test_fisher_argmax_labels_use_the_most_probable_class():
     cl.fisher_diagonal(log_probs, flat, x, None, labels='true')
 
 
+@pytest.mark.parametrize('labels', ['argmax', 'sample'])
+def test_dense_fisher_equals_the_per_example_fisher(labels):
+  """One backward pass per chunk gives the mean of the per-example squared gradients of
+  every Dense kernel and bias, head selection included (the unread heads get 0)."""
+  mlp = continual.MLP((12, 8), 3 * 4)
+  params = mlp.init(jax.random.key(0), jnp.zeros((1, 10)))['params']
+  x = jax.random.normal(jax.random.key(1), (300, 10))
+  log_probs = lambda p, xb: jax.nn.log_softmax(
+      cl.select_head(mlp.apply({'params': p}, xb), 1, 4), -1)
+  flat, unravel = ravel_pytree(params)
+  per_example = cl.fisher_diagonal(lambda f, xb: log_probs(unravel(f), xb), flat, x,
+                                   jax.random.key(2), labels=labels)
+  dense = jax.jit(lambda p, xx: cl.dense_fisher_diagonal(log_probs, p, xx, jax.random.key(2),
+                                                          chunk=100, labels=labels))(params, x)
+  assert jax.tree.structure(dense) == jax.tree.structure(params)
+  np.testing.assert_allclose(ravel_pytree(dense)[0], per_example, rtol=1e-4, atol=1e-7)
+  assert float(jnp.sum(dense['Dense_2']['kernel'][:, 4:8])) > 0
+  assert float(jnp.sum(dense['Dense_2']['kernel'][:, :4])) == 0  # head 0 is not read
+
+
+def test_dense_fisher_refuses_what_it_cannot_compute():
+  class ConvNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      x = nn.Conv(2, (3,))(x[..., None]).reshape(x.shape[0], -1)
+      return nn.Dense(3)(x)
+
+  class Shared(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      d = nn.Dense(4)
+      return d(d(x))
+
+  x = jnp.ones((100, 4))
+  for module, match in ((ConvNet(), r'belong to no Dense layer'),
+                        (Shared(), r'called more than once')):
+    params = module.init(jax.random.key(0), x)['params']
+    fn = lambda p, xb, m=module: jax.nn.log_softmax(m.apply({'params': p}, xb), -1)
+    with pytest.raises(cl.NotDenseError, match=match):
+      cl.dense_fisher_diagonal(fn, params, x, None, chunk=50, labels='argmax')
+  with pytest.raises(ValueError, match=r'x: expected a number of examples divisible by '
+                                       r'chunk=64, received 100'):
+    cl.dense_fisher_diagonal(fn, params, x, None, chunk=64, labels='argmax')
+
+
 # ------------------------------------------------------------------ SI
 def _si_gradient_descent(loss, params, memory, eta, steps, c, path_grad):
   """`steps` of plain gradient descent (lr `eta`) on `loss + SI penalty`; the path integral
@@ -504,18 +549,38 @@ def test_config_argument_errors():
 def test_continual_table_from_results_files(tmp_path):
   from experiments import continual_table  # pylint: disable=g-import-not-at-top
   acc = [[0.9, 0.8], [0.1, 0.95]]
-  for name, method in (('split_mnist_hnet', 'hnet'), ('split_mnist_ewc_strong', 'ewc')):
+
+  def write(name, method, final, protocol='default', seed=0, **config):
     (tmp_path / name).mkdir()
     outputs.write_json(str(tmp_path / name / 'results.json'), {
         'benchmark': 'split_mnist', 'method': method, 'num_tasks': 2, 'steps_per_task': 10,
+        'protocol': protocol, 'scenario': 'task-incremental (task identity given)',
         'accuracy_matrix': acc, 'heads': 'one per task',
-        'final_avg_accuracy': outputs.summary([0.875]), 'bwt': outputs.summary([-0.1]),
+        'final_avg_accuracy': outputs.summary([final]), 'bwt': outputs.summary([-0.1]),
         'num_trainable_params': 1000, 'compression_ratio': 0.5, 'train_time_s': 60.0})
+    outputs.write_json(str(tmp_path / name / 'config.json'), {
+        'benchmark': 'split_mnist', 'method': method, 'protocol': protocol, 'seed': seed,
+        'data': {'data_dir': f'/somewhere/{seed}'}, **config})
+
+  write('split_mnist_hnet', 'hnet', 0.875)
+  write('split_mnist_ewc_strong', 'ewc', 0.875, ewc={'strength': 10.0})
+  for seed, final in enumerate((0.97, 0.98, 0.99)):  # three seeds of one setup: one row
+    write(f'split_task_ewc_s{seed}', 'ewc', final, protocol='vandeven', seed=seed)
+  write('split_task_ewc_lam_s0', 'ewc', 0.5, protocol='vandeven', ewc={'strength': 1.0})
   text = continual_table.tables(continual_table.load_runs(str(tmp_path / '*')))
-  assert '| hnet | 87.50 | -10.00 | — | 1,000 | 0.500 |' in text
-  assert '| ewc (split_mnist_ewc_strong) |' in text
-  readme = f'a\n{continual_table.START}\nold\n{continual_table.END}\nb\n'
-  assert continual_table.replace_section(readme, text) == (
-      f'a\n{continual_table.START}\n{text}{continual_table.END}\nb\n')
+  assert '| hnet | 87.50 | — | -10.00 | — | 1,000 | 0.500 |' in text
+  assert '| ewc (split_mnist_ewc_strong) | 87.50 | — |' in text
+  published = continual_config.VANDEVEN_PUBLISHED['split_mnist', 'task']['ewc']
+  # mean 98.00, half-width t(2) * 1 / sqrt(3) = 4.303 / 1.732 = 2.48
+  assert f'| ewc | 98.00 ± 2.48 | *{published:.2f}* | -10.00 ± 0.00 |' in text
+  assert text.count('| ewc |') == 1 and '| ewc (split_task_ewc_lam) | 50.00 |' in text
+  assert "protocol: van de Ven & Tolias (2019)" in text and 'Published: ' in text
+  start, end = continual_table.markers('default')
+  readme = f'a\n{start}\nold\n{end}\nb\n'
+  assert continual_table.replace_section(readme, text) == f'a\n{start}\n{text}{end}\nb\n'
+  start, end = continual_table.markers('vandeven')
+  assert start == '<!-- results:continual_vandeven:start -->'
+  with pytest.raises(ValueError, match="section: expected one of .*received 'x'"):
+    continual_table.markers('x')
   with pytest.raises(ValueError, match='runs'):
     continual_table.tables([])

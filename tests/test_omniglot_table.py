@@ -31,11 +31,11 @@ def config(seed, steps=100, protocol='maml', algo='protonet'):
 
 
 def test_t_quantiles_and_the_interval_across_seeds():
-  assert omniglot_table.t_quantile(2) == pytest.approx(4.303)
-  assert omniglot_table.t_quantile(100) == 1.96
-  mean, ci = omniglot_table.across_seeds([97.0, 98.0, 99.0])
+  assert results_table.t_quantile(2) == pytest.approx(4.303)
+  assert results_table.t_quantile(100) == 1.96
+  mean, ci = results_table.across_seeds([97.0, 98.0, 99.0])
   assert mean == pytest.approx(98.0) and ci == pytest.approx(4.303 * 1.0 / math.sqrt(3))
-  assert omniglot_table.across_seeds([97.0]) == (97.0, None)
+  assert results_table.across_seeds([97.0]) == (97.0, None)
 
 
 def test_seeds_of_one_config_are_one_row(tmp_path):

@@ -23,6 +23,7 @@ or SI (`hypernet.continual.si`), and either one shared output head or one head p
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -247,8 +248,14 @@ class TargetMethod(ContinualMethod):
     flat, unravel = ravel_pytree(params)
     if self.penalty == 'si':
       return si_lib.update_si_memory(memory, flat, self.xi)
-    log_probs = lambda p, xb: jax.nn.log_softmax(self.logits(unravel(p), task_id, xb), -1)
-    fisher = ewc_lib.fisher_diagonal(log_probs, flat, x, key, labels=self.fisher_labels)
+    log_probs = lambda p, xb: jax.nn.log_softmax(self.logits(p, task_id, xb), -1)
+    try:  # one forward-backward pass per chunk where the target is made of Dense layers
+      fisher = ravel_pytree(ewc_lib.dense_fisher_diagonal(
+          log_probs, params, x, key, chunk=math.gcd(x.shape[0], 1000),
+          labels=self.fisher_labels))[0]
+    except ewc_lib.NotDenseError:  # any other target: per-example gradients
+      fisher = ewc_lib.fisher_diagonal(lambda p, xb: log_probs(unravel(p), xb), flat, x, key,
+                                       labels=self.fisher_labels)
     gamma = None if self.penalty == 'ewc' else self.gamma
     return ewc_lib.update_ewc_memory(memory, fisher, flat, task_id, gamma)
 

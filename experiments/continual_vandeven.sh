@@ -1,0 +1,62 @@
+#!/bin/bash
+# The runs behind the README's van de Ven & Tolias (2019) protocol table: fine-tuning, EWC,
+# online EWC and SI with their networks, optimiser, iterations and strengths
+# (`experiments/configs/continual.py`, `_vandeven`), seeds 0-2, in
+# workdirs/continual_vandeven/<split|permuted>_<task|domain>_<method>_s<seed>; then the table.
+# Finished runs are skipped (each workdir resumes after its last finished task). Several
+# processes can share the list: each takes the next run no other has claimed (a
+# `<workdir>.claim` directory while it runs). SplitMNIST runs take about a minute each,
+# PermutedMNIST ones about ten (2 x 1000 units, 50,000 steps; 2 CPU cores):
+#
+#   bash experiments/continual_vandeven.sh              # every run, then the README table
+#   bash experiments/continual_vandeven.sh runs split   # only the runs whose workdir matches
+#   bash experiments/continual_vandeven.sh tables       # the README table from the runs found
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+DATA=${HYPERNET_DATA_DIR:-../shared/data}
+list() {  # one run per line: <workdir> <config argument> [overrides]; split first, seeds outer
+  local bench short scenario method seed
+  for bench in split_mnist permuted_mnist; do
+    short=${bench%_mnist}
+    for seed in 0 1 2; do
+      for scenario in task domain; do
+        for method in finetune ewc online_ewc si; do
+          echo "workdirs/continual_vandeven/${short}_${scenario}_${method}_s$seed" \
+            "benchmark=$bench,method=$method,protocol=vandeven,scenario=$scenario" \
+            "--config.seed=$seed"
+        done
+      done
+    done
+  done
+}
+run() {  # run <workdir> <config argument> [overrides]
+  local wd=$1 arg=$2 status=0; shift 2
+  [ -f $wd/results.json ] && return 0
+  mkdir -p "$(dirname $wd)"
+  mkdir "$wd.claim" 2>/dev/null || return 0  # another process runs it
+  echo "$(date +%T) $wd"
+  $PY -m experiments.continual --config=experiments/configs/continual.py:$arg \
+    --config.data.data_dir=$DATA --workdir=$wd "$@" < /dev/null \
+    > $wd.log 2>&1 || { echo "failed: $wd (see $wd.log)"; status=1; }
+  rmdir "$wd.claim"
+  return $status
+}
+runs() {  # runs [pattern]: the listed runs whose workdir contains pattern
+  local status=0 wd rest
+  while read -r wd rest; do
+    [[ $wd == *"${1:-}"* ]] || continue
+    run $wd $rest || status=1
+  done < <(list)
+  return $status
+}
+tables() {
+  $PY -m experiments.continual_table --runs='workdirs/continual_vandeven/*' \
+    --readme=README.md --section=vandeven
+}
+case "${1:-all}" in
+  runs) runs "${2:-}" ;;
+  tables) tables ;;
+  all) runs && tables ;;
+  *) echo "usage: $0 [all | runs [pattern] | tables]" >&2; exit 2 ;;
+esac
