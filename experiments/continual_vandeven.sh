@@ -15,17 +15,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 DATA=${HYPERNET_DATA_DIR:-../shared/data}
-list() {  # one run per line: <workdir> <config argument> [overrides]; split first, seeds outer
-  local bench short scenario method seed
-  for bench in split_mnist permuted_mnist; do
-    short=${bench%_mnist}
+list() {  # one run per line: <workdir> <config argument> [overrides]; split MNIST first, then
+  # permuted MNIST task-incremental (every seed), then domain-incremental
+  local short_scenario short scenario method seed
+  for short_scenario in split_task split_domain permuted_task permuted_domain; do
+    short=${short_scenario%_*} scenario=${short_scenario#*_}
     for seed in 0 1 2; do
-      for scenario in task domain; do
-        for method in finetune ewc online_ewc si; do
-          echo "workdirs/continual_vandeven/${short}_${scenario}_${method}_s$seed" \
-            "benchmark=$bench,method=$method,protocol=vandeven,scenario=$scenario" \
-            "--config.seed=$seed"
-        done
+      for method in finetune ewc online_ewc si; do
+        echo "workdirs/continual_vandeven/${short}_${scenario}_${method}_s$seed" \
+          "benchmark=${short}_mnist,method=$method,protocol=vandeven,scenario=$scenario" \
+          "--config.seed=$seed"
       done
     done
   done
