@@ -104,6 +104,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     checks.check_int(config, 'hnet.emb_dim')
     checks.check_float(config, 'hnet.beta')
     checks.check_float(config, 'hnet.lookahead_lr')
+    if 'reg_samples' in config.hnet:
+      checks.check_int(config, 'hnet.reg_samples', minimum=0)
     if config.hnet.kind == 'chunked':
       if 'chunk_size' not in config.hnet:
         checks.fail('hnet.kind', "'full' for method hnet (the chunk keys live in "
@@ -166,7 +168,8 @@ def build_method(config: ml_collections.ConfigDict, input_dim: int) -> cl.Contin
     else:
       module = hypernet.ChunkedHypernet(target, h.emb_dim, chunk_size=h.chunk_size,
                                         chunk_emb_dim=h.chunk_emb_dim, hidden=tuple(h.hidden))
-    return cl.HnetMethod(target, module, tasks, h.emb_dim, h.beta, h.lookahead_lr)
+    return cl.HnetMethod(target, module, tasks, h.emb_dim, h.beta, h.lookahead_lr,
+                         reg_samples=h.get('reg_samples', 0))
   penalty = {'finetune': 'none', 'ewc': 'ewc', 'online_ewc': 'online_ewc',
              'si': 'si'}[config.method]
   if penalty == 'si':
@@ -203,8 +206,10 @@ class Programs:
       memory is carried through the steps (`method.step_memory`: SI's path integral)."""
       def body(carry, s):
         params, opt_state, memory = carry
-        x, y = sample(data, task_id, jax.random.fold_in(task_key, s))
-        grads, metrics = jax.grad(method.loss, has_aux=True)(params, memory, task_id, x, y)
+        step_key = jax.random.fold_in(task_key, s)
+        x, y = sample(data, task_id, step_key)
+        grads, metrics = jax.grad(method.loss, has_aux=True)(
+            params, memory, task_id, x, y, jax.random.fold_in(step_key, 1))
         updates, opt_state = tx.update(grads, opt_state, params)
         metrics['grad_norm'] = optax.tree.norm(grads)
         new_params = optax.apply_updates(params, updates)

@@ -13,7 +13,8 @@ inferred by lowest predictive entropy, the trainable parameter count, the compre
 (trainable / target parameters), the steps per task, the mean training time and the number
 of seeds. Every number comes from the runs' files. With `--readme`, the text between the
 section's markers (`<!-- results:continual:start -->` / `...:end -->`, or
-`<!-- results:continual_vandeven:start -->` ...) is replaced.
+`<!-- results:continual_vandeven:start -->` ...) is replaced; with `--plot=PATH`, a PNG of
+each task's final accuracy per setup (`plot_final_accuracy`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 from absl import app, flags
 
-from experiments import checks, results_table
+from experiments import checks, outputs, results_table
 from experiments.configs import continual as continual_config
 
 # README sections: `--section=<name>` writes `<!-- results:continual_<name>:start -->` ...
@@ -155,6 +156,41 @@ def tables(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
   return '\n'.join(out) + '\n'
 
 
+def plot_final_accuracy(path: str, runs: Sequence[tuple[str, dict[str, Any]]]) -> None:
+  """A PNG of each task's final test accuracy (the last column of the accuracy matrix, mean
+  over a setup's seeds; the band spans the seeds' lowest and highest), one panel per table,
+  one line per setup: where in a long sequence each method forgets."""
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  panels: dict[tuple[str, str, str], list[list[tuple[str, dict]]]] = {}
+  for group in group_runs(runs):
+    r = group[0][1]
+    panels.setdefault((r['benchmark'], r.get('protocol', 'default'), r.get('scenario', '')),
+                      []).append(group)
+  if not panels:
+    raise ValueError('runs: no continual-learning results.json found to plot.')
+  fig = Figure(figsize=(7, 3.2 * len(panels)))
+  for i, ((bench, protocol, scenario), groups) in enumerate(panels.items()):
+    ax = fig.add_subplot(len(panels), 1, i + 1)
+    for group in groups:
+      final = np.array([np.asarray(r['accuracy_matrix'])[:, -1] for _, r in group]) * 100
+      tasks = np.arange(1, final.shape[1] + 1)
+      ax.plot(tasks, final.mean(0), marker='.' if final.shape[1] <= 20 else None,
+              label=f'{label(*group[0])} ({len(group)} seed{"s" * (len(group) > 1)})')
+      if len(group) > 1:
+        ax.fill_between(tasks, final.min(0), final.max(0), alpha=0.2)
+    ax.set_title(f'{TITLES.get(bench, bench)}, {scenario.split(" (")[0] or "task-incremental"}, '
+                 f'protocol {protocol}', fontsize=9)
+    ax.set_xlabel("task")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel('final test accuracy (%)')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  outputs.save_figure(fig, path)
+
+
 def markers(section: str) -> tuple[str, str]:
   """The README markers of `section` (one of `SECTIONS`)."""
   if section not in SECTIONS:
@@ -175,11 +211,14 @@ def main(argv: Sequence[str]) -> None:
   print(section)
   if flags.FLAGS.readme:
     results_table.update_readme(flags.FLAGS.readme, section, *markers(flags.FLAGS.section))
+  if flags.FLAGS.plot:
+    plot_final_accuracy(flags.FLAGS.plot, load_runs(flags.FLAGS.runs))
 
 
 if __name__ == '__main__':
   flags.DEFINE_string('runs', 'workdirs/continual/*', 'Glob of workdirs holding results.json.')
   flags.DEFINE_string('readme', None, 'Markdown file whose results section is replaced.')
+  flags.DEFINE_string('plot', None, 'PNG of each task\'s final accuracy per setup (optional).')
   flags.DEFINE_enum('section', 'default', SECTIONS, 'The README section written: default '
                     '(the default protocol) or vandeven (van de Ven & Tolias\'s protocol).')
   from experiments import cli  # pylint: disable=g-import-not-at-top

@@ -9,7 +9,6 @@ format (read with `data.verify=False`, since their sha256 cannot match the publi
 
 import gzip
 import json
-import os
 import struct
 
 import flax.linen as nn
@@ -39,10 +38,12 @@ class _MLP(nn.Module):
     return nn.Dense(self.out)(nn.relu(nn.Dense(16)(x)))
 
 
-def _hnet_method(beta: float, num_tasks: int = 3, lookahead_lr: float = 0.0) -> cl.HnetMethod:
+def _hnet_method(beta: float, num_tasks: int = 3, lookahead_lr: float = 0.0,
+                 reg_samples: int = 0) -> cl.HnetMethod:
   target = hn.Target.from_linen(_MLP(), jnp.zeros((1, 8)), key=jax.random.key(0))
   module = hn.FullHypernet(target, 4, hidden=(16,))
-  return cl.HnetMethod(target, module, num_tasks, 4, beta, lookahead_lr)
+  return cl.HnetMethod(target, module, num_tasks, 4, beta, lookahead_lr,
+                       reg_samples=reg_samples)
 
 
 # ------------------------------------------------------------------ regulariser
@@ -68,6 +69,39 @@ def test_regularizer_zero_at_stored_outputs_positive_away():
   assert float(m['reg']) == pytest.approx(reg, rel=1e-5)
   g = np.asarray(grads['embeddings'])
   assert np.all(g[:2] == 0) and np.any(g[2] != 0)
+
+
+@pytest.mark.parametrize('lookahead_lr', [0.0, 0.1])
+def test_sampled_regularizer_is_an_unbiased_estimate_of_the_full_one(lookahead_lr):
+  """`reg_samples=k`: k earlier tasks drawn per step; exact with one earlier task, 0 at task
+  0, the full regulariser on average over keys; the same cross-entropy and gradients to the
+  same parameters (the earlier embeddings get none)."""
+  full = _hnet_method(beta=0.1, num_tasks=4, lookahead_lr=lookahead_lr)
+  sampled = _hnet_method(beta=0.1, num_tasks=4, lookahead_lr=lookahead_lr, reg_samples=2)
+  assert full != sampled and hash(full) != hash(sampled)  # separate compiled programs
+  params = jax.jit(full.init)(jax.random.key(0))
+  memory = {'stored': jax.jit(full.outputs)(params['hnet'], params['embeddings'])}
+  params = {**params, 'hnet': jax.tree.map(lambda p: p + 0.02, params['hnet'])}
+  x, y = jnp.ones((5, 8)), jnp.zeros(5, jnp.int32)
+  loss_full = jax.jit(full.loss)
+  loss_sampled = jax.jit(jax.vmap(sampled.loss, in_axes=(None, None, None, None, None, 0)))
+  keys = jax.random.split(jax.random.key(1), 4000)
+  for task in (0, 1, 3):
+    _, m_full = loss_full(params, memory, task, x, y)
+    _, m = loss_sampled(params, memory, task, x, y, keys)
+    np.testing.assert_allclose(m['ce'], float(m_full['ce']), rtol=1e-6)
+    if task < 2:  # no earlier task, or exactly one: every draw gives the full value
+      np.testing.assert_allclose(m['reg'], float(m_full['reg']), rtol=1e-5)
+    else:  # three earlier tasks of different distance: the mean over draws
+      assert float(jnp.std(m['reg'])) > 0
+      assert float(jnp.mean(m['reg'])) == pytest.approx(float(m_full['reg']), rel=0.03)
+  grads, _ = jax.jit(jax.grad(sampled.loss, has_aux=True))(params, memory, 3, x, y, keys[0])
+  g = np.asarray(grads['embeddings'])
+  assert np.all(g[:3] == 0) and np.any(g[3] != 0)
+  with pytest.raises(ValueError, match='key: expected a PRNG key with reg_samples=2'):
+    sampled.loss(params, memory, 3, x, y)
+  with pytest.raises(ValueError, match=r'reg_samples: expected an int >= 0, received -1'):
+    _hnet_method(beta=0.1, reg_samples=-1)
 
 
 def test_regularizer_rejects_mismatched_shapes():
@@ -584,3 +618,6 @@ def test_continual_table_from_results_files(tmp_path):
     continual_table.markers('x')
   with pytest.raises(ValueError, match='runs'):
     continual_table.tables([])
+  png = tmp_path / 'final.png'
+  continual_table.plot_final_accuracy(str(png), continual_table.load_runs(str(tmp_path / '*')))
+  assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

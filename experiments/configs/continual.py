@@ -118,6 +118,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.hnet.chunk_emb_dim = 32  # chunked: chunk embedding size.
     config.hnet.beta = 0.01  # output-regulariser strength.
     config.hnet.lookahead_lr = 0.0  # > 0: one-step SGD lookahead in the regulariser.
+    # 0: the regulariser over every earlier task at each step (the paper's); k > 0: over k
+    # earlier tasks drawn at random per step (unbiased; k + 1 generations per step, not T).
+    config.hnet.reg_samples = 0
     if method != 'hnet_chunked':
       del config.hnet['chunk_size'], config.hnet['chunk_emb_dim']
   elif method in ('ewc', 'online_ewc'):

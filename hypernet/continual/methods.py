@@ -4,7 +4,8 @@ A `ContinualMethod` has
 
 * `init(key) -> params` (everything trained),
 * `init_memory(params) -> memory` (what is kept between tasks; fixed shapes),
-* `loss(params, memory, task_id, x [B, D], y [B]) -> (loss, metrics)`: one batch of ONE task,
+* `loss(params, memory, task_id, x [B, D], y [B], key) -> (loss, metrics)`: one batch of ONE
+  task (`key`: for a method that draws at random, e.g. `HnetMethod` with `reg_samples`),
 * `step_memory(memory, old_params, new_params, grads) -> memory`: called after every
   optimiser step (inside the jitted scan, the memory is part of its carry; the identity for
   every method but SI, whose running path integral lives there),
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -72,7 +72,8 @@ class ContinualMethod:
   def init_memory(self, params: PyTree) -> PyTree:
     raise NotImplementedError
 
-  def loss(self, params, memory, task_id, x, y) -> tuple[jax.Array, dict[str, jax.Array]]:
+  def loss(self, params, memory, task_id, x, y, key=None
+           ) -> tuple[jax.Array, dict[str, jax.Array]]:
     raise NotImplementedError
 
   def step_memory(self, memory, old_params, new_params, grads) -> PyTree:
@@ -101,6 +102,10 @@ class HnetMethod(ContinualMethod):
     beta: output-regulariser strength.
     lookahead_lr: > 0: the regulariser is evaluated after a one-step SGD lookahead of this
       size on the task loss (the paper's `dTheta_h`); 0: no lookahead.
+    reg_samples: 0: the regulariser sums over every earlier task at each step (the paper's
+      equation (2): `T` generations per step); `k > 0`: over `k` earlier tasks drawn
+      uniformly (with replacement) at each step, an unbiased estimate of the same mean that
+      costs `k + 1` generations per step (long sequences: PermutedMNIST-100). Needs `key`.
   """
   target: Target
   hnet: nn.Module
@@ -108,6 +113,11 @@ class HnetMethod(ContinualMethod):
   emb_dim: int
   beta: float
   lookahead_lr: float = 0.0
+  reg_samples: int = 0
+
+  def __post_init__(self):
+    if not isinstance(self.reg_samples, int) or self.reg_samples < 0:
+      raise ValueError(f'reg_samples: expected an int >= 0, received {self.reg_samples!r}.')
 
   def init(self, key: jax.Array) -> PyTree:
     """`{'hnet': hypernetwork params, 'embeddings': [T, E]}`."""
@@ -131,9 +141,12 @@ class HnetMethod(ContinualMethod):
     n = self.target.num_params
     return {'stored': jnp.zeros((self.num_tasks, n), jnp.float32)}
 
-  def loss(self, params, memory, task_id, x, y):
+  def loss(self, params, memory, task_id, x, y, key=None):
     """One batch of one task: cross-entropy + output regulariser. Only the embedding of
-    `task_id` and the hypernetwork get gradients."""
+    `task_id` and the hypernetwork get gradients. `key`: the earlier tasks drawn for the
+    regulariser (`reg_samples > 0`; unused otherwise)."""
+    if self.reg_samples:
+      return self._sampled_loss(params, memory, task_id, x, y, key)
     unravel = _unravel_fn(self.target)
     rows = jnp.arange(self.num_tasks)[:, None] == task_id
     emb = jnp.where(rows, params['embeddings'], jax.lax.stop_gradient(params['embeddings']))
@@ -151,6 +164,33 @@ class HnetMethod(ContinualMethod):
       logits = self.target.apply(unravel(outs[task_id]), x)
       ce = _cross_entropy(logits, y)
     reg = output_regularizer(outs, memory['stored'], task_id, self.beta)
+    return ce + reg, {'loss': ce + reg, 'ce': ce, 'reg': reg, 'acc': _accuracy(logits, y)}
+
+  def _sampled_loss(self, params, memory, task_id, x, y, key):
+    """`loss` with the regulariser over `reg_samples` earlier tasks drawn uniformly:
+    `beta * mean_k ||f_h(e_{t_k}) - stored_{t_k}||^2` (0 for task 0)."""
+    if key is None:
+      raise ValueError(f'key: expected a PRNG key with reg_samples={self.reg_samples}, '
+                       'received None.')
+    def task_loss(p):
+      logits = self.target.apply(self.generate(p, task_id), x)
+      return _cross_entropy(logits, y), logits
+
+    if self.lookahead_lr > 0:
+      (ce, logits), grads = jax.value_and_grad(task_loss, has_aux=True)(params)
+      ce = task_loss(params)[0]  # differentiated again at params (the gradient above is const)
+      hnet_reg = jax.tree.map(lambda p, g: p - self.lookahead_lr * jax.lax.stop_gradient(g),
+                              params['hnet'], grads['hnet'])
+    else:
+      ce, logits = task_loss(params)
+      hnet_reg = params['hnet']
+    earlier = jnp.arange(self.num_tasks) < task_id
+    # Task 0 has no earlier task: any row is drawn and weighted 0.
+    log_p = jnp.where(earlier | (task_id == 0), 0.0, -jnp.inf)
+    rows = jax.random.categorical(key, log_p, shape=(self.reg_samples,))
+    outs = self.outputs(hnet_reg, jax.lax.stop_gradient(params['embeddings'])[rows])  # [k, P]
+    per_task = jnp.sum(jnp.square(outs - memory['stored'][rows]), axis=-1)
+    reg = self.beta * jnp.mean(per_task) * (task_id > 0)
     return ce + reg, {'loss': ce + reg, 'ce': ce, 'reg': reg, 'acc': _accuracy(logits, y)}
 
   def end_task(self, params, memory, task_id, x, key):
@@ -219,7 +259,8 @@ class TargetMethod(ContinualMethod):
     out = self.target.apply(params, x)
     return select_head(out, task_id, self.num_classes) if self.multi_head else out
 
-  def loss(self, params, memory, task_id, x, y):
+  def loss(self, params, memory, task_id, x, y, key=None):
+    del key  # deterministic
     logits = self.logits(params, task_id, x)
     ce = _cross_entropy(logits, y)
     if self.penalty == 'none':
