@@ -17,6 +17,11 @@ from hypernet import meta, parallel
 from hypernet.tasks import Task
 
 
+# `fold_in(train_key, LEARNER_STREAM)` roots the learners' keys; the tasks of step `s` use
+# `fold_in(train_key, s)`, and no run reaches step 2**31 - 1.
+LEARNER_STREAM = 2**31 - 1
+
+
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Adam with `config.optimizer.learning_rate`, after optional global-norm clipping.
 
@@ -82,9 +87,14 @@ class TrainChunk:
     meta_step = meta.make_meta_step(learner, tx, mesh=mesh, compute_dtype=compute_dtype)
 
     def train_chunk(state: meta.TrainState, train_key: jax.Array, length: int):
+      # The learner's keys (stochastic learners only) come from a stream of their own, so
+      # the tasks drawn are the same with or without them.
+      learner_root = jax.random.fold_in(train_key, LEARNER_STREAM)
+
       def body(state, _):
         tasks = sample_tasks(jax.random.fold_in(train_key, state.step))
-        return meta_step(state, parallel.constrain_tasks(tasks, mesh))
+        return meta_step(state, parallel.constrain_tasks(tasks, mesh),
+                         jax.random.fold_in(learner_root, state.step))
       return jax.lax.scan(body, state, None, length=length)
 
     self._jitted = jax.jit(train_chunk, static_argnums=(2,), donate_argnums=(0,))

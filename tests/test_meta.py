@@ -1,4 +1,7 @@
-"""The meta-learning core: vmapped meta-loss, MAML's meta-gradient, the meta-step, baselines."""
+"""The meta-learning core: vmapped meta-loss, MAML's meta-gradient, the meta-step, baselines,
+the PRNG key of stochastic learners."""
+
+import dataclasses
 
 import chex
 import flax.linen as nn
@@ -49,6 +52,55 @@ def test_vmapped_meta_loss_equals_python_loop(name):
   loop = [learner.task_loss(meta_params, jax.tree.map(lambda a, i=i: a[i], batch))[0]
           for i in range(4)]
   np.testing.assert_allclose(loss, np.mean(loop), rtol=1e-5)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoisyMAML(meta.MAML):
+  """A stochastic learner (for the key contract): Gaussian noise of scale `noise` on the
+  adapted parameters; `key=None` gives the mean (no noise)."""
+  noise: float = 0.1
+
+  def adapt(self, meta_params, x_support, y_support, num_steps, key=None):
+    adapted = super().adapt(meta_params, x_support, y_support, num_steps)
+    if key is None:
+      return adapted
+    leaves, treedef = jax.tree.flatten(adapted)
+    keys = jax.random.split(key, len(leaves))
+    return treedef.unflatten([a + self.noise * jax.random.normal(k, a.shape)
+                              for a, k in zip(leaves, keys)])
+
+
+def test_the_key_reaches_a_stochastic_learner_and_deterministic_ones_ignore_it():
+  """`meta_loss` / `meta_step` split the batch key into one per task (`task_keys`) and pass it
+  to `adapt`: the same key gives the same loss and update, another key another; the vmapped
+  loss equals a loop over the tasks with their keys; `key=None` is the learner's mean. Every
+  learner of this package ignores the key."""
+  batch = tasks()
+  learner = NoisyMAML(target=mlp_target(), inner_lr=0.01, inner_steps=1, noise=0.3)
+  params = learner.init(jax.random.key(1))
+  loss = jax.jit(lambda p, t, k: meta.meta_loss(learner, p, t, key=k)[0])
+  k1, k2 = jax.random.key(5), jax.random.key(6)
+  assert float(loss(params, batch, k1)) == float(loss(params, batch, k1))
+  assert float(loss(params, batch, k1)) != float(loss(params, batch, k2))
+  keys = meta.task_keys(k1, batch)
+  loop = [learner.task_loss(params, jax.tree.map(lambda a, i=i: a[i], batch), key=keys[i])[0]
+          for i in range(4)]
+  np.testing.assert_allclose(loss(params, batch, k1), np.mean(loop), rtol=1e-5)
+  plain = meta.MAML(target=mlp_target(), inner_lr=0.01, inner_steps=1)
+  np.testing.assert_allclose(meta.meta_loss(learner, params, batch)[0],
+                             meta.meta_loss(plain, params, batch)[0], rtol=1e-6)
+  tx = optax.sgd(0.1)
+  step = meta.make_meta_step(learner, tx)
+  new = lambda k: step(meta.init_state(learner, tx, jax.random.key(1)), batch, k)[0].meta_params
+  chex.assert_trees_all_close(new(k1), new(k1))
+  assert not np.allclose(jax.tree.leaves(new(k1))[0], jax.tree.leaves(new(k2))[0])
+  for name, make in LEARNERS.items():  # deterministic: the key changes nothing
+    det = make(mlp_target())
+    p = det.init(jax.random.key(1))
+    g1, m1 = det.meta_grad(p, batch)
+    g2, m2 = det.meta_grad(p, batch, k1)
+    chex.assert_trees_all_close(g1, g2, rtol=1e-6, custom_message=name)
+    np.testing.assert_allclose(m1['loss'], m2['loss'], rtol=1e-6, err_msg=name)
 
 
 def _maml_grad_by_hand(w, b, alpha, task, first_order):
@@ -217,7 +269,8 @@ def test_bad_learner_settings():
 def test_every_learner_checks_num_steps(algo):
   """The learner contract (`MetaLearner.check_num_steps`): a negative `num_steps` is an error
   naming it in every learner, and so is any step for a learner without an inner loop
-  (ProtoNet, SupportMetric), not silently ignored. Tracing only."""
+  (ProtoNet, SupportMetric), not silently ignored; every learner takes the PRNG `key`.
+  Tracing only."""
   config = omniglot_config.get_config(f'algo={algo},ways=3,smoke')
   learner = learners.build_learner(config, omniglot.build_target(config))
   key = jax.random.key(0)
@@ -226,6 +279,9 @@ def test_every_learner_checks_num_steps(algo):
   params = jax.eval_shape(learner.init, key)
   loss = lambda k: jax.eval_shape(lambda p: learner.task_loss(p, task, k), params)  # noqa: E731
   loss(0)
+  # The PRNG key argument (ignored by these deterministic learners): the same outputs.
+  with_key = jax.eval_shape(lambda p: learner.task_loss(p, task, 0, key), params)
+  assert jax.tree.structure(with_key) == jax.tree.structure(loss(0))
   with pytest.raises(ValueError, match=r'num_steps: expected an integer >= 0, received -1'):
     loss(-1)
   if learner.has_inner_loop:

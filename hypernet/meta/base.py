@@ -3,23 +3,31 @@
 A `MetaLearner` is written for ONE task:
 
 * `init(key) -> meta_params`: everything the outer loop learns (a pytree);
-* `adapt(meta_params, x_support, y_support, num_steps) -> adapted`: per-task
+* `adapt(meta_params, x_support, y_support, num_steps, key=None) -> adapted`: per-task
   adaptation (inner gradient steps, a hypernetwork's forward pass, or both);
   `adapted` is whatever `predict` needs, usually the target's parameters;
 * `predict(meta_params, adapted, x) -> outputs`;
-* `task_loss(meta_params, task, num_steps) -> (loss, metrics)`: the query loss
+* `task_loss(meta_params, task, num_steps, key=None) -> (loss, metrics)`: the query loss
   after adaptation (scalar) and a dict of scalars;
-* optionally `adapt_path(meta_params, x_support, y_support, num_steps) -> path`: what
+* optionally `adapt_path(meta_params, x_support, y_support, num_steps, key=None) -> path`: what
   `adapt` returns after each of the steps 1..num_steps, stacked (leaves `[num_steps, ...]`);
   learners with it can train on the multi-step loss (`multi_step_loss=True`: the mean of
   the query losses after 1, 2, ..., `inner_steps` steps, the MAML++ "multi-step loss" of
   Antoniou et al. 2019 with uniform weights), so that they are trained for every number
   of steps up to `inner_steps`, not only the last.
 
+`key` is one task's PRNG key for learners whose adaptation draws at random (sampled
+latents as in LEO, dropout in the target, sub-sampled inner batches, probabilistic
+hypernetworks). Deterministic learners ignore it (every learner in this package is one);
+a stochastic learner defines what `key=None` means (e.g. its mean, for evaluation) or
+raises. `meta_loss` splits a batch key into one key per task; `meta_step` takes one.
+
 Around it, for batches of tasks (leading task axis `[T, ...]`):
 
-* `meta_loss(learner, meta_params, tasks)`: `jax.vmap(task_loss)` over tasks, averaged;
-* `make_meta_step(learner, tx, mesh=None)`: `meta_step(state, tasks) -> (state, metrics)`,
+* `meta_loss(learner, meta_params, tasks, key=None)`: `jax.vmap(task_loss)` over tasks,
+  averaged;
+* `make_meta_step(learner, tx, mesh=None)`: `meta_step(state, tasks, key=None) -> (state,
+  metrics)`,
   jitted once with the state donated; with a `mesh` (`hypernet.parallel.task_mesh`) the
   task axis is sharded over its devices and the state replicated; `compute_dtype='bfloat16'`
   computes in bfloat16 with float32 master weights;
@@ -119,22 +127,24 @@ class MetaLearner(abc.ABC):
 
   @abc.abstractmethod
   def adapt(self, meta_params: PyTree, x_support: jax.Array, y_support: jax.Array,
-            num_steps: int) -> Any:
-    """ONE task: adapt to its support set `[K, ...]` with `num_steps` steps."""
+            num_steps: int, key: jax.Array | None = None) -> Any:
+    """ONE task: adapt to its support set `[K, ...]` with `num_steps` steps (`key`: this
+    task's PRNG key, for a learner that draws at random; see the module docstring)."""
 
   @abc.abstractmethod
   def predict(self, meta_params: PyTree, adapted: Any, x: jax.Array) -> jax.Array:
     """ONE task: outputs at `x [N, ...]` of the adapted model."""
 
   def adapt_path(self, meta_params: PyTree, x_support: jax.Array, y_support: jax.Array,
-                 num_steps: int) -> Any:
+                 num_steps: int, key: jax.Array | None = None) -> Any:
     """ONE task: `adapt`'s result after each of the steps 1..`num_steps`, stacked
     (every leaf `[num_steps, ...]`). Optional; needed by `multi_step_loss`."""
     raise NotImplementedError(f'{type(self).__name__} does not implement adapt_path.')
 
-  def task_loss(self, meta_params: PyTree, task: Task,
-                num_steps: int | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """ONE task: query loss after adapting on the support set, and metrics.
+  def task_loss(self, meta_params: PyTree, task: Task, num_steps: int | None = None,
+                key: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """ONE task: query loss after adapting on the support set (`key` passed to `adapt`),
+    and metrics.
 
     With `multi_step_loss` and `num_steps > 0` the returned loss (the one differentiated)
     is the mean query loss over the steps 1..`num_steps` (its first step weighted up by
@@ -142,7 +152,7 @@ class MetaLearner(abc.ABC):
     """
     num_steps = self.check_num_steps(self.inner_steps if num_steps is None else num_steps)
     if self.multi_step_loss and num_steps > 0:
-      path = self.adapt_path(meta_params, task.x_support, task.y_support, num_steps)
+      path = self.adapt_path(meta_params, task.x_support, task.y_support, num_steps, key)
       outs = jax.vmap(lambda a: self.predict(meta_params, a, task.x_query))(path)  # [S, Q, ...]
       step_losses = jax.vmap(lambda o: self.loss_fn(o, task.y_query))(outs)  # [S]
       metrics = {'loss': step_losses[-1], 'loss_mean_over_steps': jnp.mean(step_losses)}
@@ -153,7 +163,7 @@ class MetaLearner(abc.ABC):
       if w:
         objective = w * step_losses[0] + (1.0 - w) * objective
       return objective, metrics
-    adapted = self.adapt(meta_params, task.x_support, task.y_support, num_steps)
+    adapted = self.adapt(meta_params, task.x_support, task.y_support, num_steps, key)
     out = self.predict(meta_params, adapted, task.x_query)
     loss = self.loss_fn(out, task.y_query)
     metrics = {'loss': loss}
@@ -161,18 +171,29 @@ class MetaLearner(abc.ABC):
       metrics['accuracy'] = losses.accuracy(out, task.y_query)
     return loss, metrics
 
-  def meta_grad(self, meta_params: PyTree, tasks: Task) -> tuple[PyTree, dict[str, jax.Array]]:
+  def meta_grad(self, meta_params: PyTree, tasks: Task, key: jax.Array | None = None
+                ) -> tuple[PyTree, dict[str, jax.Array]]:
     """Gradient of the mean query loss over a batch of tasks (Reptile overrides this)."""
     (_, metrics), grads = jax.value_and_grad(meta_loss, argnums=1, has_aux=True)(
-        self, meta_params, tasks)
+        self, meta_params, tasks, key=key)
     return grads, metrics
 
 
+def task_keys(key: jax.Array | None, tasks: Any) -> jax.Array | None:
+  """One PRNG key per task of a batch `[T, ...]` from one key (None stays None)."""
+  if key is None:
+    return None
+  return jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
+
+
 def meta_loss(learner: MetaLearner, meta_params: PyTree, tasks: Task,
-              num_steps: int | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Mean of `learner.task_loss` over a batch of tasks `[T, ...]` (vmapped)."""
-  per_task = jax.vmap(learner.task_loss, in_axes=(None, 0, None))
-  loss, metrics = per_task(meta_params, tasks, num_steps)  # [T], {name: [T]}
+              num_steps: int | None = None, key: jax.Array | None = None
+              ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Mean of `learner.task_loss` over a batch of tasks `[T, ...]` (vmapped); `key` is split
+  into one key per task (`task_keys`)."""
+  keys = task_keys(key, tasks)
+  per_task = jax.vmap(learner.task_loss, in_axes=(None, 0, None, None if keys is None else 0))
+  loss, metrics = per_task(meta_params, tasks, num_steps, keys)  # [T], {name: [T]}
   return jnp.mean(loss), jax.tree.map(jnp.mean, metrics)
 
 
@@ -210,7 +231,8 @@ def _check_compute_dtype(compute_dtype: Any) -> Any:
 
 def make_meta_step(learner: MetaLearner, tx: optax.GradientTransformation,
                    mesh: jax.sharding.Mesh | None = None, compute_dtype: str | None = None):
-  """`meta_step(state, tasks) -> (state, metrics)`, jitted, the state donated.
+  """`meta_step(state, tasks, key=None) -> (state, metrics)`, jitted, the state donated
+  (`key`: the batch's PRNG key, split into one per task; ignored by deterministic learners).
 
   Args:
     learner: the meta-learner.
@@ -231,15 +253,16 @@ def make_meta_step(learner: MetaLearner, tx: optax.GradientTransformation,
 
   low = _check_compute_dtype(compute_dtype)
 
-  def meta_step(state: TrainState, tasks: Task) -> tuple[TrainState, dict[str, jax.Array]]:
+  def meta_step(state: TrainState, tasks: Task, key: jax.Array | None = None
+                ) -> tuple[TrainState, dict[str, jax.Array]]:
     tasks = parallel.constrain_tasks(tasks, mesh)
     if low is None:
-      grads, metrics = learner.meta_grad(state.meta_params, tasks)
+      grads, metrics = learner.meta_grad(state.meta_params, tasks, key)
     else:
       # d/dp L(cast(p)) is the cast-back gradient with respect to the cast copy.
       with target_lib.compute_dtype(low):
         low_grads, metrics = learner.meta_grad(cast_floating(state.meta_params, low),
-                                               cast_floating(tasks, low))
+                                               cast_floating(tasks, low), key)
       grads = jax.tree.map(lambda g, p: g.astype(p.dtype), low_grads, state.meta_params)
       metrics = cast_floating(metrics, jnp.float32)
     updates, opt_state = tx.update(grads, state.opt_state, state.meta_params)

@@ -153,8 +153,9 @@ class HyperHead(MetaLearner):
       bias = bias - jnp.sum(jnp.square(protos), -1)
     return {'kernel': kernel, 'bias': bias}
 
-  def adapt(self, meta_params, x_support, y_support, num_steps):
+  def adapt(self, meta_params, x_support, y_support, num_steps, key=None):
     """ONE task: the generated head, then `num_steps` SGD steps on it (features fixed)."""
+    del key  # deterministic
     if x_support.shape[0] != y_support.shape[0]:
       raise ValueError(f'x_support, y_support: expected ONE task\'s support set with the same '
                        f'number of examples, received shapes {x_support.shape} and '

@@ -198,8 +198,9 @@ class Amortised(MetaLearner):
                               _labels(self.loss, y_support, c))  # [cond_dim]
     return self.hypernet.apply({'params': meta_params['hypernet']}, code)
 
-  def adapt(self, meta_params, x_support, y_support, num_steps):
+  def adapt(self, meta_params, x_support, y_support, num_steps, key=None):
     """ONE task: generated parameters, then `num_steps` SGD steps (`finetune_lr`)."""
+    del key  # deterministic
     self.check_num_steps(num_steps)
     params = self.generate(meta_params, x_support, y_support)
     params, _ = inner_sgd(_support_loss_fn(self, x_support, y_support), params,
@@ -304,13 +305,15 @@ class LatentAdaptation(MetaLearner):
                      first_order=self.first_order, remat=self.remat, return_path=return_path)
     return z
 
-  def adapt(self, meta_params, x_support, y_support, num_steps):
+  def adapt(self, meta_params, x_support, y_support, num_steps, key=None):
     """ONE task: the target parameters decoded from the adapted z."""
+    del key  # deterministic
     return self.decode(meta_params, self.adapt_latent(meta_params, x_support, y_support,
                                                       num_steps))
 
-  def adapt_path(self, meta_params, x_support, y_support, num_steps):
+  def adapt_path(self, meta_params, x_support, y_support, num_steps, key=None):
     """ONE task: the target parameters decoded after each step 1..num_steps (`[S, ...]`)."""
+    del key  # deterministic
     z_path = self.adapt_latent(meta_params, x_support, y_support, num_steps, return_path=True)
     return jax.vmap(lambda z: self.decode(meta_params, z))(z_path)  # leaves [S, ...]
 
@@ -416,8 +419,9 @@ class HyperMAML(MetaLearner):
       delta[l.index] = (self.delta_scale * out[l.index]).astype(l.dtype)
     return jax.tree.unflatten(layout.treedef, delta)
 
-  def adapt(self, meta_params, x_support, y_support, num_steps):
+  def adapt(self, meta_params, x_support, y_support, num_steps, key=None):
     """ONE task: `base + delta`, then `num_steps` SGD steps (`inner_lr`)."""
+    del key  # deterministic
     self.check_num_steps(num_steps)
     delta = self.update(meta_params, x_support, y_support)
     params = jax.tree.map(jnp.add, meta_params['base'], delta)
@@ -498,12 +502,14 @@ class LearnedUpdate(MetaLearner):
                                      length=int(num_steps))
     return path if return_path else params
 
-  def adapt(self, meta_params, x_support, y_support, num_steps):
+  def adapt(self, meta_params, x_support, y_support, num_steps, key=None):
     """ONE task: `num_steps` applications of the rule from `meta_params['init']`."""
+    del key  # deterministic
     return self._run(meta_params, x_support, y_support, num_steps, return_path=False)
 
-  def adapt_path(self, meta_params, x_support, y_support, num_steps):
+  def adapt_path(self, meta_params, x_support, y_support, num_steps, key=None):
     """ONE task: the parameters after each application 1..num_steps (leaves `[S, ...]`)."""
+    del key  # deterministic
     return self._run(meta_params, x_support, y_support, num_steps, return_path=True)
 
   def predict(self, meta_params, adapted, x):

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from hypernet.layout import Selection, layout_for
-from hypernet.meta.base import MetaLearner, meta_loss
+from hypernet.meta.base import MetaLearner, meta_loss, task_keys
 from hypernet.meta.inner import inner_sgd
 from hypernet.target import PyTree, Target
 
@@ -61,11 +61,13 @@ class MAML(MetaLearner):
   def _init_params(self, meta_params):
     return meta_params
 
-  def adapt(self, meta_params, x_support, y_support, num_steps):
+  def adapt(self, meta_params, x_support, y_support, num_steps, key=None):
+    del key  # deterministic
     return self._adapt(meta_params, x_support, y_support, num_steps, return_path=False)
 
-  def adapt_path(self, meta_params, x_support, y_support, num_steps):
+  def adapt_path(self, meta_params, x_support, y_support, num_steps, key=None):
     """ONE task: the parameters after each of the steps 1..num_steps (leaves `[S, ...]`)."""
+    del key  # deterministic
     return self._adapt(meta_params, x_support, y_support, num_steps, return_path=True)
 
   def _adapt(self, meta_params, x_support, y_support, num_steps, return_path):
@@ -146,13 +148,15 @@ class Reptile(MAML):
       raise ValueError('multi_step_loss: Reptile\'s meta-gradient is not a query loss, expected '
                        'False, received True.')
 
-  def meta_grad(self, meta_params, tasks):
-    def direction(task):
+  def meta_grad(self, meta_params, tasks, key=None):
+    def direction(task, k):
       x = jnp.concatenate([task.x_support, task.x_query])
       y = jnp.concatenate([task.y_support, task.y_query])
-      adapted = self.adapt(meta_params, x, y, self.inner_steps)
+      adapted = self.adapt(meta_params, x, y, self.inner_steps, k)
       return jax.tree.map(lambda p, a: p - a, meta_params, adapted)
 
-    grads = jax.tree.map(lambda d: jnp.mean(d, 0), jax.vmap(direction)(tasks))
-    _, metrics = meta_loss(self, jax.lax.stop_gradient(meta_params), tasks)
+    keys = task_keys(key, tasks)
+    directions = jax.vmap(direction, in_axes=(0, None if keys is None else 0))(tasks, keys)
+    grads = jax.tree.map(lambda d: jnp.mean(d, 0), directions)
+    _, metrics = meta_loss(self, jax.lax.stop_gradient(meta_params), tasks, key=key)
     return grads, metrics

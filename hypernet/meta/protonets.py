@@ -45,8 +45,9 @@ class ProtoNet(MetaLearner):
   def init(self, key: jax.Array) -> PyTree:
     return self.embedding.init(key)
 
-  def adapt(self, meta_params, x_support, y_support, num_steps):
+  def adapt(self, meta_params, x_support, y_support, num_steps, key=None):
     """Prototypes `[ways, D]`: the mean support embedding of each class."""
+    del key  # deterministic
     self.check_num_steps(num_steps)
     z = self.embedding.apply(meta_params, x_support)  # [K*N, D]
     onehot = jax.nn.one_hot(y_support, self.ways, dtype=z.dtype)  # [K*N, N]

@@ -240,8 +240,9 @@ class SupportMetric(MetaLearner):
     return self.encoder.apply({'params': meta_params['encoder']}, ctx,
                               jnp.zeros((ctx.shape[0], 0), ctx.dtype))
 
-  def adapt(self, meta_params, x_support, y_support, num_steps):
+  def adapt(self, meta_params, x_support, y_support, num_steps, key=None):
     """ONE task: `{'params': FiLM'd embedding weights, 'prototypes': [N, D]}`."""
+    del key  # deterministic
     self.check_num_steps(num_steps)
     if x_support.shape[0] != y_support.shape[0]:
       raise ValueError(f'x_support, y_support: expected ONE task\'s support set with the same '
