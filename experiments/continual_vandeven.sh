@@ -15,10 +15,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 DATA=${HYPERNET_DATA_DIR:-../shared/data}
-list() {  # one run per line: <workdir> <config argument> [overrides]; split MNIST first, then
-  # permuted MNIST task-incremental (every seed), then domain-incremental
+list() {  # one run per line: <workdir> <config argument> [overrides]; task-incremental split,
+  # then permuted MNIST (every seed), then the domain-incremental runs
   local short_scenario short scenario method seed
-  for short_scenario in split_task split_domain permuted_task permuted_domain; do
+  for short_scenario in split_task permuted_task split_domain permuted_domain; do
     short=${short_scenario%_*} scenario=${short_scenario#*_}
     for seed in 0 1 2; do
       for method in finetune ewc online_ewc si; do
