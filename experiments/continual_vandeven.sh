@@ -51,7 +51,7 @@ runs() {  # runs [pattern]: the listed runs whose workdir contains pattern
 }
 tables() {
   $PY -m experiments.continual_table --runs='workdirs/continual_vandeven/*' \
-    --readme=README.md --section=vandeven
+    --readme=README.md --section=vandeven --plot=docs/continual_vandeven_final_per_task.png
 }
 case "${1:-all}" in
   runs) runs "${2:-}" ;;

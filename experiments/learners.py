@@ -124,7 +124,7 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
     if loss != 'xent':
       raise ValueError(f"config.loss: {algo} classifies, expected 'xent', received {loss!r}.")
     if algo == 'protonet':
-      return meta.ProtoNet(embedding=target, ways=config.ways)
+      return meta.ProtoNet(target=target, ways=config.ways)
     if algo == 'support_metric':
       refine = config.head.get('refine', 'none')
       if refine not in ('none', 'attention', 'metric', 'attention+metric'):
@@ -133,7 +133,7 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
       film = config.hypernet.kind != 'none'  # 'none': no modulation (an ablation)
       encoder = build_encoder(config.encoder) if film else None
       return meta.SupportMetric(
-          embedding=target,
+          target=target,
           hypernet=build_hypernet(config.hypernet, target, encoder.features) if film else None,
           encoder=encoder, ways=config.ways, input_shape=input_shape,
           learn_metric_scale=config.head.learn_scale,
@@ -143,7 +143,7 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
           class_metric=meta.ClassMetric() if 'metric' in refine else None)
     dim = embedding_dim(target, input_shape)
     hnet = build_hypernet(config.hypernet, meta.class_head_target(dim), 2 * dim)
-    return meta.HyperHead(embedding=target, hypernet=hnet, ways=config.ways,
+    return meta.HyperHead(target=target, hypernet=hnet, ways=config.ways,
                           base=config.head.base, inner_steps=steps,
                           inner_lr=inner.get('lr', 0.1), first_order=first_order)
 

@@ -102,7 +102,7 @@ def test_hyperhead_starts_as_protonets_and_evaluates_other_ways(data_config):
   config = smoke_config('hyperhead', data_config)
   experiment = omniglot.build_experiment(config)
   learner = experiment.learner
-  proto = meta.ProtoNet(embedding=learner.embedding, ways=3)
+  proto = meta.ProtoNet(target=learner.target, ways=3)
   two = omniglot.for_ways(learner, 2)
 
   @jax.jit

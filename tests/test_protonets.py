@@ -27,7 +27,7 @@ def test_blobs_episodes():
 
 
 def test_prototypes_are_class_means_and_nearest_prototype_wins():
-  learner = meta.ProtoNet(embedding=hn.Target.from_fn(lambda p, x: x, {}), ways=3)
+  learner = meta.ProtoNet(target=hn.Target.from_fn(lambda p, x: x, {}), ways=3)
   x = jnp.array([[0., 0.], [0., 2.], [10., 0.], [10., 2.], [0., 10.], [2., 10.]])
   y = jnp.array([0, 0, 1, 1, 2, 2])
   protos = learner.adapt({}, x, y, 0)
@@ -40,7 +40,7 @@ def test_prototypes_are_class_means_and_nearest_prototype_wins():
 def test_classification_learners_learn(name):
   target = embedding()
   if name == 'protonet':
-    learner = meta.ProtoNet(embedding=target, ways=5)
+    learner = meta.ProtoNet(target=target, ways=5)
   else:
     head = hn.Target.from_linen(nn.Sequential([nn.Dense(32), nn.relu, nn.Dense(5)]),
                                 jnp.zeros((1, 8)), key=jax.random.key(0))

@@ -21,7 +21,7 @@ def make_learner(ways=5, init_scale=0.1, learn_metric_scale=False, hidden=(32,),
   enc = hn.SetEncoder(features=8, hidden=(16,), rho_hidden=(16,)) if film else None
   hnet = (hn.ModulationHypernet(target=EMB, cond_dim=8, kind='film', hidden=hidden,
                                 init_scale=init_scale) if film else None)
-  return meta.SupportMetric(embedding=EMB, hypernet=hnet, encoder=enc, ways=ways,
+  return meta.SupportMetric(target=EMB, hypernet=hnet, encoder=enc, ways=ways,
                           input_shape=(8,), learn_metric_scale=learn_metric_scale,
                           refiner=refiner, class_metric=class_metric)
 
@@ -79,7 +79,7 @@ def test_zero_initialised_heads_start_at_protonets(variant):
   task = jax.tree.map(lambda a: a[0], tasks(1, shots=2))
   ours = learner.predict(params, learner.adapt(params, task.x_support, task.y_support, 0),
                          task.x_query)
-  proto = meta.ProtoNet(embedding=EMB, ways=5)
+  proto = meta.ProtoNet(target=EMB, ways=5)
   if learner.hypernet is None:
     emb_params = params['embedding']
   else:  # the FiLM'd weights of this task
@@ -164,18 +164,18 @@ def test_invalid_settings_raise_clear_errors():
     import dataclasses
     dataclasses.replace(learner, inner_steps=1)
   with pytest.raises(ValueError, match='hypernet.cond_dim: expected encoder.features = 8'):
-    meta.SupportMetric(embedding=learner.embedding, encoder=learner.encoder, input_shape=(8,),
-                     hypernet=hn.ModulationHypernet(target=learner.embedding, cond_dim=4,
+    meta.SupportMetric(target=learner.target, encoder=learner.encoder, input_shape=(8,),
+                     hypernet=hn.ModulationHypernet(target=learner.target, cond_dim=4,
                                                     kind='film'))
   with pytest.raises(TypeError, match="hypernet: expected a hypernet.ModulationHypernet with "
                                       "kind='film'"):
-    meta.SupportMetric(embedding=learner.embedding, encoder=learner.encoder, input_shape=(8,),
-                     hypernet=hn.ModulationHypernet(target=learner.embedding, cond_dim=8,
+    meta.SupportMetric(target=learner.target, encoder=learner.encoder, input_shape=(8,),
+                     hypernet=hn.ModulationHypernet(target=learner.target, cond_dim=8,
                                                     kind='additive'))
   with pytest.raises(ValueError, match='received none'):
-    meta.SupportMetric(embedding=learner.embedding, input_shape=(8,))
+    meta.SupportMetric(target=learner.target, input_shape=(8,))
   with pytest.raises(ValueError, match='input_shape: expected the shape of one example'):
-    meta.SupportMetric(embedding=learner.embedding, encoder=learner.encoder,
+    meta.SupportMetric(target=learner.target, encoder=learner.encoder,
                      hypernet=learner.hypernet)
 
 

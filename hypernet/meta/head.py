@@ -68,7 +68,8 @@ class HyperHead(MetaLearner):
   """Shared embedding; class rows of the head generated from the support set (see module doc).
 
   Attributes:
-    embedding: `Target` mapping `x [n, ...]` to `[n, D]`.
+    target: the embedding network, a `Target` mapping `x [n, ...]` to `[n, D]` (`target`: every
+      learner's name for the network it adapts or reads).
     hypernet: a vector-conditioned hypernetwork with `cond_dim = 2 D` for the target
       `class_head_target(D)` (e.g. `hypernet.FullHypernet`); zero-centred head
       (`head_init` 'hyperfan_in', 'hyperfan_out' or 'naive') when `base='prototype'`.
@@ -79,7 +80,7 @@ class HyperHead(MetaLearner):
     inner_lr: their step size.
     first_order: stop the gradient through the head steps' gradients.
   """
-  embedding: Target | None = None
+  target: Target | None = None
   hypernet: nn.Module | None = None
   ways: int = 5
   base: str = 'prototype'
@@ -90,9 +91,9 @@ class HyperHead(MetaLearner):
 
   def __post_init__(self):
     super().__post_init__()
-    if not isinstance(self.embedding, Target):
-      raise TypeError(f'embedding: expected a hypernet.Target, received '
-                      f'{type(self.embedding).__name__}.')
+    if not isinstance(self.target, Target):
+      raise TypeError(f'target: expected a hypernet.Target, received '
+                      f'{type(self.target).__name__}.')
     if not isinstance(self.hypernet, nn.Module):
       raise TypeError(f'hypernet: expected a flax.linen.Module, received '
                       f'{type(self.hypernet).__name__}.')
@@ -129,13 +130,13 @@ class HyperHead(MetaLearner):
   def init(self, key: jax.Array) -> PyTree:
     emb_key, hnet_key = jax.random.split(key)
     cond = jnp.zeros((self.hypernet.cond_dim,), jnp.float32)
-    return {'embedding': self.embedding.init(emb_key),
+    return {'embedding': self.target.init(emb_key),
             'hypernet': self.hypernet.init(hnet_key, cond)['params']}
 
   def _check_features(self, z: jax.Array) -> None:
     dim = self._head_target.param_spec['kernel'].shape[0]
     if z.ndim != 2 or z.shape[1] != dim:
-      raise ValueError(f'embedding: expected features [n, {dim}] (the hypernetwork\'s class '
+      raise ValueError(f'target: expected features [n, {dim}] (the hypernetwork\'s class '
                        f'head size), received shape {z.shape}.')
 
   def generate(self, meta_params: PyTree, z_support: jax.Array,
@@ -160,7 +161,7 @@ class HyperHead(MetaLearner):
       raise ValueError(f'x_support, y_support: expected ONE task\'s support set with the same '
                        f'number of examples, received shapes {x_support.shape} and '
                        f'{y_support.shape}.')
-    z = self.embedding.apply(meta_params['embedding'], x_support)  # [K*N, D]
+    z = self.target.apply(meta_params['embedding'], x_support)  # [K*N, D]
     self._check_features(z)
     head = self.generate(meta_params, z, y_support)
 
@@ -173,5 +174,5 @@ class HyperHead(MetaLearner):
 
   def predict(self, meta_params, adapted, x):
     """Logits `[Q, N]`."""
-    z = self.embedding.apply(meta_params['embedding'], x)  # [Q, D]
+    z = self.target.apply(meta_params['embedding'], x)  # [Q, D]
     return z @ adapted['kernel'] + adapted['bias']

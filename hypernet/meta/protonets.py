@@ -23,10 +23,11 @@ from hypernet.target import PyTree, Target
 @dataclasses.dataclass(frozen=True)
 class ProtoNet(MetaLearner):
   """Attributes:
-    embedding: `Target` mapping `x [N, ...]` to `[N, D]`.
+    target: the embedding network, a `Target` mapping `x [N, ...]` to `[N, D]` (`target`: every
+      learner's name for the network it adapts or reads).
     ways: number of classes per task (labels `0..ways-1`).
   """
-  embedding: Target | None = None
+  target: Target | None = None
   ways: int = 5
   loss: str = 'xent'
   inner_steps: int = 0
@@ -34,26 +35,26 @@ class ProtoNet(MetaLearner):
 
   def __post_init__(self):
     super().__post_init__()
-    if not isinstance(self.embedding, Target):
-      raise TypeError(f'embedding: expected a hypernet.Target, received '
-                      f'{type(self.embedding).__name__}.')
+    if not isinstance(self.target, Target):
+      raise TypeError(f'target: expected a hypernet.Target, received '
+                      f'{type(self.target).__name__}.')
     if self.loss != 'xent':
       raise ValueError(f"loss: ProtoNet classifies, expected 'xent', received {self.loss!r}.")
     if not isinstance(self.ways, int) or self.ways < 2:
       raise ValueError(f'ways: expected an integer >= 2, received {self.ways!r}.')
 
   def init(self, key: jax.Array) -> PyTree:
-    return self.embedding.init(key)
+    return self.target.init(key)
 
   def adapt(self, meta_params, x_support, y_support, num_steps, key=None):
     """Prototypes `[ways, D]`: the mean support embedding of each class."""
     del key  # deterministic
     self.check_num_steps(num_steps)
-    z = self.embedding.apply(meta_params, x_support)  # [K*N, D]
+    z = self.target.apply(meta_params, x_support)  # [K*N, D]
     onehot = jax.nn.one_hot(y_support, self.ways, dtype=z.dtype)  # [K*N, N]
     return (onehot.T @ z) / jnp.maximum(onehot.sum(0), 1.0)[:, None]  # [N, D]
 
   def predict(self, meta_params, adapted, x):
     """Logits `[Q, ways]`: minus squared distances to the prototypes."""
-    z = self.embedding.apply(meta_params, x)  # [Q, D]
+    z = self.target.apply(meta_params, x)  # [Q, D]
     return -jnp.sum(jnp.square(z[:, None, :] - adapted[None]), -1)

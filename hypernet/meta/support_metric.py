@@ -129,8 +129,9 @@ class SupportMetric(MetaLearner):
   """ProtoNets with a distance head generated from the support set (see the module doc).
 
   Attributes:
-    embedding: `Target` mapping `x [n, ...]` to `[n, D]` (e.g. Conv-4 without its head).
-    hypernet: `ModulationHypernet(kind='film')` for `embedding`, with `cond_dim` equal to
+    target: the embedding network, a `Target` mapping `x [n, ...]` to `[n, D]` (`target`: every
+      learner's name for the network it adapts or reads) (e.g. Conv-4 without its head).
+    hypernet: `ModulationHypernet(kind='film')` for `target`, with `cond_dim` equal to
       `encoder.features`; None (with `encoder` None): no modulation, the embedding's weights
       are `meta_params['embedding']` (the refiner alone, an ablation).
     encoder: `SetEncoder` reading the `[N, 2D]` class contexts (labels are not needed: the
@@ -144,7 +145,7 @@ class SupportMetric(MetaLearner):
     class_metric: optional `ClassMetric`: a per-class diagonal metric and bias generated
       from the prototypes.
   """
-  embedding: Target | None = None
+  target: Target | None = None
   hypernet: nn.Module | None = None
   encoder: nn.Module | None = None
   ways: int = 5
@@ -159,9 +160,9 @@ class SupportMetric(MetaLearner):
 
   def __post_init__(self):
     super().__post_init__()
-    if not isinstance(self.embedding, Target):
-      raise TypeError(f'embedding: expected a hypernet.Target, received '
-                      f'{type(self.embedding).__name__}.')
+    if not isinstance(self.target, Target):
+      raise TypeError(f'target: expected a hypernet.Target, received '
+                      f'{type(self.target).__name__}.')
     if (self.hypernet is None and self.encoder is None and self.refiner is None
         and self.class_metric is None):
       raise ValueError('hypernet, encoder, refiner, class_metric: expected a FiLM hypernetwork '
@@ -171,7 +172,7 @@ class SupportMetric(MetaLearner):
       if not isinstance(self.hypernet, ModulationHypernet) or self.hypernet.kind != 'film':
         raise TypeError(f"hypernet: expected a hypernet.ModulationHypernet with kind='film', "
                         f'received {self.hypernet!r:.200}.')
-      if self.hypernet.target is not self.embedding:
+      if self.hypernet.target is not self.target:
         raise ValueError('hypernet.target: expected the embedding target itself (the '
                          'hypernetwork modulates the embedding), received another Target.')
       if not isinstance(self.encoder, SetEncoder):
@@ -197,10 +198,10 @@ class SupportMetric(MetaLearner):
 
   @property
   def _dim(self) -> int:
-    out = jax.eval_shape(self.embedding.apply, self.embedding.param_spec,
+    out = jax.eval_shape(self.target.apply, self.target.param_spec,
                          jax.ShapeDtypeStruct((1, *self.input_shape), jnp.float32))
     if len(out.shape) != 2:
-      raise ValueError(f'embedding: expected outputs [n, D] for inputs of input_shape='
+      raise ValueError(f'target: expected outputs [n, D] for inputs of input_shape='
                        f'{self.input_shape}, received shape {out.shape}.')
     return int(out.shape[-1])
 
@@ -208,7 +209,7 @@ class SupportMetric(MetaLearner):
     h_key, e_key = jax.random.split(key)
     dim = self._dim
     if self.hypernet is None:
-      params = {'embedding': self.embedding.init(h_key)}
+      params = {'embedding': self.target.init(h_key)}
     else:
       code = jnp.zeros((self.encoder.features,), jnp.float32)
       params = {'hypernet': self.hypernet.init(h_key, code)['params']}
@@ -229,13 +230,13 @@ class SupportMetric(MetaLearner):
     """The unmodulated embedding weights `theta` (the hypernetwork's base)."""
     if self.hypernet is None:
       return meta_params['embedding']
-    treedef = jax.tree.structure(self.embedding.param_spec)
+    treedef = jax.tree.structure(self.target.param_spec)
     return jax.tree.unflatten(treedef, list(meta_params['hypernet']['base']))
 
   def task_code(self, meta_params: PyTree, x_support: jax.Array,
                 y_support: jax.Array) -> jax.Array:
     """ONE task's code `[C]` from its support set (base-weight embedding, class contexts)."""
-    z = self.embedding.apply(self.base_params(meta_params), x_support)  # [K*N, D]
+    z = self.target.apply(self.base_params(meta_params), x_support)  # [K*N, D]
     ctx = task_context(class_means(z, y_support, self.ways))  # [N, 2D]
     return self.encoder.apply({'params': meta_params['encoder']}, ctx,
                               jnp.zeros((ctx.shape[0], 0), ctx.dtype))
@@ -253,7 +254,7 @@ class SupportMetric(MetaLearner):
     else:
       code = self.task_code(meta_params, x_support, y_support)
       params = self.hypernet.apply({'params': meta_params['hypernet']}, code)
-    z = self.embedding.apply(params, x_support)  # [K*N, D]
+    z = self.target.apply(params, x_support)  # [K*N, D]
     prototypes = class_means(z, y_support, self.ways)  # [N, D]
     if self.refiner is not None:
       prototypes = self.refiner.apply({'params': meta_params['refiner']}, prototypes)
@@ -265,7 +266,7 @@ class SupportMetric(MetaLearner):
 
   def predict(self, meta_params, adapted, x):
     """Logits `[Q, N]`: minus (scaled) squared distances to the prototypes."""
-    z = self.embedding.apply(adapted['params'], x)  # [Q, D]
+    z = self.target.apply(adapted['params'], x)  # [Q, D]
     sq = jnp.square(z[:, None, :] - adapted['prototypes'][None])  # [Q, N, D]
     if 'log_precision' in adapted:
       d2 = jnp.sum(sq * jnp.exp(adapted['log_precision'])[None], -1) - adapted['bias'][None]
