@@ -81,13 +81,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     checks.check_int(config, 'data.pad', minimum=0)
     if config.data.pad and config.benchmark.endswith('mnist1d'):
       checks.fail('data.pad', f'0 for {config.benchmark} (no image to pad)', config.data.pad)
-  if not isinstance(config.train.get('reset_optimizer', True), bool):
-    checks.fail('train.reset_optimizer', 'True or False', config.train.reset_optimizer)
+  if not isinstance(config.optimizer.get('reset_per_task', True), bool):
+    checks.fail('optimizer.reset_per_task', 'True or False', config.optimizer.reset_per_task)
   if config.target.get('init', 'lecun') not in TARGET_INITS:
     checks.fail('target.init', f'one of {TARGET_INITS}', config.target.init)
-  checks.check_float(config, 'train.learning_rate', positive=True)
-  if config.train.lr_schedule not in LR_SCHEDULES:
-    checks.fail('train.lr_schedule', f'one of {LR_SCHEDULES}', config.train.lr_schedule)
+  checks.check_float(config, 'optimizer.learning_rate', positive=True)
+  if config.optimizer.schedule not in LR_SCHEDULES:
+    checks.fail('optimizer.schedule', f'one of {LR_SCHEDULES}', config.optimizer.schedule)
   if not config.benchmark.startswith('permuted') and config.data.num_tasks > 5:
     checks.fail('data.num_tasks', 'at most 5 for a split benchmark (5 digit pairs)',
           config.data.num_tasks)
@@ -270,8 +270,8 @@ def programs(config: ml_collections.ConfigDict, input_dim: int) -> Programs:
   config can never reach a stale program."""
   method = build_method(config, input_dim)
   fisher = config.ewc.fisher_samples if 'ewc' in config else 100
-  t = config.train
-  return _programs(method, t.batch_size, t.learning_rate, t.lr_schedule, t.steps_per_task,
+  t, o = config.train, config.optimizer
+  return _programs(method, t.batch_size, o.learning_rate, o.schedule, t.steps_per_task,
                    fisher, bool(config.fast_compile))
 
 
@@ -347,7 +347,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state = {'params': params, 'memory': prog.init_memory(params),
            'acc': jnp.zeros((num_tasks, num_tasks)), 'seconds': jnp.zeros(num_tasks)}
   # One Adam state through all tasks (van de Ven & Tolias) is checkpointed with the rest.
-  carry_optimizer = not config.train.get('reset_optimizer', True)
+  carry_optimizer = not config.optimizer.get('reset_per_task', True)
   if carry_optimizer:
     state['opt_state'] = prog.tx.init(params)
   num_trainable = hypernet.count_params(params)
@@ -394,8 +394,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           name = min(bad, key=lambda k: (bad[k], k != 'loss'))
           raise FloatingPointError(
               f'training metric {name!r} is {metrics[name][bad[name]]} (non-finite) at task '
-              f'{task}, step {step + bad[name] + 1} (config.train.learning_rate='
-              f'{config.train.learning_rate}).')
+              f'{task}, step {step + bad[name] + 1} (config.optimizer.learning_rate='
+              f'{config.optimizer.learning_rate}).')
         for k, v in metrics.items():
           pending.setdefault(k, []).append(v)
         step += length
@@ -416,7 +416,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                        datetime.timedelta(seconds=round(left / rate)))
           pending, t_log = {}, now
       checks.check_params_finite(params, f'the last step of task {task}', 'parameters',
-                                f' (config.train.learning_rate={config.train.learning_rate})')
+                                f' (config.optimizer.learning_rate={config.optimizer.learning_rate})')
       memory = prog.end_task(params, memory, data, task_id, jax.random.fold_in(fisher_key, task))
       column = [float(prog.accuracy(params, data, jnp.asarray(i, jnp.int32)))
                 for i in range(num_tasks)]

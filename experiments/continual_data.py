@@ -88,7 +88,7 @@ def _raw(benchmark: str, data_dir: str | None, verify: bool, pad: int = 0):
 def load_benchmark(config: ml_collections.ConfigDict) -> Benchmark:
   """The benchmark of `config` (`benchmark`, `seed`, `data.*`), as numpy arrays."""
   num_tasks = config.data.num_tasks
-  x, y, xt, yt = _raw(config.benchmark, config.data.data_dir or None,
+  x, y, xt, yt = _raw(config.benchmark, config.data.dir or None,
                       bool(config.data.verify), int(config.data.get('pad', 0)))
   rng = np.random.default_rng(config.seed)
   d = x.shape[1]

@@ -27,14 +27,14 @@ from typing import Any
 
 from absl import app, flags
 
-from experiments import checks, outputs, results_table
+from experiments import checks, outputs, results_table, rundir
 from experiments.configs import continual as continual_config
 
 # README sections: `--section=<name>` writes `<!-- results:continual_<name>:start -->` ...
 SECTIONS = ('default', 'vandeven')
 _SEED_SUFFIX = re.compile(r'_s(eed)?\d+$')
 # Config keys that do not change what a run trains or how it is evaluated.
-IGNORED_KEYS = ('seed', 'overwrite', 'plots', 'fast_compile', 'data.data_dir', 'data.verify',
+IGNORED_KEYS = ('seed', 'overwrite', 'plots', 'fast_compile', 'data.dir', 'data.verify',
                 'train.steps_per_call', 'train.log_every')
 BENCHMARK_ORDER = ('permuted_mnist', 'split_mnist', 'permuted_mnist1d', 'split_mnist1d')
 METHOD_ORDER = ('hnet', 'hnet_chunked', 'finetune', 'ewc', 'online_ewc', 'si')
@@ -63,6 +63,7 @@ def run_config(workdir: str, results: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f'{path}: not valid JSON ({e}).') from e
   else:
     config = {k: results.get(k) for k in ('benchmark', 'method', 'protocol', 'steps_per_task')}
+  config = rundir.renamed(config)  # runs recorded under older key names group with new ones
   return {k: v for k, v in config.items() if k not in IGNORED_KEYS}
 
 

@@ -36,7 +36,7 @@ run() {  # run <workdir> <config argument> [overrides]
   mkdir "$wd.claim" 2>/dev/null || return 0  # another process runs it
   echo "$(date +%T) $wd"
   $PY -m experiments.continual --config=experiments/configs/continual.py:$arg \
-    --config.data.data_dir=$DATA --workdir=$wd "$@" < /dev/null \
+    --config.data.dir=$DATA --workdir=$wd "$@" < /dev/null \
     > $wd.log 2>&1 || { echo "failed: $wd (see $wd.log)"; status=1; }
   rmdir "$wd.claim"
   return $status

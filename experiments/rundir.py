@@ -58,14 +58,25 @@ ABSENT_MEANS = {'compute_dtype': 'float32', 'optimizer.decay_every': 0,
                 'optimizer.decay_rate': 0.5,
                 # experiments.continual (issue 15): van de Ven & Tolias's protocol.
                 'protocol': 'default', 'data.pad': 0, 'target.init': 'lecun',
-                'train.reset_optimizer': True, 'ewc.fisher_labels': 'sample',
+                'optimizer.reset_per_task': True, 'ewc.fisher_labels': 'sample',
+                'hnet.reg_samples': 0,
                 # issue 14: the first step's weight in the multi-step loss.
                 'inner.first_step_weight': 0.0}
+# Keys renamed after runs were recorded (old -> new; issue 12: one name for one thing in
+# every experiment): an old `config.json` is read under the new names.
+RENAMED_KEYS = {'data.data_dir': 'data.dir', 'train.learning_rate': 'optimizer.learning_rate',
+                'train.lr_schedule': 'optimizer.schedule',
+                'train.reset_optimizer': 'optimizer.reset_per_task'}
+
+
+def renamed(flat: Mapping[str, Any]) -> dict[str, Any]:
+  """A flattened config with the keys of `RENAMED_KEYS` under their new names."""
+  return {RENAMED_KEYS.get(k, k): v for k, v in flat.items()}
 
 
 def _config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
   """Dotted keys whose values differ (present in one only, or unequal), resumable ones aside."""
-  old, new = _flatten(old), _flatten(new)
+  old, new = renamed(_flatten(old)), renamed(_flatten(new))
   get = lambda d, k: d.get(k, ABSENT_MEANS.get(k, '<absent>'))  # noqa: E731
   return sorted(k for k in set(old) | set(new)
                 if k not in RESUMABLE_DIFFERENCES and get(old, k) != get(new, k))
@@ -97,8 +108,9 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     old, new = read_json(config_path), json.loads(config.to_json())
     diff = _config_differences(old, new)
     if diff:
-      details = '; '.join(f'{k}: {_flatten(old).get(k, "<absent>")!r} -> '
-                          f'{_flatten(new).get(k, "<absent>")!r}' for k in diff[:10])
+      old_flat, new_flat = renamed(_flatten(old)), renamed(_flatten(new))
+      details = '; '.join(f'{k}: {old_flat.get(k, "<absent>")!r} -> '
+                          f'{new_flat.get(k, "<absent>")!r}' for k in diff[:10])
       if len(diff) > 10:
         details += f'; and {len(diff) - 10} more'
       raise ValueError(

@@ -50,9 +50,9 @@ def test_user_errors_are_one_fatal_line(case, tmp_path):
       'missing_data': (['experiments.omniglot', f'--config.data.dir={tmp_path / "nowhere"}',
                         f'--config.data.cache_dir={tmp_path / "cache"}', f'--workdir={workdir}'],
                        'FATAL experiments.omniglot: Omniglot data not found in'),
-      'continual_value': (CONTINUAL + ['--config.train.learning_rate=-1',
+      'continual_value': (CONTINUAL + ['--config.optimizer.learning_rate=-1',
                                        f'--workdir={workdir}'],
-                          'FATAL experiments.continual: config.train.learning_rate: expected a '
+                          'FATAL experiments.continual: config.optimizer.learning_rate: expected a '
                           'finite number > 0, received -1'),
       'benchmark_flag': (['experiments.benchmark', '--workloads=W9',
                           f'--out={tmp_path / "b.json"}'],

@@ -369,7 +369,7 @@ def data_dir(tmp_path_factory):
 
 def _smoke(data_dir, method='hnet', benchmark='split_mnist', plots=False):
   config = continual_config.get_config(f'benchmark={benchmark},method={method},smoke')
-  config.data.data_dir, config.data.verify = data_dir
+  config.data.dir, config.data.verify = data_dir
   config.plots = plots
   return config
 
@@ -443,7 +443,7 @@ def test_si_vandeven_protocol_smoke_carries_adam_state_and_resumes(data_dir, tmp
   task) with SI: an interrupted run resumes to the uninterrupted result."""
   def config():
     c = continual_config.get_config('benchmark=permuted_mnist,method=si,protocol=vandeven,smoke')
-    c.data.data_dir, c.data.verify = data_dir
+    c.data.dir, c.data.verify = data_dir
     c.plots, c.eval.infer_task = False, False
     return c
 
@@ -486,10 +486,10 @@ def test_vandeven_protocol_config_matches_stated_sizes(benchmark, hidden, lr, st
       continual.validate_config(config)
       assert config.protocol == 'vandeven'
       assert tuple(config.target.hidden) == hidden and config.target.init == 'torch'
-      assert config.train.learning_rate == lr and config.train.lr_schedule == 'constant'
+      assert config.optimizer.learning_rate == lr and config.optimizer.schedule == 'constant'
       assert config.train.steps_per_task == steps and config.train.batch_size == 128
       assert config.data.num_tasks == tasks and config.data.pad == pad
-      assert config.train.reset_optimizer is False
+      assert config.optimizer.reset_per_task is False
       assert config.multi_head == (scenario == 'task')
       strengths = continual_config.VANDEVEN_STRENGTHS[benchmark, scenario]
       if method in ('ewc', 'online_ewc'):
@@ -522,13 +522,32 @@ def test_protocol_and_si_config_errors():
   assert 'ewc' not in config and 'hnet' not in config
 
 
+def test_workdirs_recorded_under_old_key_names_resume(tmp_path):
+  """`config.json` files written before the continual keys took the meta-learning experiments'
+  names (`data.data_dir`, `train.learning_rate`, ...; `rundir.RENAMED_KEYS`) and before
+  `hnet.reg_samples` existed are read under the new names: the same run is accepted, a
+  changed value is refused under its new name."""
+  from experiments import rundir  # pylint: disable=g-import-not-at-top
+  config = continual_config.get_config('benchmark=split_mnist1d,method=hnet,smoke')
+  old = json.loads(config.to_json())
+  old['data']['data_dir'] = old['data'].pop('dir')
+  opt = old.pop('optimizer')
+  old['train'].update(learning_rate=opt['learning_rate'], lr_schedule=opt['schedule'])
+  del old['hnet']['reg_samples']  # absent: 0; optimizer.reset_per_task absent: True
+  outputs.write_json(str(tmp_path / 'config.json'), old)
+  rundir.check_workdir(config, str(tmp_path))
+  config.optimizer.learning_rate = 0.5
+  with pytest.raises(ValueError, match=r'optimizer.learning_rate: 0.001 -> 0.5'):
+    rundir.check_workdir(config, str(tmp_path))
+
+
 def test_finetune_refused_workdir_and_non_finite_loss(data_dir, tmp_path, monkeypatch):
   config = _smoke(data_dir, 'finetune')
   results = continual.train_and_evaluate(config, str(tmp_path / 'run'))
   assert results['compression_ratio'] == 1.0 and results['heads'] == 'one per task'
   other = _smoke(data_dir, 'finetune')
-  other.train.learning_rate = 0.5
-  with pytest.raises(ValueError, match='train.learning_rate'):
+  other.optimizer.learning_rate = 0.5
+  with pytest.raises(ValueError, match='optimizer.learning_rate'):
     continual.train_and_evaluate(other, str(tmp_path / 'run'))
 
   prog = continual.programs(config, 784)
@@ -550,7 +569,7 @@ def test_finetune_refused_workdir_and_non_finite_loss(data_dir, tmp_path, monkey
     ('hnet.kind', 'dense', r"config.hnet.kind: expected one of \('full', 'chunked'\), "
      r"received 'dense'"),
     ('data.num_tasks', 6, r'config.data.num_tasks: expected at most 5 .*received 6'),
-    ('train.lr_schedule', 'step', r"config.train.lr_schedule: expected one of .*'step'"),
+    ('optimizer.schedule', 'step', r"config.optimizer.schedule: expected one of .*'step'"),
     ('train.batch_size', 0, r'config.train.batch_size: expected an integer >= 1, received 0'),
     ('si.xi', 0.0, r'config.si.xi: expected a finite number > 0, received 0.0'),
     ('si.c', -1.0, r'config.si.c: expected a finite number >= 0, received -1.0'),

@@ -80,7 +80,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.overwrite = False  # True: discard a workdir's previous run (any config).
 
   config.data = ml_collections.ConfigDict()
-  config.data.data_dir = ''  # '' : $HYPERNET_DATA_DIR, else ~/.cache/hypernet/data.
+  config.data.dir = ''  # '' : $HYPERNET_DATA_DIR, else ~/.cache/hypernet/data.
   config.data.verify = True  # check the files' sha256 (False: generated test files).
   config.data.num_tasks = 10 if permuted else 5  # split: at most 5 (the digit pairs).
   config.data.max_train_per_task = 0  # > 0: a subset of each task's training set.
@@ -102,9 +102,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if mnist1d:
     config.train.steps_per_task = 1000
   config.train.batch_size = 128
-  config.train.learning_rate = 1e-3  # Adam (b1 0.9, b2 0.999, eps 1e-8: optax's defaults).
-  config.train.lr_schedule = 'cosine'  # 'constant' or 'cosine' (decay to 0 over each task).
-  config.train.reset_optimizer = True  # True: fresh Adam state for each task; False: one
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.learning_rate = 1e-3  # Adam (b1 0.9, b2 0.999, eps 1e-8: optax's defaults).
+  config.optimizer.schedule = 'cosine'  # 'constant' or 'cosine' (decay to 0 over each task).
+  config.optimizer.reset_per_task = True  # True: fresh Adam state for each task; False: one
   # state carried through all tasks (and checkpointed with them).
   config.train.steps_per_call = 250  # steps per jitted host call (lax.scan).
   config.train.log_every = 500
@@ -249,9 +250,9 @@ def _vandeven(config: ml_collections.ConfigDict, scenario: str) -> None:
   config.multi_head = scenario == 'task'
   config.train.steps_per_task = v['steps_per_task']
   config.train.batch_size = v['batch_size']
-  config.train.learning_rate = v['learning_rate']
-  config.train.lr_schedule = 'constant'
-  config.train.reset_optimizer = False
+  config.optimizer.learning_rate = v['learning_rate']
+  config.optimizer.schedule = 'constant'
+  config.optimizer.reset_per_task = False
   strengths = VANDEVEN_STRENGTHS[config.benchmark, scenario]
   if 'ewc' in config:
     # Their whole task: every training example once, in random order (split: 11,263-12,665
