@@ -269,8 +269,8 @@ def test_bad_learner_settings():
 def test_every_learner_checks_num_steps(algo):
   """The learner contract (`MetaLearner.check_num_steps`): a negative `num_steps` is an error
   naming it in every learner, and so is any step for a learner without an inner loop
-  (ProtoNet, SupportMetric), not silently ignored; every learner takes the PRNG `key`.
-  Tracing only."""
+  (ProtoNet, SupportMetric), not silently ignored; every learner takes the PRNG `key` and
+  checks its task's arrays. Tracing only."""
   config = omniglot_config.get_config(f'algo={algo},ways=3,smoke')
   learner = learners.build_learner(config, omniglot.build_target(config))
   key = jax.random.key(0)
@@ -282,6 +282,14 @@ def test_every_learner_checks_num_steps(algo):
   # The PRNG key argument (ignored by these deterministic learners): the same outputs.
   with_key = jax.eval_shape(lambda p: learner.task_loss(p, task, 0, key), params)
   assert jax.tree.structure(with_key) == jax.tree.structure(loss(0))
+  # Inputs checked by every learner (`MetaLearner.check_task`), at trace time.
+  bad = lambda t: jax.eval_shape(lambda p: learner.task_loss(p, t, 0), params)  # noqa: E731
+  with pytest.raises(ValueError, match=r'task.x_support, task.y_support: expected ONE task'):
+    bad(task.replace(y_support=jnp.arange(2)))
+  with pytest.raises(ValueError, match=r'task.x_support, task.x_query: expected inputs of one '):
+    bad(task.replace(x_query=jnp.zeros((6, 28, 27, 1))))
+  with pytest.raises(ValueError, match=r"task.y_query: expected integer class labels \[n\]"):
+    bad(task.replace(y_query=jnp.zeros(6)))
   with pytest.raises(ValueError, match=r'num_steps: expected an integer >= 0, received -1'):
     loss(-1)
   if learner.has_inner_loop:

@@ -117,6 +117,29 @@ class MetaLearner(abc.ABC):
                        f'received {num_steps!r}.')
     return int(num_steps)
 
+  def check_task(self, task: Task) -> None:
+    """Trace-time checks of ONE task's arrays (every learner's `task_loss` calls it): as many
+    labels as inputs in the support and query sets, inputs of one shape, integer labels for
+    classification; a ValueError names the fields, the expected and the received."""
+    xs, ys, xq, yq = task.x_support, task.y_support, task.x_query, task.y_query
+    for name, x, y in (('support', xs, ys), ('query', xq, yq)):
+      if jnp.ndim(x) < 1 or jnp.ndim(y) < 1 or x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f'task.x_{name}, task.y_{name}: expected ONE task\'s {name} set, inputs [n, ...] and '
+            f'as many labels [n, ...], received shapes {jnp.shape(x)} and {jnp.shape(y)} (a '
+            'batch of tasks goes to meta_loss, which vmaps task_loss over it).')
+    if xs.shape[1:] != xq.shape[1:]:
+      raise ValueError(f'task.x_support, task.x_query: expected inputs of one shape, received '
+                       f'{xs.shape[1:]} and {xq.shape[1:]} per example.')
+    if self.loss == 'xent':
+      for name, y in (('y_support', ys), ('y_query', yq)):
+        if not jnp.issubdtype(y.dtype, jnp.integer) or y.ndim != 1:
+          raise ValueError(f"task.{name}: expected integer class labels [n] for loss='xent', "
+                           f'received {y.dtype} {y.shape}.')
+    elif ys.shape[1:] != yq.shape[1:]:
+      raise ValueError(f'task.y_support, task.y_query: expected targets of one shape, received '
+                       f'{ys.shape[1:]} and {yq.shape[1:]} per example.')
+
   @property
   def loss_fn(self):
     return losses.get_loss(self.loss)
@@ -151,6 +174,7 @@ class MetaLearner(abc.ABC):
     `first_step_weight`); `metrics['loss']` is the query loss after `num_steps` either way.
     """
     num_steps = self.check_num_steps(self.inner_steps if num_steps is None else num_steps)
+    self.check_task(task)
     if self.multi_step_loss and num_steps > 0:
       path = self.adapt_path(meta_params, task.x_support, task.y_support, num_steps, key)
       outs = jax.vmap(lambda a: self.predict(meta_params, a, task.x_query))(path)  # [S, Q, ...]
