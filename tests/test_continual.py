@@ -170,17 +170,42 @@ def test_earlier_generated_weights_move_less_than_bound():
 # ------------------------------------------------------------------ EWC
 def test_ewc_penalty_zero_at_anchor_positive_away():
   p = 6
-  anchor = jnp.arange(2 * p, dtype=jnp.float32).reshape(2, p)
-  memory = {'fisher': jnp.ones((2, p)), 'anchor': anchor, 'mask': jnp.array([1.0, 0.0])}
-  assert float(cl.ewc_penalty(anchor[0], memory, 10.0)) == 0.0
-  theta = anchor[0] + 0.5
+  anchor = jnp.arange(p, dtype=jnp.float32)
+  memory = cl.update_ewc_memory(cl.init_ewc_memory(p), jnp.ones(p), anchor, gamma=None)
+  assert float(cl.ewc_penalty(anchor, memory, 10.0)) == 0.0
+  theta = anchor + 0.5
   assert float(cl.ewc_penalty(theta, memory, 10.0)) == pytest.approx(0.5 * 10 * p * 0.25)
-  # Online EWC: one slot, the Fisher accumulates with decay gamma.
-  online = {'fisher': jnp.zeros((1, p)), 'anchor': jnp.zeros((1, p)), 'mask': jnp.zeros(1)}
-  online = cl.update_ewc_memory(online, jnp.ones(p), theta, 0, gamma=0.5)
-  online = cl.update_ewc_memory(online, jnp.ones(p), theta + 1, 1, gamma=0.5)
-  np.testing.assert_allclose(online['fisher'], 1.5 * np.ones((1, p)))
+  assert float(cl.ewc_penalty(theta, cl.init_ewc_memory(p), 10.0)) == 0.0  # no task yet
+  # Online EWC: the Fisher accumulates with decay gamma, centred on the latest anchor.
+  online = cl.init_ewc_memory(p)
+  online = cl.update_ewc_memory(online, jnp.ones(p), theta, gamma=0.5)
+  online = cl.update_ewc_memory(online, jnp.ones(p), theta + 1, gamma=0.5)
+  np.testing.assert_allclose(online['precision'], 1.5 * np.ones(p))
   assert float(cl.ewc_penalty(theta + 1, online, 1.0)) == 0.0
+
+
+def test_merged_ewc_memory_equals_one_quadratic_per_task():
+  """The memory merges the tasks' quadratics into one: the penalty and its gradient equal
+  `lambda / 2 * sum_k F_k (theta - theta*_k)^2` summed task by task, with Fishers that are
+  zero in places (no precision there), at any theta."""
+  p, tasks = 50, 4
+  keys = jax.random.split(jax.random.key(0), 3)
+  fishers = jnp.square(jax.random.normal(keys[0], (tasks, p)))
+  fishers = fishers.at[:2, :10].set(0.0).at[:, :3].set(0.0)
+  anchors = jax.random.normal(keys[1], (tasks, p))
+  memory = cl.init_ewc_memory(p)
+  for k in range(tasks):
+    memory = cl.update_ewc_memory(memory, fishers[k], anchors[k], gamma=None)
+    seen = k + 1
+
+    def by_task(theta, seen=seen):
+      return 0.5 * 3.0 * jnp.sum(fishers[:seen] * jnp.square(theta[None] - anchors[:seen]))
+
+    for theta in (anchors[0], anchors[k] + 0.1, jax.random.normal(keys[2], (p,))):
+      np.testing.assert_allclose(cl.ewc_penalty(theta, memory, 3.0), by_task(theta),
+                                 rtol=1e-5, atol=1e-5)
+      np.testing.assert_allclose(jax.grad(cl.ewc_penalty)(theta, memory, 3.0),
+                                 jax.grad(by_task)(theta), rtol=1e-5, atol=1e-6)
 
 
 def test_fisher_diagonal_nonnegative_and_shaped():
@@ -191,9 +216,14 @@ def test_fisher_diagonal_nonnegative_and_shaped():
   end_task = jax.jit(method.end_task, static_argnums=2)
   mem = end_task(params, method.init_memory(params), 1,
                  jax.random.normal(jax.random.key(2), (100, 40)), jax.random.key(3))
-  assert mem['fisher'].shape == (3, flat.size)
-  assert np.all(np.asarray(mem['fisher']) >= 0) and float(mem['fisher'][1].sum()) > 0
-  assert float(mem['fisher'][0].sum()) == 0 and list(np.asarray(mem['mask'])) == [0, 1, 0]
+  assert mem['precision'].shape == mem['center'].shape == (flat.size,)
+  assert np.all(np.asarray(mem['precision']) >= 0) and float(mem['precision'].sum()) > 0
+  # Task 1's head is the only one it reads: the other heads' weights get no precision.
+  kernel = ravel_pytree(params)[1](mem['precision'])['Dense_1']['kernel']  # [16, 3 tasks x 2]
+  assert float(jnp.sum(kernel[:, 2:4])) > 0
+  assert float(jnp.sum(kernel[:, :2])) == 0 and float(jnp.sum(kernel[:, 4:])) == 0
+  np.testing.assert_array_equal(mem['center'], flat)  # one task: centred on its anchor
+  assert float(mem['offset']) == 0
 
 
 def test_fisher_argmax_labels_use_the_most_probable_class():

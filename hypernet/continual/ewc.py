@@ -1,11 +1,20 @@
 """Elastic weight consolidation (Kirkpatrick et al., 2017) and online EWC (Schwarz et al., 2018).
 
-Memory (fixed shapes, flat parameter vectors of size `P`):
+EWC's penalty after tasks `1..t` is a sum of one quadratic per task,
+`lambda / 2 * sum_k sum_p F_k[p] (theta_p - theta*_k[p])^2`. A sum of quadratics in `theta`
+is one quadratic, so the memory holds it merged, with fixed shapes whatever the number of
+tasks (flat parameter vectors of size `P`):
 
-* `fisher [K, P]`, `anchor [K, P]`, `mask [K]`: EWC keeps one slot per task (`K = T`);
-  online EWC keeps one (`K = 1`): `F <- gamma * F + F_t`, anchor `<-` the parameters
-  after task `t`.
-* penalty: `lambda / 2 * sum_k mask_k * sum_p F[k, p] (theta_p - anchor[k, p])^2`.
+* `precision [P]`: `A = sum_k F_k`; `center [P]`: `m = sum_k F_k theta*_k / A` (the
+  Fisher-weighted mean of the anchors; where `A = 0`, the latest anchor); `offset []`:
+  `sum_p sum_k F_k (theta*_k - m)^2`, the constant that makes the merged form equal to the
+  sum: `sum_k F_k (theta - theta*_k)^2 = A (theta - m)^2 + offset`, exactly.
+  Adding task `t`'s quadratic is the two-quadratic identity
+  `A (theta - m)^2 + F (theta - a)^2 = (A + F) (theta - m')^2 + A F / (A + F) (m - a)^2`,
+  numerically stable (no difference of large terms); the penalty and its gradient
+  `lambda A (theta - m)` cost one pass over `P` per step, not one per earlier task.
+* online EWC: `A <- gamma A + F_t`, `m <-` the parameters after task `t`, `offset = 0`.
+* penalty: `lambda / 2 * (sum_p A[p] (theta_p - m[p])^2 + offset)`.
 
 The Fisher is the diagonal of the model's Fisher information on `n` training inputs of the
 task, with one label per input sampled from the model's predictive distribution (the
@@ -25,20 +34,26 @@ import jax
 import jax.numpy as jnp
 
 
+def init_ewc_memory(num_params: int) -> dict[str, jax.Array]:
+  """The empty memory: no quadratic yet (the penalty is 0)."""
+  return {'precision': jnp.zeros((num_params,)), 'center': jnp.zeros((num_params,)),
+          'offset': jnp.zeros(())}
+
+
 def ewc_penalty(flat_params: jax.Array, memory: dict[str, jax.Array],
                 strength: float) -> jax.Array:
-  """`strength / 2 * sum_k mask_k sum_p F[k, p] (theta_p - anchor[k, p])^2`.
+  """`strength / 2 * (sum_p A[p] (theta_p - m[p])^2 + offset)` (see the module docstring).
 
   Args:
     flat_params: `[P]` the current parameters, flattened.
-    memory: `{'fisher': [K, P], 'anchor': [K, P], 'mask': [K]}`.
+    memory: `{'precision': [P], 'center': [P], 'offset': []}`.
     strength: lambda (>= 0).
 
   Returns:
-    scalar; 0 at the anchors or with an empty memory.
+    scalar; 0 with an empty memory or, after one task, at its anchor.
   """
-  sq = jnp.square(flat_params[None] - memory['anchor'])  # [K, P]
-  return 0.5 * strength * jnp.sum(memory['mask'][:, None] * memory['fisher'] * sq)
+  sq = jnp.square(flat_params - memory['center'])
+  return 0.5 * strength * (jnp.sum(memory['precision'] * sq) + memory['offset'])
 
 
 FISHER_LABELS = ('sample', 'argmax')
@@ -204,20 +219,24 @@ def dense_fisher_diagonal(log_probs_fn: Callable[[Any, jax.Array], jax.Array], p
 
 
 def update_ewc_memory(memory: dict[str, jax.Array], fisher: jax.Array, flat_params: jax.Array,
-                      task_id: jax.typing.ArrayLike, gamma: float | None) -> dict[str, jax.Array]:
-  """The memory after task `task_id`: slot `task_id` (EWC, `gamma=None`) or the one online slot.
+                      gamma: float | None) -> dict[str, jax.Array]:
+  """The memory after a task: its quadratic `F (theta - a)^2` added (EWC, `gamma=None`), or
+  the online update (`A <- gamma A + F`, centre `a`).
 
   Args:
-    memory: `{'fisher': [K, P], 'anchor': [K, P], 'mask': [K]}`.
-    fisher: `[P]` this task's Fisher diagonal.
-    flat_params: `[P]` the parameters after this task.
-    task_id: int scalar.
-    gamma: online EWC's decay of the old Fisher, or None for one slot per task.
+    memory: `{'precision': [P], 'center': [P], 'offset': []}`.
+    fisher: `[P]` this task's Fisher diagonal `F`.
+    flat_params: `[P]` the parameters after this task, `a`.
+    gamma: online EWC's decay of the old Fisher, or None for EWC (one quadratic per task).
   """
-  if gamma is None:
-    return {'fisher': memory['fisher'].at[task_id].set(fisher),
-            'anchor': memory['anchor'].at[task_id].set(flat_params),
-            'mask': memory['mask'].at[task_id].set(1.0)}
-  return {'fisher': gamma * memory['fisher'] + fisher[None],
-          'anchor': flat_params[None],
-          'mask': jnp.ones_like(memory['mask'])}
+  a, f = flat_params, fisher
+  if gamma is not None:
+    return {'precision': gamma * memory['precision'] + f, 'center': a,
+            'offset': jnp.zeros_like(memory['offset'])}
+  prec, m = memory['precision'], memory['center']
+  total = prec + f
+  safe = jnp.where(total > 0, total, 1.0)
+  center = jnp.where(total > 0, m + f / safe * (a - m), a)  # the weighted mean of m and a
+  offset = memory['offset'] + jnp.sum(jnp.where(total > 0, prec * f / safe, 0.0)
+                                      * jnp.square(m - a))
+  return {'precision': total, 'center': center, 'offset': offset}

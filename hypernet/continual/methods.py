@@ -251,9 +251,7 @@ class TargetMethod(ContinualMethod):
       return {}
     if self.penalty == 'si':  # flat [P] vectors: omega, importance, anchor (= the init)
       return si_lib.init_si_memory(ravel_pytree(params)[0])
-    k = self.num_tasks if self.penalty == 'ewc' else 1
-    n = self.target.num_params
-    return {'fisher': jnp.zeros((k, n)), 'anchor': jnp.zeros((k, n)), 'mask': jnp.zeros(k)}
+    return ewc_lib.init_ewc_memory(self.target.num_params)
 
   def logits(self, params, task_id, x):
     out = self.target.apply(params, x)
@@ -298,7 +296,7 @@ class TargetMethod(ContinualMethod):
       fisher = ewc_lib.fisher_diagonal(lambda p, xb: log_probs(unravel(p), xb), flat, x, key,
                                        labels=self.fisher_labels)
     gamma = None if self.penalty == 'ewc' else self.gamma
-    return ewc_lib.update_ewc_memory(memory, fisher, flat, task_id, gamma)
+    return ewc_lib.update_ewc_memory(memory, fisher, flat, gamma)
 
   def predict(self, params, task_id, x):
     return self.logits(params, task_id, x)
