@@ -71,7 +71,7 @@ def check_choice(config: ml_collections.ConfigDict, key: str, choices: Sequence[
 # ------------------------------------------------------------------ config and workdir
 # Numeric keys of the learners' sub-dicts (`experiments.learners`), checked here when present so
 # that an error names the key the user set (`config.inner.lr`), not a learner's field (e.g.
-# `Amortised.finetune_lr`): key -> (integer?, minimum).
+# `Amortised.inner_lr`): key -> (integer?, minimum).
 LEARNER_NUMBERS = {'inner.lr': (False, 0), 'inner.steps': (True, 0)}
 
 

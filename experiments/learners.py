@@ -159,7 +159,7 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
     encoder = build_encoder(config.encoder)
     return hyper.Amortised(target=target, loss=loss, encoder=encoder,
                            hypernet=build_hypernet(config.hypernet, target, encoder.features),
-                           finetune_lr=inner.get('lr', 0.01), input_shape=input_shape)
+                           inner_lr=inner.get('lr', 0.01), input_shape=input_shape)
   if algo == 'latent':
     return hyper.LatentAdaptation(
         target=target, loss=loss, inner_steps=steps, inner_lr=inner.lr,

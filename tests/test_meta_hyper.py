@@ -171,7 +171,7 @@ def test_amortised_finetunes_generated_params_with_sgd():
   generated = learner.generate(p, t.x_support, t.y_support)
   chex.assert_trees_all_close(learner.adapt(p, t.x_support, t.y_support, 0), generated)
   loss_fn = lambda q: jnp.mean((learner.target.apply(q, t.x_support) - t.y_support) ** 2)
-  want = jax.tree.map(lambda w, g: w - learner.finetune_lr * g, generated,
+  want = jax.tree.map(lambda w, g: w - learner.inner_lr * g, generated,
                       jax.grad(loss_fn)(generated))
   chex.assert_trees_all_close(learner.adapt(p, t.x_support, t.y_support, 1), want,
                               rtol=1e-5, atol=1e-6)
@@ -251,8 +251,8 @@ def test_invalid_settings_raise_clear_errors():
     meta.Amortised(encoder=encoder(), hypernet=full)
   with pytest.raises(TypeError, match=r'hypernet: expected a flax.linen.Module, received dict'):
     meta.HyperMAML(target=target, encoder=encoder(), hypernet={})
-  with pytest.raises(ValueError, match=r'finetune_lr: expected a number >= 0, received -0.1'):
-    meta.Amortised(target=target, encoder=encoder(), hypernet=full, finetune_lr=-0.1)
+  with pytest.raises(ValueError, match=r'inner_lr: expected a number >= 0, received -0.1'):
+    meta.Amortised(target=target, encoder=encoder(), hypernet=full, inner_lr=-0.1)
   with pytest.raises(ValueError, match=r'input_shape: expected a non-empty tuple.*received 1'):
     meta.Amortised(target=target, encoder=encoder(), hypernet=full, input_shape=1)
   other = hn.FullHypernet(tiny_target(8), COND_DIM)

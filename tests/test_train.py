@@ -361,7 +361,8 @@ def test_results_json_is_strict_json(experiment, tmp_path):
 ])
 def test_config_numbers_are_checked_before_anything_is_built(algo, key, value, message,
                                                              monkeypatch):
-  """Issue 11, item 5: the message names the key the user set (not e.g. `finetune_lr`)."""
+  """Issue 11, item 5: the message names the key the user set (not a learner field, e.g.
+  `inner_lr`)."""
   config = sinusoid_config.get_config(f'algo={algo},smoke')
   section, _, name = key.rpartition('.')
   (config[section] if section else config)[name] = value

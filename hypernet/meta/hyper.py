@@ -21,7 +21,7 @@ Steps at evaluation. `adapt(..., num_steps)` accepts any `num_steps >= 0` for
 every learner, so all of them can be evaluated "after 0, 1, ..., k steps"
 (`hypernet.meta.evaluate`):
 
-* `Amortised`: `num_steps` plain SGD steps (`finetune_lr`) on the generated
+* `Amortised`: `num_steps` plain SGD steps (`inner_lr`) on the generated
   target parameters (0: the hypernetwork's output as it is);
 * `LatentAdaptation`: `num_steps` SGD steps on `z`;
 * `HyperMAML`: the hypernetwork update, then `num_steps` SGD steps;
@@ -157,7 +157,7 @@ class Amortised(MetaLearner):
     encoder: a `hypernet.SetEncoder` (its `features` = the hypernetwork's `cond_dim`).
     hypernet: any hypernetwork family module mapping `[cond_dim]` to target params.
     inner_steps: must be 0 (training is purely amortised).
-    finetune_lr: step size of the optional SGD fine-tuning of the generated
+    inner_lr: step size of the optional SGD fine-tuning of the generated
       parameters when `adapt` is called with `num_steps > 0` (evaluation).
     input_shape: shape of ONE input example (initialises the encoder).
   meta_params: `{'encoder': ..., 'hypernet': ...}` (Flax `params` collections).
@@ -166,7 +166,7 @@ class Amortised(MetaLearner):
   encoder: nn.Module | None = None
   hypernet: nn.Module | None = None
   inner_steps: int = 0
-  finetune_lr: float = 0.01
+  inner_lr: float = 0.01
   input_shape: tuple[int, ...] = (1,)
 
   def __post_init__(self):
@@ -174,10 +174,10 @@ class Amortised(MetaLearner):
     if self.inner_steps != 0:
       raise ValueError(f'inner_steps: Amortised has no inner loop in training, expected 0, '
                        f'received {self.inner_steps} (evaluate with more steps to fine-tune the '
-                       f'generated parameters with finetune_lr).')
+                       f'generated parameters with inner_lr).')
     _check_encoder_and_hypernet(self.target, self.encoder, self.hypernet)
     _check_for_target('hypernet', self.hypernet, self.target)
-    _check_number('finetune_lr', self.finetune_lr)
+    _check_number('inner_lr', self.inner_lr)
     _check_input_shape(self.input_shape)
 
   def init(self, key: jax.Array) -> PyTree:
@@ -199,12 +199,12 @@ class Amortised(MetaLearner):
     return self.hypernet.apply({'params': meta_params['hypernet']}, code)
 
   def adapt(self, meta_params, x_support, y_support, num_steps, key=None):
-    """ONE task: generated parameters, then `num_steps` SGD steps (`finetune_lr`)."""
+    """ONE task: generated parameters, then `num_steps` SGD steps (`inner_lr`)."""
     del key  # deterministic
     self.check_num_steps(num_steps)
     params = self.generate(meta_params, x_support, y_support)
     params, _ = inner_sgd(_support_loss_fn(self, x_support, y_support), params,
-                          self.finetune_lr, int(num_steps))
+                          self.inner_lr, int(num_steps))
     return params
 
   def predict(self, meta_params, adapted, x):
@@ -233,7 +233,7 @@ class LatentAdaptation(MetaLearner):
     latent_dim: size of z.
     inner_lr: inner step size on z.
     learn_init: meta-learn z's starting point (else zeros).
-    first_order, remat: as in `inner_sgd`.
+    first_order, remat: as in `inner_sgd` (remat: False, True or 'nested').
   meta_params: `{'hypernet': ..., ('z_init': [latent_dim])}`.
   """
   target: Target | None = None
@@ -242,7 +242,7 @@ class LatentAdaptation(MetaLearner):
   inner_lr: float = 1.0
   learn_init: bool = False
   first_order: bool = False
-  remat: bool = False
+  remat: bool | str = False
 
   def __post_init__(self):
     super().__post_init__()
@@ -353,7 +353,7 @@ class HyperMAML(MetaLearner):
       `PerTensorHypernet`, `ChunkedHypernet`) with a zero-centred head.
     inner_lr: step size of the optional gradient steps after the hypernetwork update.
     inner_steps: gradient steps after the update in training (0: none).
-    first_order, remat: as in `inner_sgd`.
+    first_order, remat: as in `inner_sgd` (remat: False, True or 'nested').
     delta_scale: the fixed scale of the generated update (> 0).
     input_shape: shape of ONE input example (initialises the encoder).
   meta_params: `{'base': target params, 'encoder': ..., 'hypernet': ...}`.
@@ -364,7 +364,7 @@ class HyperMAML(MetaLearner):
   inner_lr: float = 0.01
   inner_steps: int = 0
   first_order: bool = False
-  remat: bool = False
+  remat: bool | str = False
   delta_scale: float = 0.1
   input_shape: tuple[int, ...] = (1,)
 
@@ -462,6 +462,9 @@ class LearnedUpdate(MetaLearner):
     super().__post_init__()
     _check_target(self.target)
     _check_module('rule', self.rule)
+    if self.remat not in (False, True):
+      raise ValueError(f'remat: expected False or True (each application of the rule '
+                       f"rematerialised; no 'nested' here), received {self.remat!r}.")
     if getattr(self.rule, 'use_grad', True) is not True:
       raise ValueError('rule.use_grad: expected True (the rule takes the support-loss gradient), '
                        f'received {self.rule.use_grad!r}.')
