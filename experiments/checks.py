@@ -144,10 +144,11 @@ def flatten(d: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
 
 # ------------------------------------------------------------------ finiteness at run time
 def check_finite_metrics(metrics: dict[str, np.ndarray], first_step: int,
-                  config: ml_collections.ConfigDict) -> None:
+                         config: ml_collections.ConfigDict, where: str = '') -> None:
   """Raises FloatingPointError at the first step (1-based) with a non-finite metric (unless
   `config.optimizer.skip_nonfinite`: such a step's update was dropped, and too many in a row
-  leave non-finite parameters, which `check_params_finite` names)."""
+  leave non-finite parameters, which `check_params_finite` names). `where` prefixes the
+  step in the message (e.g. `'task 3, '`)."""
   if config.optimizer.get('skip_nonfinite', 0):
     return
   bad = {name: np.flatnonzero(~np.isfinite(v)) for name, v in metrics.items()}
@@ -156,19 +157,8 @@ def check_finite_metrics(metrics: dict[str, np.ndarray], first_step: int,
     name = min(bad, key=lambda n: (bad[n], n != 'loss'))
     step = first_step + int(bad[name])
     raise FloatingPointError(
-        f'training metric {name!r} is {metrics[name][bad[name]]} (non-finite) at step {step} '
-        f'(config.optimizer.learning_rate={config.optimizer.learning_rate}).')
-
-
-def finite_mean(values: np.ndarray) -> float | None:
-  """The mean of the finite values (None if there is none: every step's update dropped)."""
-  finite = values[np.isfinite(values)]
-  return float(np.mean(finite)) if finite.size else None
-
-
-def finite_max(values: np.ndarray) -> float | None:
-  finite = values[np.isfinite(values)]
-  return float(np.max(finite)) if finite.size else None
+        f'training metric {name!r} is {metrics[name][bad[name]]} (non-finite) at {where}step '
+        f'{step} (config.optimizer.learning_rate={config.optimizer.learning_rate}).')
 
 
 def _leaves_finite(tree: PyTree) -> jax.Array:

@@ -13,8 +13,9 @@ after training task `j`). Outputs in the workdir (default
 
 * `config.json` (before the first step; a workdir holding another config is refused, see
   `experiments.rundir.check_workdir`; nothing changes in a refused workdir),
-  `metrics.jsonl` (training loss per log step; the same scalars for TensorBoard in
-  `tensorboard/`, `experiments.events`),
+  `metrics.jsonl` (training loss per log step, steps/s without compilation; the same
+  scalars for TensorBoard in `tensorboard/`; written by `experiments.progress.MetricLog`,
+  as in `experiments.train`),
 * orbax checkpoints after every task: a rerun resumes after the last finished task and ends
   with exactly the result of an uninterrupted run (an unreadable newest checkpoint is moved
   aside with a warning, see `experiments.rundir.restore_newest`),
@@ -32,7 +33,6 @@ the batch of step `s` of task `t` is drawn with `fold_in(fold_in(train_key, t), 
 
 from __future__ import annotations
 
-import datetime
 import functools
 import json
 import math
@@ -52,7 +52,7 @@ from matplotlib.figure import Figure
 
 import hypernet
 from hypernet import continual as cl
-from experiments import checks, events, outputs, rundir
+from experiments import checks, events, outputs, progress, rundir
 from experiments.programs import FAST_COMPILE
 from experiments.configs import continual as configs
 from experiments.continual_data import Benchmark, load_benchmark, num_classes
@@ -254,8 +254,8 @@ class Programs:
       n = jnp.sum(valid)
       return jnp.sum(correct * valid) / n, jnp.sum((task == task_id) * valid) / n
 
-    self.train_chunk = jax.jit(train_chunk, static_argnums=(7,), donate_argnums=(0, 1),
-                               compiler_options=opts)
+    self.train_chunk = progress.Compiled(train_chunk, static_argnums=(7,),
+                                         donate_argnums=(0, 1), compiler_options=opts)
     self.end_task = jax.jit(end_task, compiler_options=opts)
     self.accuracy = jax.jit(accuracy, compiler_options=opts)
     self.inferred = jax.jit(inferred, compiler_options=opts)
@@ -374,52 +374,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   rundir.commit_workdir(config, workdir, unreadable)
   manager = rundir.open_checkpoints(ckpt_dir, keep=2)
   writer = events.EventWriter(workdir, start_task * steps)  # global step: task * steps + step
+  log = progress.MetricLog(metrics_path, writer, records, num_tasks * steps, start_task * steps)
   try:
-    outputs.write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in records))
+    log.rewrite()
     acc = np.array(state['acc'])
     seconds = np.array(state['seconds'])
     params, memory = state['params'], state['memory']
     opt_state = state.get('opt_state')
-    total = num_tasks * steps
     for task in range(start_task, num_tasks):
       t_task = time.perf_counter()
       task_id = jnp.asarray(task, jnp.int32)
       task_key = jax.random.fold_in(train_key, task)
       if not carry_optimizer:
         opt_state = prog.tx.init(params)  # fresh optimiser state per task
-      step, pending, t_log = 0, {}, time.perf_counter()
+      step = 0
       while step < steps:
         length = config.train.steps_per_call
-        params, opt_state, memory, metrics = prog.train_chunk(
+        (params, opt_state, memory, metrics), chunk_s = prog.train_chunk.timed(
             params, opt_state, memory, data, task_id, task_key, jnp.asarray(step), length)
         metrics = jax.device_get(metrics)
-        bad = {k: np.flatnonzero(~np.isfinite(v)) for k, v in metrics.items()}
-        bad = {k: v[0] for k, v in bad.items() if v.size}
-        if bad:
-          name = min(bad, key=lambda k: (bad[k], k != 'loss'))
-          raise FloatingPointError(
-              f'training metric {name!r} is {metrics[name][bad[name]]} (non-finite) at task '
-              f'{task}, step {step + bad[name] + 1} (config.optimizer.learning_rate='
-              f'{config.optimizer.learning_rate}).')
-        for k, v in metrics.items():
-          pending.setdefault(k, []).append(v)
+        checks.check_finite_metrics(metrics, step + 1, config, where=f'task {task}, ')
+        log.add(metrics, chunk_s)
         step += length
         if step % config.train.log_every < length or step == steps:
-          now = time.perf_counter()
-          n_done = sum(len(v) for v in pending['loss'])
-          rate = n_done / (now - t_log)
-          record = {'task': task, 'step': step, **{k: float(np.mean(np.concatenate(v)))
-                                                    for k, v in pending.items()},
-                    'steps_per_s': rate}
-          records.append(record)
-          outputs.write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in records))
-          writer.write(task * steps + step, record, skip=('task', 'step'))
-          left = total - (task * steps + step)
+          eta = log.eta()
+          record = log.flush(task * steps + step, {'task': task, 'step': step})
           logging.info('task %d/%d step %5d/%d  loss %.4f  ce %.4f  reg %.4g  acc %.3f  '
                        '%.0f steps/s  ETA %s', task + 1, num_tasks, step, steps, record['loss'],
-                       record['ce'], record['reg'], record['acc'], rate,
-                       datetime.timedelta(seconds=round(left / rate)))
-          pending, t_log = {}, now
+                       record['ce'], record['reg'], record['acc'], record['steps_per_s'], eta)
       checks.check_params_finite(params, f'the last step of task {task}', 'parameters',
                                 f' (config.optimizer.learning_rate={config.optimizer.learning_rate})')
       memory = prog.end_task(params, memory, data, task_id, jax.random.fold_in(fisher_key, task))

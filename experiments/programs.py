@@ -5,7 +5,6 @@ runs of the same experiment objects reuse their compilations."""
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +12,7 @@ import jax
 import ml_collections
 import optax
 
+from experiments import progress
 from hypernet import meta, parallel
 from hypernet.tasks import Task
 
@@ -97,19 +97,21 @@ class TrainChunk:
                          jax.random.fold_in(learner_root, state.step))
       return jax.lax.scan(body, state, None, length=length)
 
-    self._jitted = jax.jit(train_chunk, static_argnums=(2,), donate_argnums=(0,))
-    self._options = FAST_COMPILE if fast_compile else None
-    self._compiled: dict[int, Any] = {}
-    self.compile_s = 0.0
+    self._program = progress.Compiled(train_chunk, static_argnums=(2,), donate_argnums=(0,),
+                                      compiler_options=FAST_COMPILE if fast_compile else None)
+
+  @property
+  def compile_s(self) -> float:
+    """Seconds spent compiling so far (one compilation per chunk length)."""
+    return self._program.compile_s
 
   def __call__(self, state: meta.TrainState, train_key: jax.Array,
                length: int) -> tuple[meta.TrainState, dict[str, jax.Array]]:
-    if length not in self._compiled:
-      t0 = time.perf_counter()
-      self._compiled[length] = self._jitted.lower(state, train_key, length).compile(
-          compiler_options=self._options)
-      self.compile_s += time.perf_counter() - t0
-    return self._compiled[length](state, train_key)
+    return self._program(state, train_key, length)
+
+  def timed(self, state: meta.TrainState, train_key: jax.Array, length: int):
+    """`((state, metrics), seconds computing, compilation excluded)`."""
+    return self._program.timed(state, train_key, length)
 
 
 @functools.lru_cache(maxsize=16)

@@ -18,7 +18,8 @@ by role: `experiments.rundir` (the workdir, config differences, checkpoints and 
   what happens to an unreadable checkpoint);
 * `metrics.jsonl` (one JSON object per log step: `pandas.read_json(path, lines=True)`) and
   the same numbers as TensorBoard scalars in `workdir/tensorboard/` (`experiments.events`),
-  progress lines with steps/s and ETA, a `FloatingPointError` naming the step and the
+  progress lines with steps/s (compilation excluded) and ETA, all by
+  `experiments.progress.MetricLog`, which the continual loop shares, a `FloatingPointError` naming the step and the
   metric when a training metric is not finite, and naming the step and the leaf when the
   meta-parameters are not finite after an update (nothing is saved for that step); before
   evaluation, the final meta-parameters must also give a finite training loss on one more
@@ -49,11 +50,8 @@ optimiser state, `hypernet.meta.make_meta_step`; evaluation stays float32).
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import json
 import math
 import os
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -64,8 +62,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 import hypernet
-from experiments import checks, events
-from experiments.outputs import plot_learning_curve, summary, write_results, write_text
+from experiments import checks, events, progress
+from experiments.outputs import plot_learning_curve, summary, write_results
 from experiments.programs import (init_state, jit, make_optimizer, make_train_chunk,
                                   skipped_updates, task_mesh_for)
 from experiments.rundir import (CHECKPOINT_DIR, METRICS_FILE, RESULTS_FILE, check_workdir,
@@ -194,61 +192,48 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     checks.check_params_finite(state.meta_params, f'the update of step {start}', hint=hint)
     _check_final_loss(experiment, state.meta_params, train_key, start, config, fast_compile)
   commit_workdir(config, workdir, unreadable)
-  if records or os.path.exists(metrics_path):
-    write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in records))
-
   manager = open_checkpoints(ckpt_dir, config.keep_checkpoints)
   writer = events.EventWriter(workdir, start)
+  log = progress.MetricLog(metrics_path, writer, records, num_steps, start)
+  if records or os.path.exists(metrics_path):
+    log.rewrite()
   try:
     train_chunk = make_train_chunk(learner, tx, experiment.sample_tasks, fast_compile, mesh,
                                    config.get('compute_dtype', 'float32'))
     compile_s0 = train_chunk.compile_s
     run_s = 0.0  # time in training calls, compilation excluded.
-    pending: dict[str, list[np.ndarray]] = {}
-    step, last_log_step, t_last_log = start, start, time.perf_counter()
-    run_s_at_last_log = 0.0
+    step = start
     while step < num_steps:
       end = _next_boundary(step, config)
-      length = end - step
-      t0, c0 = time.perf_counter(), train_chunk.compile_s
-      state, metrics = train_chunk(state, train_key, length)
+      (state, metrics), chunk_s = train_chunk.timed(state, train_key, end - step)
       metrics = jax.device_get(metrics)  # {name: [length]}, one transfer per call.
-      run_s += time.perf_counter() - t0 - (train_chunk.compile_s - c0)
+      run_s += chunk_s
       checks.check_finite_metrics(metrics, step + 1, config)
       checks.check_params_finite(state.meta_params, f'the update of step {end}', hint=hint)
       if end == num_steps:
         _check_final_loss(experiment, state.meta_params, train_key, end, config, fast_compile)
-      for name, values in metrics.items():
-        pending.setdefault(name, []).append(np.asarray(values))
+      log.add(metrics, chunk_s)
       step = end
 
       if step % config.log_every == 0 or step == num_steps:
-        now = time.perf_counter()
-        span = run_s - run_s_at_last_log
-        rate = (step - last_log_step) / span if span > 0 else float('nan')
-        record = {'step': step,
-                  **{name: checks.finite_mean(np.concatenate(v)) for name, v in pending.items()},
-                  'steps_per_s': rate, 'wall_s': now - t_last_log}
-        if 'loss' in pending:  # the largest single-step loss since the last record (spikes)
-          record['loss_max'] = checks.finite_max(np.concatenate(pending['loss']))
+        extra = {}
         if config.optimizer.get('skip_nonfinite', 0):  # updates dropped so far (cumulative)
-          record['skipped_updates'] = skipped_updates(state.opt_state)
+          extra['skipped_updates'] = skipped_updates(state.opt_state)
         if experiment.track is not None:
           tracked = experiment.track(state.meta_params, eval_key)
-          record.update({name: float(v) for name, v in tracked.items()})
-        records.append(record)
-        write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in records))
-        writer.write(step, record, skip=('step',))
-        eta = datetime.timedelta(seconds=round((num_steps - step) / rate)) if rate > 0 else '?'
+          extra.update({name: float(v) for name, v in tracked.items()})
+        eta = log.eta()
+        record = log.flush(step, {'step': step}, extra)
         logging.info('step %6d/%d  loss %.4f  grad_norm %.3g  %.0f steps/s  ETA %s', step,
-                     num_steps, record['loss'], record.get('grad_norm', float('nan')), rate, eta)
-        pending, last_log_step, t_last_log, run_s_at_last_log = {}, step, now, run_s
+                     num_steps, record['loss'], record.get('grad_norm', float('nan')),
+                     record['steps_per_s'], eta)
       if step % config.checkpoint_every == 0 or step == num_steps:
         manager.save(step, args=ocp.args.StandardSave(state))
     manager.wait_until_finished()
   finally:
     manager.close()
     writer.close()
+  records = log.records
 
   trained = num_steps - start
   compile_s = train_chunk.compile_s - compile_s0

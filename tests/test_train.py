@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import checks, outputs, programs, rundir, sinusoid, train
+from experiments import checks, outputs, programs, progress, rundir, sinusoid, train
 from experiments.configs import sinusoid as sinusoid_config
 
 
@@ -179,8 +179,8 @@ def test_skip_nonfinite_drops_such_updates_and_counts_them(tmp_path):
   config = smoke_config()
   config.optimizer.skip_nonfinite = 2
   checks.check_finite_metrics({'loss': np.array([1.0, np.nan])}, 1, config)  # no error: dropped
-  assert checks.finite_mean(np.array([1.0, np.nan, 3.0, np.inf])) == 2.0
-  assert checks.finite_mean(np.array([np.nan])) is None
+  assert progress.finite_mean(np.array([1.0, np.nan, 3.0, np.inf])) == 2.0
+  assert progress.finite_mean(np.array([np.nan])) is None
   # Every update after the first is non-finite (see the test above): after 2 dropped in a row
   # optax applies the third, and the loop names the non-finite parameters.
   config.optimizer.learning_rate = 1e38
