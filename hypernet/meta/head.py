@@ -139,10 +139,18 @@ class HyperHead(MetaLearner):
       raise ValueError(f'target: expected features [n, {dim}] (the hypernetwork\'s class '
                        f'head size), received shape {z.shape}.')
 
-  def generate(self, meta_params: PyTree, z_support: jax.Array,
+  def generate(self, meta_params: PyTree, x_support: jax.Array,
                y_support: jax.Array) -> dict[str, jax.Array]:
-    """ONE task's head from support features `[K*N, D]` and labels `[K*N]`:
+    """ONE task's generated head (no fine-tuning) from its support set, inputs
+    `[K*N, ...]` and labels `[K*N]`, as every learner's `generate`:
     `{'kernel': [D, N], 'bias': [N]}`."""
+    z = self.target.apply(meta_params['embedding'], x_support)  # [K*N, D]
+    self._check_features(z)
+    return self.head_from_features(meta_params, z, y_support)
+
+  def head_from_features(self, meta_params: PyTree, z_support: jax.Array,
+                         y_support: jax.Array) -> dict[str, jax.Array]:
+    """`generate` from the support features `[K*N, D]` (already embedded)."""
     onehot = jax.nn.one_hot(y_support, self.ways, dtype=z_support.dtype)  # [K*N, N]
     protos = (onehot.T @ z_support) / jnp.maximum(onehot.sum(0), 1.0)[:, None]  # [N, D]
     cond = jnp.concatenate([_standardise(protos),
@@ -163,7 +171,7 @@ class HyperHead(MetaLearner):
                        f'{y_support.shape}.')
     z = self.target.apply(meta_params['embedding'], x_support)  # [K*N, D]
     self._check_features(z)
-    head = self.generate(meta_params, z, y_support)
+    head = self.head_from_features(meta_params, z, y_support)
 
     def support_loss(h):
       return self.loss_fn(z @ h['kernel'] + h['bias'], y_support)
