@@ -38,6 +38,14 @@ list() {  # one run per line: <workdir> <config argument> [overrides]; task-incr
         "--config.seed=$seed"
     done
   done
+  # A variant: the hypernetwork with its learning rate decayed to 0 over each task (cosine)
+  # and a fresh Adam state per task, this project's default schedule, on the same target.
+  for seed in 0 1 2; do
+    echo "workdirs/continual_vandeven/split_task_hnet_cosine_s$seed" \
+      "benchmark=split_mnist,method=hnet,protocol=vandeven,scenario=task" \
+      "--config.seed=$seed --config.optimizer.schedule=cosine" \
+      "--config.optimizer.reset_per_task=True"
+  done
 }
 run() {  # run <workdir> <config argument> [overrides]
   local wd=$1 arg=$2 status=0; shift 2
