@@ -172,6 +172,7 @@ class HnetMethod(ContinualMethod):
     if key is None:
       raise ValueError(f'key: expected a PRNG key with reg_samples={self.reg_samples}, '
                        'received None.')
+
     def task_loss(p):
       logits = self.target.apply(self.generate(p, task_id), x)
       return _cross_entropy(logits, y), logits
