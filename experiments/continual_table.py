@@ -177,10 +177,10 @@ def plot_final_accuracy(path: str, runs: Sequence[tuple[str, dict[str, Any]]]) -
     for group in groups:
       final = np.array([np.asarray(r['accuracy_matrix'])[:, -1] for _, r in group]) * 100
       tasks = np.arange(1, final.shape[1] + 1)
-      ax.plot(tasks, final.mean(0), marker='.' if final.shape[1] <= 20 else None,
-              label=f'{label(*group[0])} ({len(group)} seed{"s" * (len(group) > 1)})')
+      line, = ax.plot(tasks, final.mean(0), marker='.' if final.shape[1] <= 20 else None,
+                      label=f'{label(*group[0])} ({len(group)} seed{"s" * (len(group) > 1)})')
       if len(group) > 1:
-        ax.fill_between(tasks, final.min(0), final.max(0), alpha=0.2)
+        ax.fill_between(tasks, final.min(0), final.max(0), color=line.get_color(), alpha=0.15)
     ax.set_title(f'{TITLES.get(bench, bench)}, {scenario.split(" (")[0] or "task-incremental"}, '
                  f'protocol {protocol}', fontsize=9)
     ax.set_xlabel("task")
