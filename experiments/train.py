@@ -19,9 +19,10 @@ by role: `experiments.rundir` (the workdir, config differences, checkpoints and 
 * `metrics.jsonl` (one JSON object per log step: `pandas.read_json(path, lines=True)`) and
   the same numbers as TensorBoard scalars in `workdir/tensorboard/` (`experiments.events`),
   progress lines with steps/s (compilation excluded) and ETA, all by
-  `experiments.progress.MetricLog`, which the continual loop shares, a `FloatingPointError` naming the step and the
-  metric when a training metric is not finite, and naming the step and the leaf when the
-  meta-parameters are not finite after an update (nothing is saved for that step); before
+  `experiments.progress.MetricLog`, which the continual loop shares; a `FloatingPointError`
+  naming the step and the metric when a training metric is not finite, and naming the step
+  and the leaf when the meta-parameters are not finite after an update (nothing is saved
+  for that step); before
   evaluation, the final meta-parameters must also give a finite training loss on one more
   meta-batch (a last update can leave finite parameters that overflow);
 * `learning_curve.png`, then `results.json`: every evaluation value as
