@@ -27,7 +27,7 @@ from typing import Any
 
 from absl import app, flags
 
-from experiments import checks, outputs, results_table, rundir
+from experiments import outputs, results_table, rundir
 from experiments.configs import continual as continual_config
 
 # README sections: `--section=<name>` writes `<!-- results:continual_<name>:start -->` ...
@@ -54,14 +54,8 @@ def load_runs(pattern: str) -> list[tuple[str, dict[str, Any]]]:
 def run_config(workdir: str, results: dict[str, Any]) -> dict[str, Any]:
   """The run's flattened `config.json` without `IGNORED_KEYS` (what `results.json` says
   without one)."""
-  path = os.path.join(workdir, 'config.json')
-  if os.path.isfile(path):
-    with open(path) as f:
-      try:
-        config = checks.flatten(json.load(f))
-      except json.JSONDecodeError as e:
-        raise ValueError(f'{path}: not valid JSON ({e}).') from e
-  else:
+  config = results_table.read_config(workdir)
+  if config is None:
     config = {k: results.get(k) for k in ('benchmark', 'method', 'protocol', 'steps_per_task')}
   config = rundir.renamed(config)  # runs recorded under older key names group with new ones
   return {k: v for k, v in config.items() if k not in IGNORED_KEYS}

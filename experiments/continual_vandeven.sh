@@ -14,6 +14,7 @@
 #   bash experiments/continual_vandeven.sh tables       # the README table from the runs found
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source experiments/claim_run.sh
 PY=${PYTHON:-python}
 DATA=${HYPERNET_DATA_DIR:-../shared/data}
 list() {  # one run per line: <workdir> <config argument> [overrides]; task-incremental split,
@@ -48,16 +49,9 @@ list() {  # one run per line: <workdir> <config argument> [overrides]; task-incr
   done
 }
 run() {  # run <workdir> <config argument> [overrides]
-  local wd=$1 arg=$2 status=0; shift 2
-  [ -f $wd/results.json ] && return 0
-  mkdir -p "$(dirname $wd)"
-  mkdir "$wd.claim" 2>/dev/null || return 0  # another process runs it
-  echo "$(date +%T) $wd"
-  $PY -m experiments.continual --config=experiments/configs/continual.py:$arg \
-    --config.data.dir=$DATA --workdir=$wd "$@" < /dev/null \
-    > $wd.log 2>&1 || { echo "failed: $wd (see $wd.log)"; status=1; }
-  rmdir "$wd.claim"
-  return $status
+  local wd=$1 arg=$2; shift 2
+  claim_and_run "$wd" $PY -m experiments.continual \
+    --config=experiments/configs/continual.py:$arg --config.data.dir=$DATA "$@"
 }
 runs() {  # runs [pattern]: the listed runs whose workdir contains pattern
   local status=0 wd rest

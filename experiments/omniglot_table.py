@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Sequence
 from typing import Any
 
 from absl import app, flags
 
-from experiments import checks, results_table
+from experiments import results_table
 
 START, END = '<!-- results:omniglot:start -->', '<!-- results:omniglot:end -->'
 # The ablations are chosen on the validation split; `--split=val` writes this section.
@@ -68,14 +67,8 @@ PUBLISHED = (
 
 def run_config(workdir: str, results: dict[str, Any]) -> dict[str, Any]:
   """The run's flattened `config.json` (or, without one, what `results.json` says)."""
-  path = os.path.join(workdir, 'config.json')
-  if os.path.isfile(path):
-    with open(path) as f:
-      try:
-        config = checks.flatten(json.load(f))
-      except json.JSONDecodeError as e:
-        raise ValueError(f'{path}: not valid JSON ({e}).') from e
-  else:
+  config = results_table.read_config(workdir)
+  if config is None:
     config = {k: results.get(k) for k in ('algo', 'size', 'train_ways', 'shots', 'num_steps')}
   if config.get('algo') in ALGO_ALIASES:
     config['algo'] = ALGO_ALIASES[config['algo']]

@@ -24,6 +24,8 @@ from typing import Any
 
 from absl import app, flags
 
+from experiments import checks
+
 START, END = '<!-- results:sinusoid:start -->', '<!-- results:sinusoid:end -->'
 ALGO_ORDER = ('maml', 'fomaml', 'metasgd', 'anil', 'reptile', 'amortised', 'latent', 'hypermaml',
               'learned_update')
@@ -77,6 +79,19 @@ def read_results(pattern: str) -> list[tuple[str, dict[str, Any]]]:
       with open(path) as f:
         runs.append((workdir, json.load(f)))
   return runs
+
+
+def read_config(workdir: str) -> dict[str, Any] | None:
+  """The run's `config.json`, flattened to dotted keys (`checks.flatten`); None without one.
+  A damaged file is a ValueError naming it."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    try:
+      return checks.flatten(json.load(f))
+    except json.JSONDecodeError as e:
+      raise ValueError(f'{path}: not valid JSON ({e}).') from e
 
 
 def sort_by_algo(runs: Sequence[tuple[str, dict[str, Any]]],

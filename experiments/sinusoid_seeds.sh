@@ -14,6 +14,7 @@
 #   bash experiments/sinusoid_seeds.sh tables     # the README sections from the runs found
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source experiments/claim_run.sh
 PY=${PYTHON:-python}
 CLAIM_ALGOS="maml amortised latent hypermaml learned_update"
 list() {  # one run per line: <workdir> <config argument> [overrides]; the longest first
@@ -45,15 +46,9 @@ list() {  # one run per line: <workdir> <config argument> [overrides]; the longe
   done
 }
 run() {  # run <workdir> <config argument> [overrides]
-  local wd=$1 arg=$2 status=0; shift 2
-  [ -f $wd/results.json ] && return 0
-  mkdir -p "$(dirname $wd)"
-  mkdir "$wd.claim" 2>/dev/null || return 0  # another process runs it
-  echo "$(date +%T) $wd"
-  $PY -m experiments.sinusoid --config=experiments/configs/sinusoid.py:$arg --workdir=$wd "$@" < /dev/null \
-    > $wd.log 2>&1 || { echo "failed: $wd (see $wd.log)"; status=1; }
-  rmdir "$wd.claim"
-  return $status
+  local wd=$1 arg=$2; shift 2
+  claim_and_run "$wd" $PY -m experiments.sinusoid \
+    --config=experiments/configs/sinusoid.py:$arg "$@"
 }
 runs() {
   local status=0
