@@ -102,6 +102,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.hnet.kind not in HNET_KINDS:
       checks.fail('hnet.kind', f'one of {HNET_KINDS}', config.hnet.kind)
     checks.check_int(config, 'hnet.emb_dim')
+    if config.hnet.get('activation', 'relu') not in hypernet.TRUNK_ACTIVATIONS:
+      checks.fail('hnet.activation', f'one of {tuple(hypernet.TRUNK_ACTIVATIONS)}',
+                  config.hnet.activation)
     checks.check_float(config, 'hnet.beta')
     checks.check_float(config, 'hnet.lookahead_lr')
     if 'reg_samples' in config.hnet:
@@ -164,10 +167,12 @@ def build_method(config: ml_collections.ConfigDict, input_dim: int) -> cl.Contin
   if hnet_method:
     h = config.hnet
     if h.kind == 'full':
-      module = hypernet.FullHypernet(target, h.emb_dim, hidden=tuple(h.hidden))
+      module = hypernet.FullHypernet(target, h.emb_dim, hidden=tuple(h.hidden),
+                                     activation=h.get('activation', 'relu'))
     else:
       module = hypernet.ChunkedHypernet(target, h.emb_dim, chunk_size=h.chunk_size,
-                                        chunk_emb_dim=h.chunk_emb_dim, hidden=tuple(h.hidden))
+                                        chunk_emb_dim=h.chunk_emb_dim, hidden=tuple(h.hidden),
+                                        activation=h.get('activation', 'relu'))
     return cl.HnetMethod(target, module, tasks, h.emb_dim, h.beta, h.lookahead_lr,
                          reg_samples=h.get('reg_samples', 0))
   penalty = {'finetune': 'none', 'ewc': 'ewc', 'online_ewc': 'online_ewc',

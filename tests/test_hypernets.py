@@ -205,3 +205,24 @@ def test_count_params_works_on_shapes_without_allocating():
   shapes = jax.eval_shape(hnet.init, jax.random.key(0), jnp.zeros(COND_DIM))
   real = hnet.init(jax.random.key(0), jnp.zeros(COND_DIM))
   assert hn.count_params(shapes) == hn.count_params(real) == 16 * COND_DIM + 16 + 17 * 1732
+
+
+@pytest.mark.parametrize('cls', [hn.FullHypernet, hn.ChunkedHypernet])
+def test_trunk_activation_is_used_and_checked(cls):
+  target, _ = make_target('mlp')
+  kw = {'chunk_size': 100} if cls is hn.ChunkedHypernet else {}
+  cond = jax.random.normal(jax.random.key(1), (COND_DIM,))
+  outs = {}
+  for name, fn in hn.TRUNK_ACTIVATIONS.items():
+    hnet = cls(target, COND_DIM, hidden=(16,), activation=name, **kw)
+    variables = hnet.init(jax.random.key(0), cond)  # the same weights for every activation
+    # The trunk applies this nonlinearity: its features equal the MLP's with `fn`.
+    trunk = variables['params']['trunk']
+    h = hn.MLP((16,), fn).apply({'params': trunk}, jnp.concatenate(
+        [cond, variables['params']['chunk_embeddings'][0]]) if kw else cond)
+    assert (h < 0).any() == (name == 'elu')  # ELU's negative part reaches the head
+    outs[name] = hnet.apply(variables, cond)
+  assert not np.allclose(outs['relu']['Dense_0']['kernel'], outs['elu']['Dense_0']['kernel'])
+  with pytest.raises(ValueError, match=r"activation: expected one of \('relu', 'elu'\), "
+                     r"received 'tanh'"):
+    cls(target, COND_DIM, hidden=(16,), activation='tanh', **kw)

@@ -1,6 +1,6 @@
 """Hypernetwork families: each maps its conditioning input to a full target parameter tree."""
 
-from hypernet.hypernets.base import MLP
+from hypernet.hypernets.base import MLP, TRUNK_ACTIVATIONS
 from hypernet.hypernets.chunked import ChunkedHypernet
 from hypernet.hypernets.dynamic import InputConditioned
 from hypernet.hypernets.full import FullHypernet
@@ -9,6 +9,6 @@ from hypernet.hypernets.per_tensor import PerTensorHypernet
 from hypernet.hypernets.weight_conditioned import WeightConditionedHypernet
 
 __all__ = [
-    'MLP', 'ChunkedHypernet', 'InputConditioned', 'FullHypernet', 'ModulationHypernet',
+    'MLP', 'TRUNK_ACTIVATIONS', 'ChunkedHypernet', 'InputConditioned', 'FullHypernet', 'ModulationHypernet',
     'PerTensorHypernet', 'WeightConditionedHypernet',
 ]

@@ -13,6 +13,16 @@ from hypernet.layout import ParamLayout
 from hypernet.target import Target
 
 
+TRUNK_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {'relu': nn.relu, 'elu': nn.elu}
+
+
+def trunk_activation(name: str) -> Callable[[jax.Array], jax.Array]:
+  """The trunk nonlinearity called `name` (one of `TRUNK_ACTIVATIONS`)."""
+  if name not in TRUNK_ACTIVATIONS:
+    raise ValueError(f'activation: expected one of {tuple(TRUNK_ACTIVATIONS)}, received {name!r}.')
+  return TRUNK_ACTIVATIONS[name]
+
+
 class MLP(nn.Module):
   """ReLU MLP trunk, He-initialised with zero biases (keeps `E[h^2] = E[x^2]`).
 
@@ -26,7 +36,8 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for i, f in enumerate(self.features):
-      x = self.activation(nn.Dense(f, kernel_init=nn.initializers.he_normal(), name=f'dense_{i}')(x))
+      dense = nn.Dense(f, kernel_init=nn.initializers.he_normal(), name=f'dense_{i}')
+      x = self.activation(dense(x))
     return x
 
 

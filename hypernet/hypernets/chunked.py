@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from hypernet import init as init_lib
-from hypernet.hypernets.base import MLP, check_cond, check_positive, draw_fn, shared_param
+from hypernet.hypernets.base import (MLP, check_cond, check_positive, draw_fn, shared_param,
+                                     trunk_activation)
 from hypernet.layout import ParamLayout, Selection, layout_for
 from hypernet.target import PyTree, Target
 
@@ -52,7 +53,9 @@ class ChunkedHypernet(nn.Module):
     cond_dim: size of the conditioning vector.
     chunk_size: values generated per chunk (> 0).
     chunk_emb_dim: size of the learned chunk embeddings (> 0).
-    hidden: generator trunk sizes (ReLU).
+    hidden: generator trunk sizes.
+    activation: the trunk's nonlinearity, `'relu'` or `'elu'` (von Oswald et al.'s
+      PermutedMNIST generator).
     generate: which target leaves to generate.
     head_init: one of `hypernet.init.HEAD_INITS` (see module doc).
     gain: variance gain.
@@ -67,9 +70,11 @@ class ChunkedHypernet(nn.Module):
   head_init: str = 'hyperfan_in'
   gain: float = 1.0
   cond_second_moment: float = 1.0
+  activation: str = 'relu'
 
   def __post_init__(self):
     check_positive('chunk_size', self.chunk_size)
+    trunk_activation(self.activation)
     check_positive('chunk_emb_dim', self.chunk_emb_dim)
     init_lib.check_init(self.head_init)
     layout_for(self.target, self.generate)
@@ -88,7 +93,7 @@ class ChunkedHypernet(nn.Module):
     chunk_embs = self.param('chunk_embeddings', nn.initializers.normal(1.0),
                             (n, self.chunk_emb_dim))  # [C, E]
     inputs = jnp.concatenate([jnp.broadcast_to(cond, (n, self.cond_dim)), chunk_embs], -1)
-    h = MLP(tuple(self.hidden), name='trunk')(inputs)  # [C, d]
+    h = MLP(tuple(self.hidden), trunk_activation(self.activation), name='trunk')(inputs)  # [C, d]
     d = h.shape[-1]
     m2 = (self.cond_dim * self.cond_second_moment + self.chunk_emb_dim) / (
         self.cond_dim + self.chunk_emb_dim)

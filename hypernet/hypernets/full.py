@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 
 from hypernet import init as init_lib
-from hypernet.hypernets.base import MLP, check_cond, draw_fn, shared_param
+from hypernet.hypernets.base import MLP, check_cond, draw_fn, shared_param, trunk_activation
 from hypernet.layout import Selection, layout_for
 from hypernet.target import PyTree, Target
 
@@ -22,7 +22,8 @@ class FullHypernet(nn.Module):
   Attributes:
     target: the `Target` whose parameters are generated.
     cond_dim: size of the conditioning vector (task embedding, set encoding, ...).
-    hidden: trunk sizes (ReLU).
+    hidden: trunk sizes.
+    activation: the trunk's nonlinearity, `'relu'` or `'elu'`.
     generate: which target leaves to generate (`hypernet.layout.Selection`);
       the others are ordinary shared parameters of this module.
     head_init: head initialisation, one of `hypernet.init.HEAD_INITS`.
@@ -36,9 +37,11 @@ class FullHypernet(nn.Module):
   head_init: str = 'hyperfan_in'
   gain: float = 1.0
   cond_second_moment: float = 1.0
+  activation: str = 'relu'
 
   def __post_init__(self):
     init_lib.check_init(self.head_init)
+    trunk_activation(self.activation)
     layout_for(self.target, self.generate)
     super().__post_init__()
 
@@ -47,7 +50,7 @@ class FullHypernet(nn.Module):
     """One task: `cond [cond_dim]` -> params matching `target.param_spec`."""
     layout = layout_for(self.target, self.generate)
     cond = check_cond(cond, self.cond_dim)
-    h = MLP(tuple(self.hidden), name='trunk')(cond)
+    h = MLP(tuple(self.hidden), trunk_activation(self.activation), name='trunk')(cond)
     kernel_init, bias_init = init_lib.head_inits(
         layout, draw_fn(self.target, layout), init=self.head_init, fan_in=h.shape[-1],
         cond_second_moment=self.cond_second_moment, gain=self.gain)
