@@ -540,6 +540,23 @@ def test_vandeven_protocol_config_matches_stated_sizes(benchmark, hidden, lr, st
   assert continual_config.VANDEVEN_STRENGTHS.keys() >= {(benchmark, 'task'), (benchmark, 'domain')}
 
 
+def test_vandeven_permuted_chunked_hypernetwork_is_von_oswalds_and_compressive():
+  """The PermutedMNIST hypernetwork of the protocol: von Oswald et al.'s sizes, fewer trainable
+  values than its 2 x 1000 target (32 x 32 inputs)."""
+  config = continual_config.get_config(
+      'benchmark=permuted_mnist,method=hnet_chunked,protocol=vandeven')
+  continual.validate_config(config)
+  h = config.hnet
+  assert (h.emb_dim, h.chunk_emb_dim, tuple(h.hidden), h.chunk_size, h.beta) == (
+      24, 8, (25, 25), 78000, 0.1)
+  assert config.train.steps_per_task == 5000 and tuple(config.target.hidden) == (1000, 1000)
+  method = continual.build_method(config, 32 * 32)
+  params = jax.eval_shape(method.init, jax.random.key(0))
+  trainable = hn.count_params(params)
+  assert method.target.num_params == 2036010
+  assert trainable / method.target.num_params < 1, trainable
+
+
 def test_protocol_and_si_config_errors():
   with pytest.raises(ValueError, match=r"config benchmark: expected one of .*protocol=vandeven, "
                      r"received 'split_mnist1d'"):
@@ -600,6 +617,8 @@ def test_finetune_refused_workdir_and_non_finite_loss(data_dir, tmp_path, monkey
     ('hnet.beta', -1.0, r'config.hnet.beta: expected a finite number >= 0, received -1.0'),
     ('hnet.kind', 'dense', r"config.hnet.kind: expected one of \('full', 'chunked'\), "
      r"received 'dense'"),
+    ('hnet.activation', 'tanh', r"config.hnet.activation: expected one of \('relu', 'elu'\), "
+     r"received 'tanh'"),
     ('data.num_tasks', 6, r'config.data.num_tasks: expected at most 5 .*received 6'),
     ('optimizer.schedule', 'step', r"config.optimizer.schedule: expected one of .*'step'"),
     ('train.batch_size', 0, r'config.train.batch_size: expected an integer >= 1, received 0'),
