@@ -16,7 +16,8 @@ after training task `j`). Outputs in the workdir (default
   `metrics.jsonl` (training loss per log step, steps/s without compilation; the same
   scalars for TensorBoard in `tensorboard/`; written by `experiments.progress.MetricLog`,
   as in `experiments.train`),
-* orbax checkpoints after every task: a rerun resumes after the last finished task and ends
+* orbax checkpoints after every task (the newest `config.keep_checkpoints` kept): a rerun
+  resumes after the last finished task and ends
   with exactly the result of an uninterrupted run (an unreadable newest checkpoint is moved
   aside with a warning, see `experiments.rundir.restore_newest`),
 * `accuracy_matrix.md` and `accuracy_matrix.png` (heatmap),
@@ -94,6 +95,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.train.steps_per_task % config.train.steps_per_call:
     checks.fail('train.steps_per_call', f'a divisor of train.steps_per_task='
           f'{config.train.steps_per_task}', config.train.steps_per_call)
+  checks.check_int(config, 'keep_checkpoints')
   hidden = config.target.hidden
   if not isinstance(hidden, (tuple, list)) or not all(
       isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
@@ -377,7 +379,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # the log lines of the tasks the checkpoint backs
     records = outputs.read_records(metrics_path, lambda r: r['task'] < start_task)
   rundir.commit_workdir(config, workdir, unreadable)
-  manager = rundir.open_checkpoints(ckpt_dir, keep=2)
+  manager = rundir.open_checkpoints(ckpt_dir, keep=config.keep_checkpoints)
   writer = events.EventWriter(workdir, start_task * steps)  # global step: task * steps + step
   log = progress.MetricLog(metrics_path, writer, records, num_tasks * steps, start_task * steps)
   try:

@@ -35,7 +35,7 @@ SECTIONS = ('default', 'vandeven')
 _SEED_SUFFIX = re.compile(r'_s(eed)?\d+$')
 # Config keys that do not change what a run trains or how it is evaluated.
 IGNORED_KEYS = ('seed', 'overwrite', 'plots', 'fast_compile', 'data.dir', 'data.verify',
-                'train.steps_per_call', 'train.log_every')
+                'train.steps_per_call', 'train.log_every', 'keep_checkpoints')
 BENCHMARK_ORDER = ('permuted_mnist', 'split_mnist', 'permuted_mnist1d', 'split_mnist1d')
 METHOD_ORDER = ('hnet', 'hnet_chunked', 'finetune', 'ewc', 'online_ewc', 'si')
 TITLES = {'permuted_mnist': 'PermutedMNIST-10', 'split_mnist': 'SplitMNIST (5 tasks)',
@@ -57,7 +57,8 @@ def run_config(workdir: str, results: dict[str, Any]) -> dict[str, Any]:
   config = results_table.read_config(workdir)
   if config is None:
     config = {k: results.get(k) for k in ('benchmark', 'method', 'protocol', 'steps_per_task')}
-  config = rundir.renamed(config)  # runs recorded under older key names group with new ones
+  # runs recorded under older key names, or before a key was added, group with new ones
+  config = {**rundir.ABSENT_MEANS, **rundir.renamed(config)}
   return {k: v for k, v in config.items() if k not in IGNORED_KEYS}
 
 

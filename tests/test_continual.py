@@ -406,8 +406,11 @@ def _smoke(data_dir, method='hnet', benchmark='split_mnist', plots=False):
 
 def test_smoke_run_outputs(data_dir, tmp_path):
   config = _smoke(data_dir, plots=True)
+  config.keep_checkpoints = 1
   results = continual.train_and_evaluate(config, str(tmp_path))
   t = config.data.num_tasks
+  # One checkpoint after each task, the newest `keep_checkpoints` kept: the last task's.
+  assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == [str(t)]
   acc = np.array(results['accuracy_matrix'])
   assert acc.shape == (t, t) and np.all((acc >= 0) & (acc <= 1))
   with open(tmp_path / 'results.json') as f:
