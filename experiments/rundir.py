@@ -217,8 +217,53 @@ def open_checkpoints(ckpt_dir: str, keep: int | None = None) -> ocp.CheckpointMa
       max_to_keep=keep, create=True, enable_async_checkpointing=False))
 
 
+@dataclasses.dataclass(frozen=True)
+class LegacyLayout:
+  """How a learner's meta-parameters were laid out in checkpoints written before a change.
+
+  `to_old` maps today's meta-parameter tree to the old one, `from_old` back; both are applied
+  to every subtree of a state with the meta-parameters' structure (the meta-parameters and
+  the optimiser's moments).
+  """
+  to_old: Callable[[PyTree], PyTree]
+  from_old: Callable[[PyTree], PyTree]
+  change: str
+
+  def _map(self, fn: Callable[[PyTree], PyTree], state: PyTree, meta_params: PyTree) -> PyTree:
+    treedef = jax.tree.structure(meta_params)
+    return jax.tree.map(lambda t: fn(t) if jax.tree.structure(t) == treedef else t, state,
+                        is_leaf=lambda t: jax.tree.structure(t) == treedef)
+
+  def old_like(self, like: PyTree, meta_params: PyTree) -> PyTree:
+    """`like` (a state holding `meta_params`) as the old checkpoints laid it out."""
+    return self._map(self.to_old, like, meta_params)
+
+  def upgrade(self, state: PyTree, old_meta_params: PyTree) -> PyTree:
+    """A state restored in the old layout (holding `old_meta_params`), in today's."""
+    return self._map(self.from_old, state, old_meta_params)
+
+
+def _renamed_key(old: str, new: str) -> Callable[[PyTree], PyTree]:
+  return lambda tree: {(new if k == old else k): v for k, v in tree.items()}
+
+
+def legacy_layout(learner_type: type[meta.MetaLearner]) -> LegacyLayout | None:
+  """Issue 12 gave every learned initialisation one key, `meta_params['init']`; before, MAML's
+  (and FOMAML's, ANIL's, Reptile's) meta-parameters were the target's tree itself, Meta-SGD's
+  initialisation was `'params'` and HyperMAML's `'base'`. Their older checkpoints still resume."""
+  change, init = "the learned initialisation moved to meta_params['init'] (issue 12)", meta.INIT_KEY
+  if issubclass(learner_type, meta.MetaSGD):
+    return LegacyLayout(_renamed_key(init, 'params'), _renamed_key('params', init), change)
+  if issubclass(learner_type, meta.MAML):
+    return LegacyLayout(lambda t: t[init], lambda t: {init: t}, change)
+  if issubclass(learner_type, meta.HyperMAML):
+    return LegacyLayout(_renamed_key(init, 'base'), _renamed_key('base', init), change)
+  return None
+
+
 def restore_newest(ckpt_dir: str, like: PyTree, max_step: int | None = None,
-                   max_step_name: str = 'max_step') -> tuple[int | None, PyTree, list[int]]:
+                   max_step_name: str = 'max_step', legacy: LegacyLayout | None = None
+                   ) -> tuple[int | None, PyTree, list[int]]:
   """The newest checkpoint in `ckpt_dir` that can be restored with the structure of `like`.
 
   Reads only. An unreadable checkpoint (damaged files, another model's) is skipped with a
@@ -229,6 +274,8 @@ def restore_newest(ckpt_dir: str, like: PyTree, max_step: int | None = None,
     like: the state whose structure, shapes and dtypes the checkpoint must have.
     max_step: a checkpoint beyond this step is refused (e.g. `config.num_steps`).
     max_step_name: how the refusal names `max_step`.
+    legacy: with a `meta.TrainState` `like`, the learner's older checkpoint layout: a
+      checkpoint that cannot be restored as `like` is tried in it and upgraded.
 
   Returns:
     `(step, state, unreadable)`: the restored step (None: no checkpoint, `state` is `like`)
@@ -253,7 +300,7 @@ def restore_newest(ckpt_dir: str, like: PyTree, max_step: int | None = None,
     errors = {}
     for step in steps:
       try:
-        state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        state = _restore(manager, step, abstract, legacy)
       except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore raise many types
         errors[step] = _one_line(e)
         continue
@@ -277,12 +324,34 @@ def restore_newest(ckpt_dir: str, like: PyTree, max_step: int | None = None,
     manager.close()
 
 
-def restore_state(workdir: str, like: meta.TrainState) -> meta.TrainState:
-  """The newest checkpoint in `workdir`, restored with the structure of `like`."""
+def _restore(manager: ocp.CheckpointManager, step: int, abstract: PyTree,
+             legacy: LegacyLayout | None) -> PyTree:
+  """Checkpoint `step` with the structure of `abstract`, else (`legacy`) in the older layout,
+  upgraded; the first error is raised when neither reads."""
+  try:
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  except Exception:  # pylint: disable=broad-except
+    if legacy is None:
+      raise
+    error = sys.exc_info()
+  old_meta = legacy.to_old(abstract.meta_params)
+  try:
+    state = manager.restore(step, args=ocp.args.StandardRestore(
+        legacy.old_like(abstract, abstract.meta_params)))
+  except Exception:  # pylint: disable=broad-except
+    raise error[1].with_traceback(error[2]) from None
+  logging.info('checkpoint %d read in its older layout (%s).', step, legacy.change)
+  return legacy.upgrade(state, old_meta)
+
+
+def restore_state(workdir: str, like: meta.TrainState,
+                  legacy: LegacyLayout | None = None) -> meta.TrainState:
+  """The newest checkpoint in `workdir`, restored with the structure of `like` (or in the
+  learner's `legacy` layout, upgraded)."""
   manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)))
   try:
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    return manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
+    return _restore(manager, manager.latest_step(), abstract, legacy)
   finally:
     manager.close()
 
@@ -336,4 +405,5 @@ def restore(workdir: str, build_experiment: Callable[[ml_collections.ConfigDict]
     raise ValueError(f'workdir: expected checkpoints in {ckpt_dir}, found none.')
   init = functools.partial(meta.init_state, experiment.learner, make_optimizer(config))
   like = jax.eval_shape(init, jax.random.key(config.seed))  # shapes only, nothing computed
-  return Restored(config, experiment, restore_state(workdir, like))
+  return Restored(config, experiment,
+                  restore_state(workdir, like, legacy_layout(type(experiment.learner))))

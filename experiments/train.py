@@ -68,7 +68,8 @@ from experiments.outputs import plot_learning_curve, summary, write_results
 from experiments.programs import (init_state, jit, make_optimizer, make_train_chunk,
                                   skipped_updates, task_mesh_for)
 from experiments.rundir import (CHECKPOINT_DIR, METRICS_FILE, RESULTS_FILE, check_workdir,
-                                commit_workdir, open_checkpoints, records_up_to, restore_newest)
+                                commit_workdir, legacy_layout, open_checkpoints, records_up_to,
+                                restore_newest)
 from hypernet import meta, parallel
 from hypernet.target import PyTree
 from hypernet.tasks import Task
@@ -181,7 +182,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   metrics_path = os.path.join(workdir, METRICS_FILE)
   unreadable, records = [], []
   if not config.overwrite:
-    latest, state, unreadable = restore_newest(ckpt_dir, state, num_steps, 'config.num_steps')
+    latest, state, unreadable = restore_newest(ckpt_dir, state, num_steps, 'config.num_steps',
+                                               legacy_layout(type(learner)))
     start = latest or 0
     if latest is not None:
       logging.info('resumed from the checkpoint at step %d in %s.', latest, ckpt_dir)

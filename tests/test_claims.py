@@ -4,7 +4,6 @@ adaptation costs."""
 
 import json
 import math
-import os
 
 import pytest
 

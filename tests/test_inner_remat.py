@@ -26,7 +26,7 @@ def test_remat_modes_agree(num_steps):
     task = jax.tree.map(lambda a: a[0], tasks)
     support_loss = lambda p: jnp.mean((target.apply(p, task.x_support) - task.y_support) ** 2)  # noqa: E731
     adapted, losses = meta.inner_sgd(support_loss, params, 0.05, num_steps, remat=remat)
-    grads, _ = jax.jit(learner.meta_grad)(params, tasks)
+    grads, _ = jax.jit(learner.meta_grad)({'init': params}, tasks)
     out[remat] = (adapted, losses, grads)
   assert out[False][1].shape == (num_steps,)
   for remat in (True, 'nested'):

@@ -121,17 +121,18 @@ def test_maml_meta_gradient_matches_the_formula(first_order):
   target = linear_target()
   alpha = 0.1
   learner = meta.MAML(target=target, inner_lr=alpha, inner_steps=1, first_order=first_order)
-  params = {'w': jnp.array([[0.7]]), 'b': jnp.array([-0.3])}
+  params = {'init': {'w': jnp.array([[0.7]]), 'b': jnp.array([-0.3])}}
   batch = tasks(n=3)
   grads, _ = jax.jit(learner.meta_grad)(params, batch)
   want = np.mean([_maml_grad_by_hand(0.7, -0.3, alpha, jax.tree.map(lambda a, i=i: a[i], batch),
                                      first_order) for i in range(3)], axis=0)
-  np.testing.assert_allclose([grads['w'][0, 0], grads['b'][0]], want, rtol=1e-4)
+  g = grads['init']
+  np.testing.assert_allclose([g['w'][0, 0], g['b'][0]], want, rtol=1e-4)
 
 
 def test_first_order_differs_from_second_order():
   target = mlp_target()
-  params = target.init(jax.random.key(0))
+  params = {'init': target.init(jax.random.key(0))}
   batch = tasks()
   second = meta.MAML(target=target, inner_lr=0.1, inner_steps=1).meta_grad(params, batch)[0]
   first = meta.MAML(target=target, inner_lr=0.1, inner_steps=1, first_order=True).meta_grad(
@@ -142,7 +143,7 @@ def test_first_order_differs_from_second_order():
 
 def test_remat_gives_the_same_meta_gradient():
   target = mlp_target()
-  params = target.init(jax.random.key(0))
+  params = {'init': target.init(jax.random.key(0))}
   batch = tasks()
   plain = meta.MAML(target=target, inner_lr=0.05, inner_steps=3).meta_grad(params, batch)[0]
   remat = meta.MAML(target=target, inner_lr=0.05, inner_steps=3, remat=True).meta_grad(
@@ -176,14 +177,15 @@ def test_metasgd_learns_its_rates_and_anil_adapts_only_the_head():
   params = anil.init(jax.random.key(0))
   t = jax.tree.map(lambda a: a[0], tasks())
   adapted = anil.adapt(params, t.x_support, t.y_support, 2)
-  np.testing.assert_array_equal(adapted['layers_0']['kernel'], params['layers_0']['kernel'])
-  assert not np.allclose(adapted['layers_2']['kernel'], params['layers_2']['kernel'])
+  init = params['init']
+  np.testing.assert_array_equal(adapted['layers_0']['kernel'], init['layers_0']['kernel'])
+  assert not np.allclose(adapted['layers_2']['kernel'], init['layers_2']['kernel'])
 
 
 def test_reptile_direction_is_params_minus_adapted():
   target = linear_target()
   learner = meta.Reptile(target=target, inner_lr=0.05, inner_steps=2)
-  params = {'w': jnp.array([[0.2]]), 'b': jnp.array([0.1])}
+  params = {'init': {'w': jnp.array([[0.2]]), 'b': jnp.array([0.1])}}
   batch = tasks(n=2)
   grads, _ = learner.meta_grad(params, batch)
   want = []
@@ -192,7 +194,7 @@ def test_reptile_direction_is_params_minus_adapted():
     x = jnp.concatenate([t.x_support, t.x_query])
     y = jnp.concatenate([t.y_support, t.y_query])
     adapted = learner.adapt(params, x, y, 2)
-    want.append(jax.tree.map(lambda p, a: p - a, params, adapted))
+    want.append({'init': jax.tree.map(lambda p, a: p - a, params['init'], adapted)})
   chex.assert_trees_all_close(grads, jax.tree.map(lambda *d: jnp.mean(jnp.stack(d), 0), *want),
                               rtol=1e-5)
 
@@ -292,6 +294,11 @@ def test_every_learner_checks_num_steps(algo):
     bad(task.replace(y_query=jnp.zeros(6)))
   with pytest.raises(ValueError, match=r'num_steps: expected an integer >= 0, received -1'):
     loss(-1)
+  # A learned initialisation lives under 'init', with the target's tree.
+  assert (meta.INIT_KEY in params) == learner.has_learned_init
+  if learner.has_learned_init:
+    assert jax.tree.structure(params[meta.INIT_KEY]) == jax.tree.structure(
+        jax.eval_shape(learner.target.init, key))
   if learner.has_inner_loop:
     loss(2)
   else:

@@ -198,12 +198,12 @@ def test_hypermaml_updates_only_generated_leaves():
   p = learner.init(jax.random.key(0))
   t = jax.tree.map(lambda a: a[0], tasks(8, 1))
   adapted = learner.adapt(p, t.x_support, t.y_support, 0)
-  chex.assert_trees_all_equal(adapted['Dense_0'], p['base']['Dense_0'])
+  chex.assert_trees_all_equal(adapted['Dense_0'], p['init']['Dense_0'])
   code = learner.encoder.apply({'params': p['encoder']},
-                               *learner._features(p['base'], t.x_support, t.y_support))
+                               *learner._features(p['init'], t.x_support, t.y_support))
   out = learner.hypernet.apply({'params': p['hypernet']}, code)
   chex.assert_trees_all_close(adapted['Dense_1'], jax.tree.map(
-      lambda b, o: b + 0.5 * o, p['base']['Dense_1'], out['Dense_1']), rtol=1e-6)
+      lambda b, o: b + 0.5 * o, p['init']['Dense_1'], out['Dense_1']), rtol=1e-6)
 
 
 def test_learned_update_applies_the_rule_k_times():

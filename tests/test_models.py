@@ -1,7 +1,6 @@
 """hypernet.models.Conv4: the input-conditioned gate starts as the plain network."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from hypernet.models import Conv4

@@ -243,7 +243,7 @@ def test_maml_meta_gradient_equal_for_both_strategies():
   target = hn.Target.from_fn(SmallCNN().apply, _params_like(SmallCNN(), tasks.x_support[0]))
   learner = meta.MAML(target=target, loss='xent', inner_lr=0.4, inner_steps=1)
   # Small weights: with large ones a ReLU input within rounding of 0 flips between lowerings.
-  meta_params = _params_like(SmallCNN(), tasks.x_support[0], scale=0.2)
+  meta_params = {'init': _params_like(SmallCNN(), tasks.x_support[0], scale=0.2)}
   out = {}
   for strategy in STRATEGIES:
     with hnn.conv_strategy(strategy):

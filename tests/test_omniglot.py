@@ -7,7 +7,6 @@ this module declares for the generated files (`data_sources.declared_files`).
 """
 
 import json
-import os
 from pathlib import Path
 
 import jax

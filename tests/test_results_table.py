@@ -1,7 +1,6 @@
 """`python -m experiments.results_table`: results.json files -> markdown, README section."""
 
 import json
-import os
 import pathlib
 import re
 

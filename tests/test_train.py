@@ -75,6 +75,35 @@ def test_restore_reads_a_run_back(uninterrupted, tmp_path):
     rundir.restore(str(tmp_path), sinusoid.build_experiment)
 
 
+def test_checkpoints_in_the_older_layout_resume(experiment, uninterrupted, tmp_path):
+  """Runs written before the learned initialisation moved to `meta_params['init']` (MAML's
+  meta-parameters were the target's tree itself) restore and resume to the same state."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  workdir, results, state = uninterrupted
+  old_dir = str(tmp_path / 'old')
+  shutil.copytree(workdir, old_dir, ignore=shutil.ignore_patterns('checkpoints', 'results.json'))
+  legacy = rundir.legacy_layout(type(experiment.learner))
+  old_state = legacy.old_like(state, state.meta_params)
+  assert jax.tree.structure(old_state.meta_params) == jax.tree.structure(
+      state.meta_params['init'])  # the target's tree itself, as MAML's checkpoints held it
+  manager = rundir.open_checkpoints(os.path.join(old_dir, 'checkpoints'))
+  manager.save(40, args=ocp.args.StandardSave(old_state))
+  manager.close()
+  chex.assert_trees_all_equal(rundir.restore(old_dir, sinusoid.build_experiment).state, state)
+  again = train.train_and_evaluate(smoke_config(), old_dir, experiment)  # a finished run
+  assert again['metrics'] == results['metrics']
+  # Meta-SGD's and HyperMAML's older keys, 'params' and 'base', and back.
+  for learner_type, old_key in ((rundir.meta.MetaSGD, 'params'), (rundir.meta.HyperMAML, 'base')):
+    new = {'init': {'w': np.ones(2)}, 'other': np.zeros(1)}
+    layout = rundir.legacy_layout(learner_type)
+    old = layout.old_like({'meta_params': new, 'moment': new}, new)
+    assert set(old['meta_params']) == set(old['moment']) == {old_key, 'other'}
+    chex.assert_trees_all_equal(layout.upgrade(old, old['meta_params']),
+                                {'meta_params': new, 'moment': new})
+  assert rundir.legacy_layout(rundir.meta.ProtoNet) is None
+
+
 def test_interrupted_run_resumes_to_the_same_parameters(experiment, uninterrupted, tmp_path,
                                                         monkeypatch):
   _, results, state = uninterrupted

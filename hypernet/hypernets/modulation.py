@@ -30,7 +30,6 @@ from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from hypernet.hypernets.base import MLP, check_cond, check_positive

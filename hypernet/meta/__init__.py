@@ -1,7 +1,7 @@
 """Meta-learning: one interface (`MetaLearner`), a vmapped meta-loss, a jitted meta-step."""
 
-from hypernet.meta.base import (MetaLearner, TrainState, evaluate, init_state, make_meta_step,
-                                meta_loss, task_keys)
+from hypernet.meta.base import (INIT_KEY, MetaLearner, TrainState, evaluate, init_state,
+                                make_meta_step, meta_loss, task_keys)
 from hypernet.meta.inner import inner_sgd
 from hypernet.meta.support_metric import ClassMetric, PrototypeAttention, SupportMetric
 from hypernet.meta.head import HyperHead, class_head_target
@@ -9,7 +9,7 @@ from hypernet.meta.hyper import Amortised, HyperMAML, LatentAdaptation, LearnedU
 from hypernet.meta.maml import ANIL, MAML, MetaSGD, Reptile
 from hypernet.meta.protonets import ProtoNet
 
-__all__ = ['MetaLearner', 'TrainState', 'evaluate', 'init_state', 'make_meta_step', 'meta_loss',
+__all__ = ['INIT_KEY', 'MetaLearner', 'TrainState', 'evaluate', 'init_state', 'make_meta_step', 'meta_loss',
            'task_keys',
            'inner_sgd', 'ANIL', 'MAML', 'MetaSGD', 'Reptile', 'ProtoNet', 'Amortised', 'HyperMAML',
            'LatentAdaptation', 'LearnedUpdate', 'HyperHead', 'class_head_target', 'SupportMetric',

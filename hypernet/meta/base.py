@@ -16,6 +16,11 @@ A `MetaLearner` is written for ONE task:
   Antoniou et al. 2019 with uniform weights), so that they are trained for every number
   of steps up to `inner_steps`, not only the last.
 
+A learner whose adaptation starts from a meta-learned point in the target's parameter space
+(MAML, FOMAML, Meta-SGD, ANIL, Reptile, HyperMAML, LearnedUpdate) keeps it under
+`meta_params['init']` (`INIT_KEY`), a tree with the target's structure, beside its other
+meta-parameters (`'lr'`, `'encoder'`, `'hypernet'`, `'rule'`).
+
 `key` is one task's PRNG key for learners whose adaptation draws at random (sampled
 latents as in LEO, dropout in the target, sub-sampled inner batches, probabilistic
 hypernetworks). Deterministic learners ignore it (every learner in this package is one);
@@ -59,6 +64,10 @@ from hypernet.target import PyTree
 from hypernet.tasks.base import Task
 
 
+# Where a learner keeps its meta-learned initialisation of the target's parameters.
+INIT_KEY = 'init'
+
+
 @dataclasses.dataclass(frozen=True)
 class MetaLearner(abc.ABC):
   """Base class. Subclasses set the fields below and implement init/adapt/predict.
@@ -84,6 +93,9 @@ class MetaLearner(abc.ABC):
   # False for learners whose adaptation is one forward pass (ProtoNet, SupportMetric): their
   # `num_steps` must be 0, and a number above is an error, not silently ignored.
   has_inner_loop: ClassVar[bool] = True
+  # True for learners whose adaptation starts from a meta-learned point of the target's
+  # parameters, kept under `meta_params[INIT_KEY]` with the target's structure.
+  has_learned_init: ClassVar[bool] = False
 
   def __post_init__(self):
     losses.get_loss(self.loss)

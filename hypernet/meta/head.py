@@ -43,7 +43,7 @@ import numpy as np
 
 from hypernet.meta.base import MetaLearner
 from hypernet.meta.inner import inner_sgd
-from hypernet.target import PyTree, Target, check_tree_matches_spec
+from hypernet.target import PyTree, Target
 
 BASES = ('prototype', 'none')
 

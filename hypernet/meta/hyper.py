@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 from collections.abc import Callable
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -47,7 +48,7 @@ import numpy as np
 
 from hypernet.hypernets.modulation import ModulationHypernet
 from hypernet.layout import ParamLayout, layout_for
-from hypernet.meta.base import MetaLearner
+from hypernet.meta.base import INIT_KEY, MetaLearner
 from hypernet.meta.inner import inner_sgd
 from hypernet.target import PyTree, Target, check_tree_matches_spec
 
@@ -356,8 +357,9 @@ class HyperMAML(MetaLearner):
     first_order, remat: as in `inner_sgd` (remat: False, True or 'nested').
     delta_scale: the fixed scale of the generated update (> 0).
     input_shape: shape of ONE input example (initialises the encoder).
-  meta_params: `{'base': target params, 'encoder': ..., 'hypernet': ...}`.
+  meta_params: `{'init': the base weights (target params), 'encoder': ..., 'hypernet': ...}`.
   """
+  has_learned_init: ClassVar[bool] = True
   target: Target | None = None
   encoder: nn.Module | None = None
   hypernet: nn.Module | None = None
@@ -393,7 +395,7 @@ class HyperMAML(MetaLearner):
     x, y = _sample_support(self, self.target)
     enc_x, enc_y = self._features(base, x, y)
     cond = jnp.zeros((_cond_dim('hypernet', self.hypernet),), jnp.float32)
-    return {'base': base,
+    return {INIT_KEY: base,
             'encoder': self.encoder.init(encoder_key, enc_x, enc_y)['params'],
             'hypernet': self.hypernet.init(hnet_key, cond)['params']}
 
@@ -410,7 +412,7 @@ class HyperMAML(MetaLearner):
   def update(self, meta_params: PyTree, x_support: jax.Array, y_support: jax.Array) -> PyTree:
     """ONE task: the generated update `delta` (a tree like the target's params)."""
     _check_support(x_support, y_support)
-    enc_x, enc_y = self._features(meta_params['base'], x_support, y_support)
+    enc_x, enc_y = self._features(meta_params[INIT_KEY], x_support, y_support)
     code = self.encoder.apply({'params': meta_params['encoder']}, enc_x, enc_y)  # [cond_dim]
     out = jax.tree.leaves(self.hypernet.apply({'params': meta_params['hypernet']}, code))
     layout = self._layout()
@@ -424,7 +426,7 @@ class HyperMAML(MetaLearner):
     del key  # deterministic
     self.check_num_steps(num_steps)
     delta = self.update(meta_params, x_support, y_support)
-    params = jax.tree.map(jnp.add, meta_params['base'], delta)
+    params = jax.tree.map(jnp.add, meta_params[INIT_KEY], delta)
     params, _ = inner_sgd(_support_loss_fn(self, x_support, y_support), params, self.inner_lr,
                           int(num_steps), first_order=self.first_order, remat=self.remat)
     return params
@@ -453,6 +455,7 @@ class LearnedUpdate(MetaLearner):
     first_order: treat the support-loss gradients as constants in the meta-gradient.
   meta_params: `{'init': target params, 'rule': ...}`.
   """
+  has_learned_init: ClassVar[bool] = True
   target: Target | None = None
   rule: nn.Module | None = None
   remat: bool = False
@@ -479,7 +482,7 @@ class LearnedUpdate(MetaLearner):
     init_key, rule_key = jax.random.split(key)
     params = self.target.init(init_key)
     grads = jax.tree.map(jnp.zeros_like, params)
-    return {'init': params, 'rule': self.rule.init(rule_key, params, grads)['params']}
+    return {INIT_KEY: params, 'rule': self.rule.init(rule_key, params, grads)['params']}
 
   def _run(self, meta_params, x_support, y_support, num_steps, return_path):
     _check_support(x_support, y_support)
@@ -499,9 +502,9 @@ class LearnedUpdate(MetaLearner):
       step = jax.checkpoint(step)
     if num_steps == 0:
       if return_path:
-        return jax.tree.map(lambda a: jnp.zeros((0, *a.shape), a.dtype), meta_params['init'])
-      return meta_params['init']
-    (params, _), path = jax.lax.scan(step, (meta_params['init'], self.rule.init_state()), None,
+        return jax.tree.map(lambda a: jnp.zeros((0, *a.shape), a.dtype), meta_params[INIT_KEY])
+      return meta_params[INIT_KEY]
+    (params, _), path = jax.lax.scan(step, (meta_params[INIT_KEY], self.rule.init_state()), None,
                                      length=int(num_steps))
     return path if return_path else params
 

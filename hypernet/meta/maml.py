@@ -21,12 +21,13 @@ evaluated after more steps than one is then trained for each of them.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 
 from hypernet.layout import Selection, layout_for
-from hypernet.meta.base import MetaLearner, meta_loss, task_keys
+from hypernet.meta.base import INIT_KEY, MetaLearner, meta_loss, task_keys
 from hypernet.meta.inner import inner_sgd
 from hypernet.target import PyTree, Target
 
@@ -46,6 +47,7 @@ class MAML(MetaLearner):
   inner_lr: float = 0.01
   first_order: bool = False
   remat: bool | str = False
+  has_learned_init: ClassVar[bool] = True
 
   def __post_init__(self):
     super().__post_init__()
@@ -53,13 +55,14 @@ class MAML(MetaLearner):
       raise TypeError(f'target: expected a hypernet.Target, received {type(self.target).__name__}.')
 
   def init(self, key: jax.Array) -> PyTree:
-    return self.target.init(key)
+    """`{'init': the target's parameters}`: the learned initialisation (`INIT_KEY`)."""
+    return {INIT_KEY: self.target.init(key)}
 
   def _inner_lr(self, meta_params):
     return self.inner_lr
 
   def _init_params(self, meta_params):
-    return meta_params
+    return meta_params[INIT_KEY]
 
   def adapt(self, meta_params, x_support, y_support, num_steps, key=None):
     del key  # deterministic
@@ -89,14 +92,12 @@ class MetaSGD(MAML):
   """MAML with a meta-learned per-parameter inner learning rate."""
 
   def init(self, key):
+    """`{'init': the target's parameters, 'lr': a step size per parameter}`."""
     params = self.target.init(key)
-    return {'params': params, 'lr': jax.tree.map(lambda p: jnp.full_like(p, self.inner_lr), params)}
+    return {INIT_KEY: params, 'lr': jax.tree.map(lambda p: jnp.full_like(p, self.inner_lr), params)}
 
   def _inner_lr(self, meta_params):
     return meta_params['lr']
-
-  def _init_params(self, meta_params):
-    return meta_params['params']
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,8 +119,9 @@ class ANIL(MAML):
 
   def _adapt(self, meta_params, x_support, y_support, num_steps, return_path):
     layout = self._layout()
-    shared = layout.shared_values(meta_params)
-    head = [jax.tree.leaves(meta_params)[l.index] for l in layout.generated]
+    params = self._init_params(meta_params)
+    shared = layout.shared_values(params)
+    head = [jax.tree.leaves(params)[l.index] for l in layout.generated]
 
     def support_loss(h):
       return self.loss_fn(self.target.apply(layout.merge(h, shared), x_support), y_support)
@@ -153,7 +155,7 @@ class Reptile(MAML):
       x = jnp.concatenate([task.x_support, task.x_query])
       y = jnp.concatenate([task.y_support, task.y_query])
       adapted = self.adapt(meta_params, x, y, self.inner_steps, k)
-      return jax.tree.map(lambda p, a: p - a, meta_params, adapted)
+      return {INIT_KEY: jax.tree.map(lambda p, a: p - a, self._init_params(meta_params), adapted)}
 
     keys = task_keys(key, tasks)
     directions = jax.vmap(direction, in_axes=(0, None if keys is None else 0))(tasks, keys)
