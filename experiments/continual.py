@@ -363,7 +363,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if carry_optimizer:
     state['opt_state'] = prog.tx.init(params)
   num_trainable = hypernet.count_params(params)
-  ratio = num_trainable / method.target.num_params
+  ratio = hypernet.compression_ratio(params, method.target)  # every trainable value counted
   logging.info('%s on %s: %d trainable parameters (target %d, ratio %.3f); %d tasks x %d '
                'steps.', config.method, config.benchmark, num_trainable,
                method.target.num_params, ratio, num_tasks, steps)

@@ -555,9 +555,10 @@ def test_vandeven_permuted_chunked_hypernetwork_is_von_oswalds_and_compressive()
   assert config.train.steps_per_task == 5000 and tuple(config.target.hidden) == (1000, 1000)
   method = continual.build_method(config, 32 * 32)
   params = jax.eval_shape(method.init, jax.random.key(0))
-  trainable = hn.count_params(params)
   assert method.target.num_params == 2036010
-  assert trainable / method.target.num_params < 1, trainable
+  # The hypernetwork (chunk embeddings included) and the task embeddings over the target.
+  ratio = hn.compression_ratio(params['hnet'], method.target, params['embeddings'])
+  assert ratio == pytest.approx(hn.count_params(params) / 2036010) and ratio < 1, ratio
 
 
 def test_protocol_and_si_config_errors():
