@@ -45,6 +45,14 @@ list() {  # one run per line: <workdir> <config argument> [overrides]; task-incr
       "benchmark=permuted_mnist,method=hnet_chunked,protocol=vandeven,scenario=task" \
       "--config.seed=$seed"
   done
+  # A variant with twice the trunk width and half the chunk size (53 chunks of 39,000
+  # values, a 50-50 trunk; compression ratio 0.980): each later task's weights are drawn from
+  # a 50-dimensional basis per chunk position, not 25 (issue 15's notes).
+  for seed in 0 1 2; do
+    echo "workdirs/continual_vandeven/permuted_task_hnet_chunked_d50_s$seed" \
+      "benchmark=permuted_mnist,method=hnet_chunked,protocol=vandeven,scenario=task" \
+      "--config.seed=$seed --config.hnet.hidden=(50,50) --config.hnet.chunk_size=39000"
+  done
   # A variant: the hypernetwork with its learning rate decayed to 0 over each task (cosine)
   # and a fresh Adam state per task, this project's default schedule, on the same target.
   for seed in 0 1 2; do
