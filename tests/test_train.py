@@ -8,14 +8,17 @@ as a notebook sweep would share it, so that they reuse its compiled programs.
 import json
 import os
 import re
+import shutil
 
 import chex
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from experiments import checks, outputs, programs, progress, rundir, sinusoid, train
 from experiments.configs import sinusoid as sinusoid_config
+from hypernet import meta
 
 
 def smoke_config(**overrides):
@@ -78,8 +81,6 @@ def test_restore_reads_a_run_back(uninterrupted, tmp_path):
 def test_checkpoints_in_the_older_layout_resume(experiment, uninterrupted, tmp_path):
   """Runs written before the learned initialisation moved to `meta_params['init']` (MAML's
   meta-parameters were the target's tree itself) restore and resume to the same state."""
-  import shutil  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   workdir, results, state = uninterrupted
   old_dir = str(tmp_path / 'old')
   shutil.copytree(workdir, old_dir, ignore=shutil.ignore_patterns('checkpoints', 'results.json'))
@@ -94,14 +95,14 @@ def test_checkpoints_in_the_older_layout_resume(experiment, uninterrupted, tmp_p
   again = train.train_and_evaluate(smoke_config(), old_dir, experiment)  # a finished run
   assert again['metrics'] == results['metrics']
   # Meta-SGD's and HyperMAML's older keys, 'params' and 'base', and back.
-  for learner_type, old_key in ((rundir.meta.MetaSGD, 'params'), (rundir.meta.HyperMAML, 'base')):
+  for learner_type, old_key in ((meta.MetaSGD, 'params'), (meta.HyperMAML, 'base')):
     new = {'init': {'w': np.ones(2)}, 'other': np.zeros(1)}
     layout = rundir.legacy_layout(learner_type)
     old = layout.old_like({'meta_params': new, 'moment': new}, new)
     assert set(old['meta_params']) == set(old['moment']) == {old_key, 'other'}
     chex.assert_trees_all_equal(layout.upgrade(old, old['meta_params']),
                                 {'meta_params': new, 'moment': new})
-  assert rundir.legacy_layout(rundir.meta.ProtoNet) is None
+  assert rundir.legacy_layout(meta.ProtoNet) is None
 
 
 def test_interrupted_run_resumes_to_the_same_parameters(experiment, uninterrupted, tmp_path,
