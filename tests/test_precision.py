@@ -57,7 +57,7 @@ def test_compute_dtype_checks_and_the_spec_check_stays_strict():
   learner = _maml()
   with pytest.raises(ValueError, match=r"compute_dtype: expected .*'float16'"):
     meta.make_meta_step(learner, optax.adam(1e-3), compute_dtype='float16')
-  params = learner.init(jax.random.key(0))
+  params = learner.init(jax.random.key(0))[meta.INIT_KEY]  # the target's parameters
   low = cast_floating(params, jnp.bfloat16)
   x = jnp.zeros((3, 1), jnp.bfloat16)
   with pytest.raises(ValueError, match='dtype float32.*dtype bfloat16'):
