@@ -23,8 +23,9 @@ from hypernet.utils import compression_ratio, count_params
 __version__ = '0.1.0'
 
 __all__ = [
-    'init', 'SetEncoder', 'TaskEmbedding', 'MLP', 'TRUNK_ACTIVATIONS', 'ChunkedHypernet', 'FullHypernet',
-    'InputConditioned', 'ModulationHypernet', 'PerTensorHypernet', 'WeightConditionedHypernet',
+    'init', 'SetEncoder', 'TaskEmbedding', 'MLP', 'TRUNK_ACTIVATIONS', 'ChunkedHypernet',
+    'FullHypernet', 'InputConditioned', 'ModulationHypernet', 'PerTensorHypernet',
+    'WeightConditionedHypernet',
     'LeafInfo', 'ParamLayout', 'layout_for', 'literal_sketch', 'seed_sketch', 'Target',
     'check_tree_matches_spec', 'default_init', 'compression_ratio', 'count_params',
 ]

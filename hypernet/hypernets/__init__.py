@@ -9,6 +9,6 @@ from hypernet.hypernets.per_tensor import PerTensorHypernet
 from hypernet.hypernets.weight_conditioned import WeightConditionedHypernet
 
 __all__ = [
-    'MLP', 'TRUNK_ACTIVATIONS', 'ChunkedHypernet', 'InputConditioned', 'FullHypernet', 'ModulationHypernet',
-    'PerTensorHypernet', 'WeightConditionedHypernet',
+    'MLP', 'TRUNK_ACTIVATIONS', 'ChunkedHypernet', 'InputConditioned', 'FullHypernet',
+    'ModulationHypernet', 'PerTensorHypernet', 'WeightConditionedHypernet',
 ]

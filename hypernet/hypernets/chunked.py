@@ -93,7 +93,8 @@ class ChunkedHypernet(nn.Module):
     chunk_embs = self.param('chunk_embeddings', nn.initializers.normal(1.0),
                             (n, self.chunk_emb_dim))  # [C, E]
     inputs = jnp.concatenate([jnp.broadcast_to(cond, (n, self.cond_dim)), chunk_embs], -1)
-    h = MLP(tuple(self.hidden), trunk_activation(self.activation), name='trunk')(inputs)  # [C, d]
+    trunk = MLP(tuple(self.hidden), trunk_activation(self.activation), name='trunk')
+    h = trunk(inputs)  # [C, d]
     d = h.shape[-1]
     m2 = (self.cond_dim * self.cond_second_moment + self.chunk_emb_dim) / (
         self.cond_dim + self.chunk_emb_dim)

@@ -9,8 +9,8 @@ from hypernet.meta.hyper import Amortised, HyperMAML, LatentAdaptation, LearnedU
 from hypernet.meta.maml import ANIL, MAML, MetaSGD, Reptile
 from hypernet.meta.protonets import ProtoNet
 
-__all__ = ['INIT_KEY', 'MetaLearner', 'TrainState', 'evaluate', 'init_state', 'make_meta_step', 'meta_loss',
-           'task_keys',
+__all__ = ['INIT_KEY', 'MetaLearner', 'TrainState', 'evaluate', 'init_state', 'make_meta_step',
+           'meta_loss', 'task_keys',
            'inner_sgd', 'ANIL', 'MAML', 'MetaSGD', 'Reptile', 'ProtoNet', 'Amortised', 'HyperMAML',
            'LatentAdaptation', 'LearnedUpdate', 'HyperHead', 'class_head_target', 'SupportMetric',
            'PrototypeAttention', 'ClassMetric']
