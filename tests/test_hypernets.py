@@ -216,12 +216,15 @@ def test_trunk_activation_is_used_and_checked(cls):
   for name, fn in hn.TRUNK_ACTIVATIONS.items():
     hnet = cls(target, COND_DIM, hidden=(16,), activation=name, **kw)
     variables = hnet.init(jax.random.key(0), cond)  # the same weights for every activation
-    # The trunk applies this nonlinearity: its features equal the MLP's with `fn`.
-    trunk = variables['params']['trunk']
-    h = hn.MLP((16,), fn).apply({'params': trunk}, jnp.concatenate(
-        [cond, variables['params']['chunk_embeddings'][0]]) if kw else cond)
-    assert (h < 0).any() == (name == 'elu')  # ELU's negative part reaches the head
-    outs[name] = hnet.apply(variables, cond)
+    outs[name], state = hnet.apply(variables, cond, capture_intermediates=True,
+                                   mutable=['intermediates'])
+    # The hypernetwork's own trunk features: negative values only under ELU.
+    (h,) = state['intermediates']['trunk']['__call__']
+    assert bool((h < 0).any()) == (name == 'elu'), name
+    inputs = jnp.concatenate([jnp.broadcast_to(cond, (h.shape[0], COND_DIM)),
+                              variables['params']['chunk_embeddings']], -1) if kw else cond
+    np.testing.assert_allclose(h, hn.MLP((16,), fn).apply(
+        {'params': variables['params']['trunk']}, inputs), rtol=1e-6)
   assert not np.allclose(outs['relu']['Dense_0']['kernel'], outs['elu']['Dense_0']['kernel'])
   with pytest.raises(ValueError, match=r"activation: expected one of \('relu', 'elu'\), "
                      r"received 'tanh'"):
