@@ -14,8 +14,9 @@ after training task `j`). Outputs in the workdir (default
 * `config.json` (before the first step; a workdir holding another config is refused, see
   `experiments.rundir.check_workdir`; nothing changes in a refused workdir),
   `metrics.jsonl` (training loss per log step, steps/s without compilation; the same
-  scalars for TensorBoard in `tensorboard/`; written by `experiments.progress.MetricLog`,
-  as in `experiments.train`),
+  scalars for TensorBoard in `tensorboard/`): each task is one `experiments.loop.run_steps`,
+  the step loop of `experiments.train` (finiteness checks, records, progress lines), and
+  the task sequence an outer driver on it,
 * orbax checkpoints after every task (the newest `config.keep_checkpoints` kept): a rerun
   resumes after the last finished task and ends
   with exactly the result of an uninterrupted run (an unreadable newest checkpoint is moved
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import time
 from typing import Any
@@ -53,7 +53,7 @@ from matplotlib.figure import Figure
 
 import hypernet
 from hypernet import continual as cl
-from experiments import checks, events, outputs, progress, rundir
+from experiments import checks, events, loop, outputs, progress, rundir
 from experiments.programs import FAST_COMPILE
 from experiments.configs import continual as configs
 from experiments.continual_data import Benchmark, load_benchmark, num_classes
@@ -107,6 +107,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.hnet.get('activation', 'relu') not in hypernet.TRUNK_ACTIVATIONS:
       checks.fail('hnet.activation', f'one of {tuple(hypernet.TRUNK_ACTIVATIONS)}',
                   config.hnet.activation)
+    if config.hnet.get('head_init', 'hyperfan_in') not in hypernet.init.HEAD_INITS:
+      checks.fail('hnet.head_init', f'one of {tuple(hypernet.init.HEAD_INITS)}',
+                  config.hnet.head_init)
     checks.check_float(config, 'hnet.beta')
     checks.check_float(config, 'hnet.lookahead_lr')
     if 'reg_samples' in config.hnet:
@@ -134,13 +137,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 # ------------------------------------------------------------------ the method
-def _torch_uniform(fan_in: int):
-  """PyTorch's `nn.Linear` initialiser: uniform in `+-1/sqrt(fan_in)` (weights and biases)."""
-  bound = 1.0 / math.sqrt(fan_in)
-  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound,
-                                                                  bound)
-
-
 class MLP(nn.Module):
   """`x [N, D] -> logits [N, out]`, ReLU hidden layers; `initializer` one of `TARGET_INITS`."""
   hidden: tuple[int, ...]
@@ -149,7 +145,8 @@ class MLP(nn.Module):
 
   def _dense(self, width: int, fan_in: int) -> nn.Dense:
     if self.initializer == 'torch':
-      return nn.Dense(width, kernel_init=_torch_uniform(fan_in), bias_init=_torch_uniform(fan_in))
+      return nn.Dense(width, kernel_init=hypernet.init.torch_uniform(fan_in),
+                      bias_init=hypernet.init.torch_uniform(fan_in))
     return nn.Dense(width)
 
   @nn.compact
@@ -170,11 +167,13 @@ def build_method(config: ml_collections.ConfigDict, input_dim: int) -> cl.Contin
     h = config.hnet
     if h.kind == 'full':
       module = hypernet.FullHypernet(target, h.emb_dim, hidden=tuple(h.hidden),
-                                     activation=h.get('activation', 'relu'))
+                                     activation=h.get('activation', 'relu'),
+                                     head_init=h.get('head_init', 'hyperfan_in'))
     else:
       module = hypernet.ChunkedHypernet(target, h.emb_dim, chunk_size=h.chunk_size,
                                         chunk_emb_dim=h.chunk_emb_dim, hidden=tuple(h.hidden),
-                                        activation=h.get('activation', 'relu'))
+                                        activation=h.get('activation', 'relu'),
+                                        head_init=h.get('head_init', 'hyperfan_in'))
     return cl.HnetMethod(target, module, tasks, h.emb_dim, h.beta, h.lookahead_lr,
                          reg_samples=h.get('reg_samples', 0))
   penalty = {'finetune': 'none', 'ewc': 'ewc', 'online_ewc': 'online_ewc',
@@ -394,23 +393,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       task_key = jax.random.fold_in(train_key, task)
       if not carry_optimizer:
         opt_state = prog.tx.init(params)  # fresh optimiser state per task
-      step = 0
-      while step < steps:
-        length = config.train.steps_per_call
-        (params, opt_state, memory, metrics), chunk_s = prog.train_chunk.timed(
-            params, opt_state, memory, data, task_id, task_key, jnp.asarray(step), length)
-        metrics = jax.device_get(metrics)
-        checks.check_finite_metrics(metrics, step + 1, config, where=f'task {task}, ')
-        log.add(metrics, chunk_s)
-        step += length
-        if step % config.train.log_every < length or step == steps:
-          eta = log.eta()
-          record = log.flush(task * steps + step, {'task': task, 'step': step})
-          logging.info('task %d/%d step %5d/%d  loss %.4f  ce %.4f  reg %.4g  acc %.3f  '
-                       '%.0f steps/s  ETA %s', task + 1, num_tasks, step, steps, record['loss'],
-                       record['ce'], record['reg'], record['acc'], record['steps_per_s'], eta)
-      checks.check_params_finite(params, f'the last step of task {task}', 'parameters',
-                                f' (config.optimizer.learning_rate={config.optimizer.learning_rate})')
+
+      def advance(carry, step, n, task_id=task_id, task_key=task_key):
+        (params, opt_state, memory, metrics), seconds = prog.train_chunk.timed(
+            *carry, data, task_id, task_key, jnp.asarray(step), n)
+        return ((params, opt_state, memory), metrics), seconds
+
+      def message(r, eta, task=task):
+        return (f'task {task + 1}/{num_tasks} step {r["step"]:5d}/{steps}  loss '
+                f'{r["loss"]:.4f}  ce {r["ce"]:.4f}  reg {r["reg"]:.4g}  acc {r["acc"]:.3f}  '
+                f'{r["steps_per_s"]:.0f} steps/s  ETA {eta}')
+
+      params, opt_state, memory = loop.run_steps(
+          advance, (params, opt_state, memory), start=0, stop=steps, log=log, config=config,
+          log_every=config.train.log_every, every=(config.train.steps_per_call,),
+          params=lambda carry: carry[0], what='parameters', where=f'task {task}, ',
+          record_step=task * steps, fields={'task': task}, message=message)
       memory = prog.end_task(params, memory, data, task_id, jax.random.fold_in(fisher_key, task))
       column = [float(prog.accuracy(params, data, jnp.asarray(i, jnp.int32)))
                 for i in range(num_tasks)]

@@ -145,7 +145,7 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
     hnet = build_hypernet(config.hypernet, meta.class_head_target(dim), 2 * dim)
     return meta.HyperHead(target=target, hypernet=hnet, ways=config.ways,
                           base=config.head.base, inner_steps=steps,
-                          inner_lr=inner.get('lr', 0.1), first_order=first_order)
+                          inner_lr=inner.get('lr', 0.1), first_order=first_order, remat=remat)
 
   if algo in GRADIENT_ALGOS:
     kwargs = dict(target=target, loss=loss, inner_steps=steps, inner_lr=inner.lr, remat=remat,
@@ -159,7 +159,8 @@ def build_learner(config: ml_collections.ConfigDict, target: hypernet.Target) ->
     encoder = build_encoder(config.encoder)
     return hyper.Amortised(target=target, loss=loss, encoder=encoder,
                            hypernet=build_hypernet(config.hypernet, target, encoder.features),
-                           inner_lr=inner.get('lr', 0.01), input_shape=input_shape)
+                           inner_lr=inner.get('lr', 0.01), first_order=first_order, remat=remat,
+                           input_shape=input_shape)
   if algo == 'latent':
     return hyper.LatentAdaptation(
         target=target, loss=loss, inner_steps=steps, inner_lr=inner.lr,

@@ -105,6 +105,11 @@ class TrainChunk:
     """Seconds spent compiling so far (one compilation per chunk length)."""
     return self._program.compile_s
 
+  @property
+  def run_s(self) -> float:
+    """Seconds spent in `timed` calls so far, compilation excluded."""
+    return self._program.run_s
+
   def __call__(self, state: meta.TrainState, train_key: jax.Array,
                length: int) -> tuple[meta.TrainState, dict[str, jax.Array]]:
     return self._program(state, train_key, length)

@@ -1,7 +1,8 @@
 """The metric log every training loop shares: records, steps/s, ETA, `metrics.jsonl`, TensorBoard.
 
-A loop (`experiments.train`'s meta-training, `experiments.continual`'s task sequence, an
-outer driver calling it task by task) hands each jitted call's metrics to `MetricLog.add`,
+The step loop (`experiments.loop.run_steps`, which `experiments.train` runs over a
+meta-training run and `experiments.continual` once per task) hands each jitted call's
+metrics to `MetricLog.add`,
 with the seconds the call computed (compilation excluded: `Compiled`), and calls `flush` at
 its logging boundaries. A record holds the fields the loop names (`step`, and `task` in the
 continual loop), the means since the previous record of every metric (non-finite values
@@ -126,6 +127,7 @@ class Compiled:
     self._options = compiler_options
     self._compiled: dict[tuple[Any, ...], Any] = {}
     self.compile_s = 0.0
+    self.run_s = 0.0  # seconds in `timed` calls, compilation excluded
 
   def __call__(self, *args):
     key = tuple(args[i] for i in self._static)
@@ -142,4 +144,6 @@ class Compiled:
     fetched to the host (so the time covers the computation)."""
     t0, c0 = time.perf_counter(), self.compile_s
     out = jax.block_until_ready(self(*args))
-    return out, time.perf_counter() - t0 - (self.compile_s - c0)
+    seconds = time.perf_counter() - t0 - (self.compile_s - c0)
+    self.run_s += seconds
+    return out, seconds

@@ -1,9 +1,11 @@
-"""The one shared training loop: `train_and_evaluate(config, workdir, experiment)`.
+"""Meta-training runs: `train_and_evaluate(config, workdir, experiment)`.
 
-An experiment (sinusoid regression, Omniglot) hands the loop an `Experiment`: a
+An experiment (sinusoid regression, Omniglot) hands the runner an `Experiment`: a
 `MetaLearner`, a pure `sample_tasks(key)` for one meta-batch, an `evaluate(meta_params, key)`
 returning per-task values, and optional plots. The loop owns the rest, with its helpers split
-by role: `experiments.rundir` (the workdir, config differences, checkpoints and resume),
+by role: `experiments.loop` (the step loop every experiment runs, `run_steps`; the continual
+experiment drives it once per task), `experiments.rundir` (the workdir, config differences,
+checkpoints and resume),
 `experiments.programs` (optimiser, jitted chunks of meta-steps, mesh), `experiments.outputs`
 (atomic files, summaries, `results.json`) and `experiments.checks` (config validation):
 
@@ -19,7 +21,7 @@ by role: `experiments.rundir` (the workdir, config differences, checkpoints and 
 * `metrics.jsonl` (one JSON object per log step: `pandas.read_json(path, lines=True)`) and
   the same numbers as TensorBoard scalars in `workdir/tensorboard/` (`experiments.events`),
   progress lines with steps/s (compilation excluded) and ETA, all by
-  `experiments.progress.MetricLog`, which the continual loop shares; a `FloatingPointError`
+  `experiments.progress.MetricLog` through `experiments.loop`; a `FloatingPointError`
   naming the step and the metric when a training metric is not finite, and naming the step
   and the leaf when the meta-parameters are not finite after an update (nothing is saved
   for that step); before
@@ -63,7 +65,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 import hypernet
-from experiments import checks, events, progress
+from experiments import checks, events, loop, progress
 from experiments.outputs import plot_learning_curve, summary, write_results
 from experiments.programs import (init_state, jit, make_optimizer, make_train_chunk,
                                   skipped_updates, task_mesh_for)
@@ -103,16 +105,6 @@ class Experiment:
   curve_metrics: tuple[str, ...] = ()
   info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   track: Callable[[PyTree, jax.Array], Mapping[str, float]] | None = None
-
-
-def _next_boundary(step: int, config: ml_collections.ConfigDict) -> int:
-  """The first step after `step` at which a call ends: a multiple of `steps_per_call`,
-  `log_every` or `checkpoint_every`, or `num_steps`. Absolute step numbers, so that a
-  resumed run makes exactly the calls of an uninterrupted one."""
-  ends = [config.num_steps]
-  for every in (config.steps_per_call, config.log_every, config.checkpoint_every):
-    ends.append((step // every + 1) * every)
-  return min(ends)
 
 
 def _next_loss(learner: meta.MetaLearner, sample_tasks: Callable[[jax.Array], Task],
@@ -204,35 +196,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     train_chunk = make_train_chunk(learner, tx, experiment.sample_tasks, fast_compile, mesh,
                                    config.get('compute_dtype', 'float32'))
     compile_s0 = train_chunk.compile_s
-    run_s = 0.0  # time in training calls, compilation excluded.
-    step = start
-    while step < num_steps:
-      end = _next_boundary(step, config)
-      (state, metrics), chunk_s = train_chunk.timed(state, train_key, end - step)
-      metrics = jax.device_get(metrics)  # {name: [length]}, one transfer per call.
-      run_s += chunk_s
-      checks.check_finite_metrics(metrics, step + 1, config)
-      checks.check_params_finite(state.meta_params, f'the update of step {end}', hint=hint)
-      if end == num_steps:
-        _check_final_loss(experiment, state.meta_params, train_key, end, config, fast_compile)
-      log.add(metrics, chunk_s)
-      step = end
+    calls_s0 = train_chunk.run_s
 
-      if step % config.log_every == 0 or step == num_steps:
-        extra = {}
-        if config.optimizer.get('skip_nonfinite', 0):  # updates dropped so far (cumulative)
-          extra['skipped_updates'] = skipped_updates(state.opt_state)
-        if experiment.track is not None:
-          tracked = experiment.track(state.meta_params, eval_key)
-          extra.update({name: float(v) for name, v in tracked.items()})
-        eta = log.eta()
-        record = log.flush(step, {'step': step}, extra)
-        logging.info('step %6d/%d  loss %.4f  grad_norm %.3g  %.0f steps/s  ETA %s', step,
-                     num_steps, record['loss'], record.get('grad_norm', float('nan')),
-                     record['steps_per_s'], eta)
+    def check(state, step):
+      if step == num_steps:
+        _check_final_loss(experiment, state.meta_params, train_key, step, config, fast_compile)
+
+    def extra(state):
+      out = {}
+      if config.optimizer.get('skip_nonfinite', 0):  # updates dropped so far (cumulative)
+        out['skipped_updates'] = skipped_updates(state.opt_state)
+      if experiment.track is not None:
+        out.update({name: float(v) for name, v in
+                    experiment.track(state.meta_params, eval_key).items()})
+      return out
+
+    def save(state, step):
       if step % config.checkpoint_every == 0 or step == num_steps:
         manager.save(step, args=ocp.args.StandardSave(state))
+
+    state = loop.run_steps(
+        lambda state, step, n: train_chunk.timed(state, train_key, n), state, start=start,
+        stop=num_steps, log=log, config=config, log_every=config.log_every,
+        every=(config.steps_per_call, config.checkpoint_every),
+        params=lambda state: state.meta_params, extra=extra, check=check, after_call=save,
+        message=lambda r, eta: (f'step {r["step"]:6d}/{num_steps}  loss {r["loss"]:.4f}  '
+                                f'grad_norm {r.get("grad_norm", float("nan")):.3g}  '
+                                f'{r["steps_per_s"]:.0f} steps/s  ETA {eta}'))
     manager.wait_until_finished()
+    run_s = train_chunk.run_s - calls_s0  # time in training calls, compilation excluded
   finally:
     manager.close()
     writer.close()

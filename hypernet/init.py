@@ -27,7 +27,10 @@ into a fixed output scale; see `hypernet.hypernets.chunked`.)
 Other modes (the `head_init` attribute of the hypernetworks): `'target'` makes the initial generated parameters *equal* a draw
 of the target's default initialisation for every conditioning input (zero head
 kernel, head bias = the flattened draw); `'naive'` is Flax's default
-(LeCun-normal head, zero bias), for comparison.
+(LeCun-normal head, zero bias), for comparison; `'torch'` is PyTorch's `nn.Linear` default
+for every layer of the hypernetwork, its trunk included (`torch_uniform`: weights and biases
+uniform in `+-1/sqrt(fan_in)`, no scaling to the target), as in von Oswald et al.'s
+hypernetworks (chrhenning/hypercl), for reproducing their runs.
 """
 
 from __future__ import annotations
@@ -40,9 +43,16 @@ import numpy as np
 
 from hypernet.layout import ParamLayout
 
-HEAD_INITS = ('hyperfan_in', 'hyperfan_out', 'target', 'naive')
+HEAD_INITS = ('hyperfan_in', 'hyperfan_out', 'target', 'naive', 'torch')
 
 Initializer = Callable[..., jax.Array]
+
+
+def torch_uniform(fan_in: int) -> Initializer:
+  """PyTorch's `nn.Linear` initialiser: uniform in `+-1/sqrt(fan_in)` (weights and biases)."""
+  bound = 1.0 / np.sqrt(fan_in)
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound,
+                                                                  bound)
 
 
 def check_init(init: str) -> None:
@@ -103,6 +113,8 @@ def head_inits(layout: ParamLayout, draw_fn: Callable[[jax.Array], jax.Array], *
   vector = ~layout.kernel_mask()[start:stop]
   if init == 'naive':
     return jax.nn.initializers.lecun_normal(), jax.nn.initializers.zeros
+  if init == 'torch':
+    return torch_uniform(fan_in), torch_uniform(fan_in)
   if init == 'target':
     def bias_init(key, shape, dtype=jnp.float32):
       return draw_fn(key)[start:stop].astype(dtype)

@@ -229,3 +229,33 @@ def test_trunk_activation_is_used_and_checked(cls):
   with pytest.raises(ValueError, match=r"activation: expected one of \('relu', 'elu'\), "
                      r"received 'tanh'"):
     cls(target, COND_DIM, hidden=(16,), activation='tanh', **kw)
+
+
+@pytest.mark.parametrize('cls', [hn.FullHypernet, hn.ChunkedHypernet, hn.PerTensorHypernet])
+def test_torch_init_is_pytorchs_linear_default_in_every_layer(cls):
+  """`head_init='torch'` (von Oswald et al.'s hypernetworks): every Dense of the trunk and
+  the head has weights and biases uniform in +-1/sqrt(fan_in), and the generated values are
+  the head's outputs themselves (no scale to the target's init, no offset)."""
+  target, _ = make_target('mlp')
+  kw = {'chunk_size': 100} if cls is hn.ChunkedHypernet else {}
+  cond = jax.random.normal(jax.random.key(1), (COND_DIM,))
+  hnet = cls(target, COND_DIM, hidden=(16, 12), head_init='torch', **kw)
+  params = hnet.init(jax.random.key(0), cond)['params']
+  assert 'offset' not in params
+  denses = [(path, leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+            if path[-1].key in ('kernel', 'bias')]
+  assert len(denses) >= 6  # two trunk layers and a head, kernels and biases
+  for path, leaf in denses:
+    parent = params
+    for p in path[:-1]:
+      parent = parent[p.key]
+    bound = 1 / np.sqrt(parent['kernel'].shape[0])
+    assert float(jnp.abs(leaf).max()) <= bound, path
+    assert float(jnp.abs(leaf).max()) > 0.8 * bound, path  # uniform over the range, not 0
+  if cls is hn.ChunkedHypernet:  # the generated values are the head's outputs
+    state = hnet.apply({'params': params}, cond, capture_intermediates=True,
+                       mutable=['intermediates'])[1]
+    (u,) = state['intermediates']['head']['__call__']
+    out = hnet.apply({'params': params}, cond)
+    np.testing.assert_allclose(jnp.concatenate([l.reshape(-1) for l in jax.tree.leaves(
+        out)]), u.reshape(-1)[:target.num_params], rtol=1e-6)

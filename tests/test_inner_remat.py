@@ -54,3 +54,26 @@ def test_remat_bounds_the_memory_of_the_second_order_inner_loop():
   # ... and stays well under per-step remat's, which keeps one parameter set per step.
   assert slope(nested)[1] < 0.5 * slope(remat)[1], (slope(nested), slope(remat))
   assert nested[2] < remat[2]
+
+
+def test_hyperhead_remat_gives_the_same_meta_gradient():
+  """Every inner-loop learner honours the shared `remat` setting (`InnerLoopLearner`): here
+  the one whose inner loop runs on a generated head; its steps are rematerialised and the
+  meta-gradient is unchanged."""
+  emb = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(4)])
+  target = hn.Target.from_linen(emb, jnp.zeros((1, 3)), key=jax.random.key(0))
+  hnet = hn.FullHypernet(meta.class_head_target(4), cond_dim=8, hidden=(8,))
+  x = jax.random.normal(jax.random.key(1), (2, 9, 3))
+  y = jnp.tile(jnp.arange(3), (2, 3))
+  tasks = hn.tasks.Task(x_support=x[:, :6], y_support=y[:, :6], x_query=x[:, 6:],
+                        y_query=y[:, 6:])
+  out = {}
+  for remat in (False, True, 'nested'):
+    learner = meta.HyperHead(target=target, hypernet=hnet, ways=3, inner_steps=3, remat=remat)
+    params = learner.init(jax.random.key(2))
+    out[remat] = jax.jit(learner.meta_grad)(params, tasks)[0]
+    program = str(jax.make_jaxpr(learner.meta_grad)(params, tasks))
+    assert ('remat' in program) == bool(remat), remat  # the steps are rematerialised
+  for remat in (True, 'nested'):
+    for a, b in zip(jax.tree.leaves(out[remat]), jax.tree.leaves(out[False])):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

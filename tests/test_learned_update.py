@@ -135,7 +135,8 @@ def test_invalid_rule_options_raise():
     hn.WeightConditionedHypernet(target(), init_lr=-0.1)
   with pytest.raises(TypeError, match=r'rule: expected a module with init_state\(\) and step'):
     meta.LearnedUpdate(target=target(), rule=hn.FullHypernet(target(), 4))
-  with pytest.raises(ValueError, match=r"remat: expected False or True .*received 'nested'"):
+  with pytest.raises(ValueError,
+                     match=r"remat: expected False, True or 'step' .*received 'nested'"):
     meta.LearnedUpdate(target=target(), rule=hn.WeightConditionedHypernet(target()),
                        remat='nested')
 

@@ -305,3 +305,21 @@ def test_every_learner_checks_num_steps(algo):
     with pytest.raises(ValueError, match=rf'num_steps: {type(learner).__name__} has no inner '
                                          r'loop, expected 0, received 1'):
       loss(1)
+  # One inner-loop setting (`InnerLoopLearner`): the same fields, meaning and checks in every
+  # learner that has an inner loop; none in a learner without one.
+  assert isinstance(learner, meta.InnerLoopLearner) == learner.has_inner_loop
+  if not learner.has_inner_loop:
+    assert learner.inner_loop is None
+    return
+  assert learner.inner_loop == meta.InnerLoop(learner.inner_steps, getattr(
+      learner, 'inner_lr', None), learner.first_order, learner.remat)
+  with pytest.raises(ValueError, match=r"remat: expected one of .*received 'always'"):
+    dataclasses.replace(learner, remat='always')
+  with pytest.raises(ValueError, match=r'first_order: expected True or False, received 1\b'):
+    dataclasses.replace(learner, first_order=1)
+  if isinstance(learner, meta.SGDInnerLoopLearner):
+    with pytest.raises(ValueError, match=r'inner_lr: expected a finite number >= 0, '
+                                         r'received -0.1'):
+      dataclasses.replace(learner, inner_lr=-0.1)
+  else:  # LearnedUpdate: the rule's steps are learned
+    assert learner.inner_loop.lr is None

@@ -251,7 +251,7 @@ def test_invalid_settings_raise_clear_errors():
     meta.Amortised(encoder=encoder(), hypernet=full)
   with pytest.raises(TypeError, match=r'hypernet: expected a flax.linen.Module, received dict'):
     meta.HyperMAML(target=target, encoder=encoder(), hypernet={})
-  with pytest.raises(ValueError, match=r'inner_lr: expected a number >= 0, received -0.1'):
+  with pytest.raises(ValueError, match=r'inner_lr: expected a finite number >= 0, received -0.1'):
     meta.Amortised(target=target, encoder=encoder(), hypernet=full, inner_lr=-0.1)
   with pytest.raises(ValueError, match=r'input_shape: expected a non-empty tuple.*received 1'):
     meta.Amortised(target=target, encoder=encoder(), hypernet=full, input_shape=1)

@@ -16,7 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from experiments import checks, outputs, programs, progress, rundir, sinusoid, train
+from experiments import checks, events, loop, outputs, programs, progress, rundir, sinusoid, train
 from experiments.configs import sinusoid as sinusoid_config
 from hypernet import meta
 
@@ -111,10 +111,10 @@ def test_interrupted_run_resumes_to_the_same_parameters(experiment, uninterrupte
   workdir = str(tmp_path)
   check_finite = checks.check_finite_metrics
 
-  def interrupt_after_step_20(metrics, first_step, config):
+  def interrupt_after_step_20(metrics, first_step, config, where=''):
     if first_step > 20:  # the call after the checkpoint at step 20
       raise KeyboardInterrupt('simulated interruption')
-    check_finite(metrics, first_step, config)
+    check_finite(metrics, first_step, config, where)
 
   monkeypatch.setattr(checks, 'check_finite_metrics', interrupt_after_step_20)
   with pytest.raises(KeyboardInterrupt):
@@ -224,9 +224,43 @@ def test_calls_end_at_log_and_checkpoint_steps():
   config = smoke_config(num_steps=95, steps_per_call=30, log_every=20, checkpoint_every=50)
   ends, step = [], 0
   while step < config.num_steps:
-    step = train._next_boundary(step, config)
+    step = loop.next_boundary(step, config.num_steps, (config.steps_per_call,
+                                                       config.log_every, config.checkpoint_every))
     ends.append(step)
   assert ends == [20, 30, 40, 50, 60, 80, 90, 95]
+
+
+def test_run_steps_calls_records_and_checks(tmp_path):
+  """The shared loop: calls end at the boundaries, one record per log step (and at the
+  stop), `after_call` after each call, and a non-finite parameter stops it naming the step."""
+  config = smoke_config()
+  writer = events.EventWriter(str(tmp_path), 0)
+  log = progress.MetricLog(str(tmp_path / 'metrics.jsonl'), writer, [], 35, 10)
+  calls, after = [], []
+
+  def advance(state, step, n):
+    calls.append((step, n))
+    return (state + n, {'loss': np.full(n, float(step))}), 0.01
+
+  state = loop.run_steps(advance, 10.0, start=10, stop=35, log=log, config=config,
+                         log_every=10, every=(4,), params=lambda s: {'w': np.asarray(s)},
+                         message=lambda r, eta: f'{r["step"]}', record_step=100,
+                         fields={'task': 2}, after_call=lambda s, step: after.append(step))
+  writer.close()
+  assert state == 35.0
+  assert calls == [(10, 2), (12, 4), (16, 4), (20, 4), (24, 4), (28, 2), (30, 2), (32, 3)]
+  assert after == [12, 16, 20, 24, 28, 30, 32, 35]
+  assert [(r['task'], r['step']) for r in log.records] == [(2, 20), (2, 30), (2, 35)]
+  assert [r['loss'] for r in log.records] == pytest.approx([13.2, 23.2, 31.2])  # per-step means
+
+  def diverge(state, step, n):
+    return (state + (np.inf if step >= 20 else n), {'loss': np.zeros(n)}), 0.01
+
+  with pytest.raises(FloatingPointError, match=r"parameters are not finite after the update "
+                     r"of task 2, step 24\b"):
+    loop.run_steps(diverge, 10.0, start=10, stop=35, log=log, config=config, log_every=10,
+                   every=(4,), params=lambda s: {'w': np.asarray(s)}, what='parameters',
+                   where='task 2, ', message=lambda r, eta: '')
 
 
 def test_summary():

@@ -116,6 +116,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.hnet.emb_dim = 32  # task embedding size (the hypernetwork's cond_dim).
     config.hnet.hidden = (32,) if method == 'hnet_chunked' else (25,)
     config.hnet.activation = 'relu'  # the trunk's: 'relu' or 'elu'.
+    # The output layer's init (`hypernet.init.HEAD_INITS`): 'hyperfan_in' gives the target's
+    # init variance; 'naive' is a plain LeCun-normal head, as in von Oswald et al.'s code.
+    config.hnet.head_init = 'hyperfan_in'
     config.hnet.chunk_size = 1400  # chunked: values per chunk; ratio < 1 for the MNIST MLP.
     config.hnet.chunk_emb_dim = 32  # chunked: chunk embedding size.
     config.hnet.beta = 0.01  # output-regulariser strength.

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hypernet import init as init_lib
 from hypernet.layout import ParamLayout
 from hypernet.target import Target
 
@@ -28,15 +29,23 @@ class MLP(nn.Module):
 
   Attributes:
     features: hidden sizes; `()` is the identity.
+    activation: the nonlinearity.
+    torch_init: PyTorch's `nn.Linear` default instead (`hypernet.init.torch_uniform`), for
+      hypernetworks with `head_init='torch'`.
   `[..., d_in] -> [..., features[-1]]` (every layer activated).
   """
   features: Sequence[int]
   activation: Callable[[jax.Array], jax.Array] = nn.relu
+  torch_init: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for i, f in enumerate(self.features):
-      dense = nn.Dense(f, kernel_init=nn.initializers.he_normal(), name=f'dense_{i}')
+      if self.torch_init:
+        init = init_lib.torch_uniform(x.shape[-1])
+        dense = nn.Dense(f, kernel_init=init, bias_init=init, name=f'dense_{i}')
+      else:
+        dense = nn.Dense(f, kernel_init=nn.initializers.he_normal(), name=f'dense_{i}')
       x = self.activation(dense(x))
     return x
 

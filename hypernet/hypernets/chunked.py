@@ -37,7 +37,7 @@ from hypernet.target import PyTree, Target
 
 def output_scale(layout: ParamLayout, mode: str, gain: float) -> np.ndarray:
   """`[num_generated]` fixed output scale of a chunked hypernetwork (see module doc)."""
-  if mode == 'naive':
+  if mode in ('naive', 'torch'):
     return np.ones(layout.num_generated, np.float32)
   if mode == 'target':
     mode = 'hyperfan_in'
@@ -93,25 +93,31 @@ class ChunkedHypernet(nn.Module):
     chunk_embs = self.param('chunk_embeddings', nn.initializers.normal(1.0),
                             (n, self.chunk_emb_dim))  # [C, E]
     inputs = jnp.concatenate([jnp.broadcast_to(cond, (n, self.cond_dim)), chunk_embs], -1)
-    trunk = MLP(tuple(self.hidden), trunk_activation(self.activation), name='trunk')
+    torch_init = self.head_init == 'torch'
+    trunk = MLP(tuple(self.hidden), trunk_activation(self.activation), torch_init=torch_init,
+                name='trunk')
     h = trunk(inputs)  # [C, d]
     d = h.shape[-1]
     m2 = (self.cond_dim * self.cond_second_moment + self.chunk_emb_dim) / (
         self.cond_dim + self.chunk_emb_dim)
+    bias_init = nn.initializers.zeros
     if self.head_init == 'target':
       kernel_init = nn.initializers.zeros
     elif self.head_init == 'naive':
       kernel_init = nn.initializers.lecun_normal()
+    elif torch_init:
+      kernel_init = bias_init = init_lib.torch_uniform(d)
     else:
       kernel_init = init_lib.scaled_normal(1.0 / math.sqrt(d * m2))
-    u = nn.Dense(self.chunk_size, kernel_init=kernel_init, name='head')(h)  # [C, chunk]
+    u = nn.Dense(self.chunk_size, kernel_init=kernel_init, bias_init=bias_init,
+                 name='head')(h)  # [C, chunk]
     u = u.reshape(-1)[:layout.num_generated]  # [P]
     scale = output_scale(layout, self.head_init, self.gain)
     flat = scale * u
     draw = draw_fn(self.target, layout)
     if self.head_init == 'target':
       flat = flat + self.param('offset', draw)  # [P]: the whole draw
-    elif self.head_init != 'naive':
+    elif self.head_init not in ('naive', 'torch'):
       vec_idx = np.flatnonzero(~layout.kernel_mask())  # vector leaves only
       if vec_idx.size:
         offset = self.param('offset', lambda key: draw(key)[vec_idx])  # [V]

@@ -50,7 +50,8 @@ class FullHypernet(nn.Module):
     """One task: `cond [cond_dim]` -> params matching `target.param_spec`."""
     layout = layout_for(self.target, self.generate)
     cond = check_cond(cond, self.cond_dim)
-    h = MLP(tuple(self.hidden), trunk_activation(self.activation), name='trunk')(cond)
+    h = MLP(tuple(self.hidden), trunk_activation(self.activation),
+            torch_init=self.head_init == 'torch', name='trunk')(cond)
     kernel_init, bias_init = init_lib.head_inits(
         layout, draw_fn(self.target, layout), init=self.head_init, fan_in=h.shape[-1],
         cond_second_moment=self.cond_second_moment, gain=self.gain)

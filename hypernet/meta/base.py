@@ -21,6 +21,13 @@ A learner whose adaptation starts from a meta-learned point in the target's para
 `meta_params['init']` (`INIT_KEY`), a tree with the target's structure, beside its other
 meta-parameters (`'lr'`, `'encoder'`, `'hypernet'`, `'rule'`).
 
+Every learner with an inner loop derives from `InnerLoopLearner` and so has the same four
+settings with one meaning and one validation, `learner.inner_loop` (an `InnerLoop`):
+`inner_steps` (steps in training), `inner_lr` (the SGD step size, from
+`SGDInnerLoopLearner`; all but `LearnedUpdate`, whose steps are learned), `first_order` and
+`remat` (`hypernet.meta.inner`). A learner without one (ProtoNet, SupportMetric) has
+`inner_loop = None`, and `num_steps > 0` is an error for it (`check_num_steps`).
+
 `key` is one task's PRNG key for learners whose adaptation draws at random (sampled
 latents as in LEO, dropout in the target, sub-sampled inner batches, probabilistic
 hypernetworks). Deterministic learners ignore it (every learner in this package is one);
@@ -49,7 +56,7 @@ import abc
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import flax
 import jax
@@ -60,6 +67,7 @@ import optax
 from hypernet import parallel
 from hypernet import target as target_lib
 from hypernet.meta import losses
+from hypernet.meta.inner import REMAT_MODES
 from hypernet.target import PyTree
 from hypernet.tasks.base import Task
 
@@ -128,6 +136,11 @@ class MetaLearner(abc.ABC):
       raise ValueError(f'num_steps: {type(self).__name__} has no inner loop, expected 0, '
                        f'received {num_steps!r}.')
     return int(num_steps)
+
+  @property
+  def inner_loop(self) -> InnerLoop | None:
+    """The inner-loop setting (`InnerLoop`), None for a learner without an inner loop."""
+    return None
 
   def check_task(self, task: Task) -> None:
     """Trace-time checks of ONE task's arrays (every learner's `task_loss` calls it): as many
@@ -213,6 +226,65 @@ class MetaLearner(abc.ABC):
     (_, metrics), grads = jax.value_and_grad(meta_loss, argnums=1, has_aux=True)(
         self, meta_params, tasks, key=key)
     return grads, metrics
+
+
+
+class InnerLoop(NamedTuple):
+  """One learner's inner-loop setting, `learner.inner_loop` (None for a learner without one).
+
+  Attributes:
+    steps: adaptation steps in training (`inner_steps`; evaluation passes its own).
+    lr: the SGD step size (`inner_lr`), None for a learner whose update rule is learned
+      (`LearnedUpdate`).
+    first_order: the support-loss gradients are constants in the meta-gradient (FOMAML).
+    remat: False, True or 'nested' (`hypernet.meta.inner`): the memory of the second-order
+      backward pass.
+  """
+  steps: int
+  lr: float | None
+  first_order: bool
+  remat: bool | str
+
+
+@dataclasses.dataclass(frozen=True)
+class InnerLoopLearner(MetaLearner):
+  """Base of every learner with an inner loop: the fields of `InnerLoop` (but `lr`), with one
+  meaning and one validation for all of them (`inner_steps` is `MetaLearner`'s).
+
+  Attributes:
+    first_order: treat the support-loss gradients as constants in the meta-gradient.
+    remat: False, True (rematerialise each inner step) or 'nested' (O(sqrt(steps)) memory);
+      see `hypernet.meta.inner`.
+  """
+  first_order: bool = False
+  remat: bool | str = False
+
+  def __post_init__(self):
+    super().__post_init__()
+    if not isinstance(self.first_order, bool):
+      raise ValueError(f'first_order: expected True or False, received {self.first_order!r}.')
+    if not any(self.remat is m or (isinstance(m, str) and self.remat == m)
+               for m in REMAT_MODES):
+      raise ValueError(f'remat: expected one of {REMAT_MODES}, received {self.remat!r}.')
+
+  @property
+  def inner_loop(self) -> InnerLoop:
+    return InnerLoop(self.inner_steps, getattr(self, 'inner_lr', None), self.first_order,
+                     self.remat)
+
+
+@dataclasses.dataclass(frozen=True)
+class SGDInnerLoopLearner(InnerLoopLearner):
+  """An `InnerLoopLearner` whose inner loop is SGD with step size `inner_lr` (a finite number
+  >= 0; Meta-SGD's initial per-parameter rate)."""
+  inner_lr: float = 0.01
+
+  def __post_init__(self):
+    super().__post_init__()
+    lr = self.inner_lr
+    if (isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer))
+        or not 0 <= lr < float('inf')):
+      raise ValueError(f'inner_lr: expected a finite number >= 0, received {lr!r}.')
 
 
 def task_keys(key: jax.Array | None, tasks: Any) -> jax.Array | None:

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hypernet.meta.base import MetaLearner
+from hypernet.meta.base import SGDInnerLoopLearner
 from hypernet.meta.inner import inner_sgd
 from hypernet.target import PyTree, Target
 
@@ -64,7 +64,7 @@ def _standardise(v: jax.Array) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class HyperHead(MetaLearner):
+class HyperHead(SGDInnerLoopLearner):
   """Shared embedding; class rows of the head generated from the support set (see module doc).
 
   Attributes:
@@ -77,8 +77,8 @@ class HyperHead(MetaLearner):
       `dataclasses.replace(learner, ways=20)` evaluates a model trained 5-way on 20-way tasks.
     base: 'prototype' or 'none' (see the module docstring).
     inner_steps: SGD steps on the head in training (0: purely amortised).
-    inner_lr: their step size.
-    first_order: stop the gradient through the head steps' gradients.
+    inner_lr: their step size (with `first_order` and `remat`, the inner loop:
+      `SGDInnerLoopLearner`).
   """
   target: Target | None = None
   hypernet: nn.Module | None = None
@@ -87,7 +87,6 @@ class HyperHead(MetaLearner):
   loss: str = 'xent'
   inner_steps: int = 0
   inner_lr: float = 0.1
-  first_order: bool = False
 
   def __post_init__(self):
     super().__post_init__()
@@ -107,9 +106,6 @@ class HyperHead(MetaLearner):
       raise ValueError("hypernet.head_init: with base='prototype' the hypernetwork's output is "
                        "a correction; expected a zero-centred head ('hyperfan_in', "
                        "'hyperfan_out' or 'naive'), received 'target'.")
-    if (not isinstance(self.inner_lr, (int, float)) or isinstance(self.inner_lr, bool)
-        or not 0 <= self.inner_lr < float('inf')):
-      raise ValueError(f'inner_lr: expected a finite number >= 0, received {self.inner_lr!r}.')
     own = getattr(self.hypernet, 'target', None)
     cond_dim = getattr(self.hypernet, 'cond_dim', None)
     if isinstance(own, Target):
@@ -177,7 +173,7 @@ class HyperHead(MetaLearner):
       return self.loss_fn(z @ h['kernel'] + h['bias'], y_support)
 
     head, _ = inner_sgd(support_loss, head, self.inner_lr, int(num_steps),
-                        first_order=self.first_order)
+                        first_order=self.first_order, remat=self.remat)
     return head
 
   def predict(self, meta_params, adapted, x):

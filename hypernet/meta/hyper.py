@@ -48,7 +48,7 @@ import numpy as np
 
 from hypernet.hypernets.modulation import ModulationHypernet
 from hypernet.layout import ParamLayout, layout_for
-from hypernet.meta.base import INIT_KEY, MetaLearner
+from hypernet.meta.base import INIT_KEY, InnerLoopLearner, SGDInnerLoopLearner
 from hypernet.meta.inner import inner_sgd
 from hypernet.target import PyTree, Target, check_tree_matches_spec
 
@@ -150,7 +150,7 @@ def _support_loss_fn(learner, x_support, y_support) -> Callable[[PyTree], jax.Ar
 
 # ------------------------------------------------------------------ learners
 @dataclasses.dataclass(frozen=True)
-class Amortised(MetaLearner):
+class Amortised(SGDInnerLoopLearner):
   """`encoder(x_s, y_s) [cond_dim] -> hypernet -> target params`, one forward pass.
 
   Attributes:
@@ -159,7 +159,8 @@ class Amortised(MetaLearner):
     hypernet: any hypernetwork family module mapping `[cond_dim]` to target params.
     inner_steps: must be 0 (training is purely amortised).
     inner_lr: step size of the optional SGD fine-tuning of the generated
-      parameters when `adapt` is called with `num_steps > 0` (evaluation).
+      parameters when `adapt` is called with `num_steps > 0` (evaluation); with
+      `first_order` and `remat`, the inner loop (`SGDInnerLoopLearner`).
     input_shape: shape of ONE input example (initialises the encoder).
   meta_params: `{'encoder': ..., 'hypernet': ...}` (Flax `params` collections).
   """
@@ -167,7 +168,6 @@ class Amortised(MetaLearner):
   encoder: nn.Module | None = None
   hypernet: nn.Module | None = None
   inner_steps: int = 0
-  inner_lr: float = 0.01
   input_shape: tuple[int, ...] = (1,)
 
   def __post_init__(self):
@@ -178,7 +178,6 @@ class Amortised(MetaLearner):
                        f'generated parameters with inner_lr).')
     _check_encoder_and_hypernet(self.target, self.encoder, self.hypernet)
     _check_for_target('hypernet', self.hypernet, self.target)
-    _check_number('inner_lr', self.inner_lr)
     _check_input_shape(self.input_shape)
 
   def init(self, key: jax.Array) -> PyTree:
@@ -205,7 +204,8 @@ class Amortised(MetaLearner):
     self.check_num_steps(num_steps)
     params = self.generate(meta_params, x_support, y_support)
     params, _ = inner_sgd(_support_loss_fn(self, x_support, y_support), params,
-                          self.inner_lr, int(num_steps))
+                          self.inner_lr, int(num_steps), first_order=self.first_order,
+                          remat=self.remat)
     return params
 
   def predict(self, meta_params, adapted, x):
@@ -213,7 +213,7 @@ class Amortised(MetaLearner):
 
 
 @dataclasses.dataclass(frozen=True)
-class LatentAdaptation(MetaLearner):
+class LatentAdaptation(SGDInnerLoopLearner):
   """Inner SGD on a task code `z [latent_dim]`, decoded by `hypernet` into target params.
 
   `adapt` returns the decoded target parameters; `adapt_latent` returns `z`.
@@ -232,9 +232,9 @@ class LatentAdaptation(MetaLearner):
     hypernet: hypernetwork module with `cond_dim == latent_dim` (e.g.
       `ModulationHypernet(kind='film', hidden=())`, CAVIA-style, or `FullHypernet`).
     latent_dim: size of z.
-    inner_lr: inner step size on z.
+    inner_lr: inner step size on z (with `inner_steps`, `first_order` and `remat`, the
+      inner loop: `SGDInnerLoopLearner`).
     learn_init: meta-learn z's starting point (else zeros).
-    first_order, remat: as in `inner_sgd` (remat: False, True or 'nested').
   meta_params: `{'hypernet': ..., ('z_init': [latent_dim])}`.
   """
   target: Target | None = None
@@ -242,8 +242,6 @@ class LatentAdaptation(MetaLearner):
   latent_dim: int = 16
   inner_lr: float = 1.0
   learn_init: bool = False
-  first_order: bool = False
-  remat: bool | str = False
 
   def __post_init__(self):
     super().__post_init__()
@@ -257,7 +255,6 @@ class LatentAdaptation(MetaLearner):
       raise ValueError(f'hypernet.cond_dim: expected latent_dim {self.latent_dim}, received '
                        f'{cond_dim}.')
     _check_for_target('hypernet', self.hypernet, self.target)
-    _check_number('inner_lr', self.inner_lr)
 
   def init(self, key: jax.Array) -> PyTree:
     hnet_key, z_key = jax.random.split(key)
@@ -323,7 +320,7 @@ class LatentAdaptation(MetaLearner):
 
 
 @dataclasses.dataclass(frozen=True)
-class HyperMAML(MetaLearner):
+class HyperMAML(SGDInnerLoopLearner):
   """Base weights theta; `theta' = theta + delta(encoder(features))`, then SGD.
 
   Per support point the encoder sees `[x, f_theta(x)]` as its inputs and
@@ -354,7 +351,7 @@ class HyperMAML(MetaLearner):
       `PerTensorHypernet`, `ChunkedHypernet`) with a zero-centred head.
     inner_lr: step size of the optional gradient steps after the hypernetwork update.
     inner_steps: gradient steps after the update in training (0: none).
-    first_order, remat: as in `inner_sgd` (remat: False, True or 'nested').
+    first_order, remat: as every inner loop's (`SGDInnerLoopLearner`).
     delta_scale: the fixed scale of the generated update (> 0).
     input_shape: shape of ONE input example (initialises the encoder).
   meta_params: `{'init': the base weights (target params), 'encoder': ..., 'hypernet': ...}`.
@@ -363,10 +360,7 @@ class HyperMAML(MetaLearner):
   target: Target | None = None
   encoder: nn.Module | None = None
   hypernet: nn.Module | None = None
-  inner_lr: float = 0.01
   inner_steps: int = 0
-  first_order: bool = False
-  remat: bool | str = False
   delta_scale: float = 0.1
   input_shape: tuple[int, ...] = (1,)
 
@@ -382,7 +376,6 @@ class HyperMAML(MetaLearner):
                        "'hyperfan_out' or 'naive'), received 'target' (a constant copy of the "
                        'target init, not an update).')
     _check_for_target('hypernet', self.hypernet, self.target)
-    _check_number('inner_lr', self.inner_lr)
     _check_number('delta_scale', self.delta_scale, positive=True)
     _check_input_shape(self.input_shape)
 
@@ -436,7 +429,7 @@ class HyperMAML(MetaLearner):
 
 
 @dataclasses.dataclass(frozen=True)
-class LearnedUpdate(MetaLearner):
+class LearnedUpdate(InnerLoopLearner):
   """`(theta_{k+1}, s_{k+1}) = rule(theta_k, grad L_support(theta_k), s_k)`, k < num_steps.
 
   The rule (a `WeightConditionedHypernet`) carries a state `s` (gradient momenta and the
@@ -451,23 +444,21 @@ class LearnedUpdate(MetaLearner):
   Attributes:
     target: the `Target`.
     rule: a `hypernet.WeightConditionedHypernet` for `target` (with `use_grad=True`).
-    remat: rematerialise each step.
     first_order: treat the support-loss gradients as constants in the meta-gradient.
+    remat: rematerialise each step (True or 'step'; not 'nested').
   meta_params: `{'init': target params, 'rule': ...}`.
   """
   has_learned_init: ClassVar[bool] = True
   target: Target | None = None
   rule: nn.Module | None = None
-  remat: bool = False
-  first_order: bool = False
 
   def __post_init__(self):
     super().__post_init__()
     _check_target(self.target)
     _check_module('rule', self.rule)
-    if self.remat not in (False, True):
-      raise ValueError(f'remat: expected False or True (each application of the rule '
-                       f"rematerialised; no 'nested' here), received {self.remat!r}.")
+    if self.remat == 'nested':
+      raise ValueError("remat: expected False, True or 'step' (each application of the rule "
+                       "rematerialised; no 'nested' here), received 'nested'.")
     if getattr(self.rule, 'use_grad', True) is not True:
       raise ValueError('rule.use_grad: expected True (the rule takes the support-loss gradient), '
                        f'received {self.rule.use_grad!r}.')

@@ -27,26 +27,21 @@ import jax
 import jax.numpy as jnp
 
 from hypernet.layout import Selection, layout_for
-from hypernet.meta.base import INIT_KEY, MetaLearner, meta_loss, task_keys
+from hypernet.meta.base import INIT_KEY, SGDInnerLoopLearner, meta_loss, task_keys
 from hypernet.meta.inner import inner_sgd
 from hypernet.target import PyTree, Target
 
 
 @dataclasses.dataclass(frozen=True)
-class MAML(MetaLearner):
+class MAML(SGDInnerLoopLearner):
   """MAML over a target's parameters.
 
   Attributes:
     target: the `Target`.
-    inner_lr: inner SGD step size.
-    first_order: FOMAML.
-    remat: False, True (rematerialise each inner step) or 'nested' (O(sqrt(steps)) memory);
-      see `hypernet.meta.inner`.
+    inner_steps, inner_lr, first_order (FOMAML), remat: the inner loop
+      (`SGDInnerLoopLearner`).
   """
   target: Target | None = None
-  inner_lr: float = 0.01
-  first_order: bool = False
-  remat: bool | str = False
   has_learned_init: ClassVar[bool] = True
 
   def __post_init__(self):
