@@ -38,8 +38,21 @@ IGNORED_KEYS = ('seed', 'overwrite', 'plots', 'fast_compile', 'data.dir', 'data.
                 'train.steps_per_call', 'train.log_every', 'keep_checkpoints')
 BENCHMARK_ORDER = ('permuted_mnist', 'split_mnist', 'permuted_mnist1d', 'split_mnist1d')
 METHOD_ORDER = ('hnet', 'hnet_chunked', 'finetune', 'ewc', 'online_ewc', 'si')
-TITLES = {'permuted_mnist': 'PermutedMNIST-10', 'split_mnist': 'SplitMNIST (5 tasks)',
-          'permuted_mnist1d': 'PermutedMNIST-1D', 'split_mnist1d': 'SplitMNIST-1D'}
+TITLES = {'split_mnist': 'SplitMNIST (5 tasks)', 'permuted_mnist1d': 'PermutedMNIST-1D',
+          'split_mnist1d': 'SplitMNIST-1D'}
+
+
+def title(benchmark: str, num_tasks: int) -> str:
+  """'PermutedMNIST-<num_tasks>', or the benchmark's name in `TITLES`."""
+  if benchmark == 'permuted_mnist':
+    return f'PermutedMNIST-{num_tasks}'
+  return TITLES.get(benchmark, benchmark)
+
+
+def table_key(results: dict[str, Any]) -> tuple[str, str, str, int]:
+  """The table a run belongs to: benchmark, protocol, scenario and number of tasks."""
+  return (results['benchmark'], results.get('protocol', 'default'), results.get('scenario', ''),
+          results['num_tasks'])
 
 
 def load_runs(pattern: str) -> list[tuple[str, dict[str, Any]]]:
@@ -90,6 +103,10 @@ def published(results: dict[str, Any]) -> str:
   """The published figure for this run's protocol, benchmark, scenario and method, or '—'."""
   if results.get('protocol') != 'vandeven':
     return '—'
+  sizes = continual_config.VANDEVEN.get(results['benchmark'], {})
+  if (results['num_tasks'], results['steps_per_task']) != (sizes.get('num_tasks'),
+                                                          sizes.get('steps_per_task')):
+    return '—'  # a longer sequence or shorter training than the published protocol's
   scenario = 'task' if results.get('heads') == 'one per task' else 'domain'
   value = continual_config.VANDEVEN_PUBLISHED.get((results['benchmark'], scenario), {}).get(
       results['method'])
@@ -106,19 +123,16 @@ def tables(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
           'task inferred (%)', 'trainable params', 'compression ratio', 'heads', 'steps/task',
           'train time (min)', 'seeds']
   out = []
-  tables_: dict[tuple[str, str, str], list[list[tuple[str, dict]]]] = {}
+  tables_: dict[tuple[str, str, str, int], list[list[tuple[str, dict]]]] = {}
   for group in group_runs(runs):
-    r = group[0][1]
-    key = (r['benchmark'], r.get('protocol', 'default'), r.get('scenario', ''))
-    tables_.setdefault(key, []).append(group)
+    tables_.setdefault(table_key(group[0][1]), []).append(group)
   vandeven = False
-  for (bench, protocol, scenario), groups in tables_.items():
-    num_tasks = sorted({r['num_tasks'] for g in groups for _, r in g})
+  for (bench, protocol, scenario, num_tasks), groups in tables_.items():
     protocol_text = ('van de Ven & Tolias (2019)' if protocol == 'vandeven'
                      else 'this project\'s default')
     vandeven |= protocol == 'vandeven'
-    out.append(f'**{TITLES.get(bench, bench)}**, {scenario or "task-incremental"}, '
-               f'{"/".join(map(str, num_tasks))} tasks, protocol: {protocol_text}\n')
+    out.append(f'**{title(bench, num_tasks)}**, {scenario or "task-incremental"}, '
+               f'{num_tasks} tasks, protocol: {protocol_text}\n')
     out.append('| ' + ' | '.join(head) + ' |')
     out.append('| --- |' + ' ---: |' * 6 + ' --- |' + ' ---: |' * 3)
     for group in groups:
@@ -159,15 +173,13 @@ def plot_final_accuracy(path: str, runs: Sequence[tuple[str, dict[str, Any]]]) -
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  panels: dict[tuple[str, str, str], list[list[tuple[str, dict]]]] = {}
+  panels: dict[tuple[str, str, str, int], list[list[tuple[str, dict]]]] = {}
   for group in group_runs(runs):
-    r = group[0][1]
-    panels.setdefault((r['benchmark'], r.get('protocol', 'default'), r.get('scenario', '')),
-                      []).append(group)
+    panels.setdefault(table_key(group[0][1]), []).append(group)
   if not panels:
     raise ValueError('runs: no continual-learning results.json found to plot.')
   fig = Figure(figsize=(7, 3.2 * len(panels)))
-  for i, ((bench, protocol, scenario), groups) in enumerate(panels.items()):
+  for i, ((bench, protocol, scenario, num_tasks), groups) in enumerate(panels.items()):
     ax = fig.add_subplot(len(panels), 1, i + 1)
     for group in groups:
       final = np.array([np.asarray(r['accuracy_matrix'])[:, -1] for _, r in group]) * 100
@@ -176,7 +188,7 @@ def plot_final_accuracy(path: str, runs: Sequence[tuple[str, dict[str, Any]]]) -
                       label=f'{label(*group[0])} ({len(group)} seed{"s" * (len(group) > 1)})')
       if len(group) > 1:
         ax.fill_between(tasks, final.min(0), final.max(0), color=line.get_color(), alpha=0.15)
-    ax.set_title(f'{TITLES.get(bench, bench)}, {scenario.split(" (")[0] or "task-incremental"}, '
+    ax.set_title(f'{title(bench, num_tasks)}, {scenario.split(" (")[0] or "task-incremental"}, '
                  f'protocol {protocol}', fontsize=9)
     ax.set_xlabel("task")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -660,31 +660,41 @@ def test_continual_table_from_results_files(tmp_path):
   from experiments import continual_table  # pylint: disable=g-import-not-at-top
   acc = [[0.9, 0.8], [0.1, 0.95]]
 
-  def write(name, method, final, protocol='default', seed=0, **config):
+  def write(name, method, final, protocol='default', seed=0, benchmark='split_mnist',
+            num_tasks=2, steps=10, **config):
     (tmp_path / name).mkdir()
     outputs.write_json(str(tmp_path / name / 'results.json'), {
-        'benchmark': 'split_mnist', 'method': method, 'num_tasks': 2, 'steps_per_task': 10,
+        'benchmark': benchmark, 'method': method, 'num_tasks': num_tasks,
+        'steps_per_task': steps,
         'protocol': protocol, 'scenario': 'task-incremental (task identity given)',
         'accuracy_matrix': acc, 'heads': 'one per task',
         'final_avg_accuracy': outputs.summary([final]), 'bwt': outputs.summary([-0.1]),
         'num_trainable_params': 1000, 'compression_ratio': 0.5, 'train_time_s': 60.0})
     outputs.write_json(str(tmp_path / name / 'config.json'), {
-        'benchmark': 'split_mnist', 'method': method, 'protocol': protocol, 'seed': seed,
-        'data': {'data_dir': f'/somewhere/{seed}'}, **config})
+        'benchmark': benchmark, 'method': method, 'protocol': protocol, 'seed': seed,
+        'data': {'data_dir': f'/somewhere/{seed}', 'num_tasks': num_tasks}, **config})
 
   write('split_mnist_hnet', 'hnet', 0.875)
   write('split_mnist_ewc_strong', 'ewc', 0.875, ewc={'strength': 10.0})
+  sizes = continual_config.VANDEVEN['split_mnist']
   for seed, final in enumerate((0.97, 0.98, 0.99)):  # three seeds of one setup: one row
-    write(f'split_task_ewc_s{seed}', 'ewc', final, protocol='vandeven', seed=seed)
-  write('split_task_ewc_lam_s0', 'ewc', 0.5, protocol='vandeven', ewc={'strength': 1.0})
+    write(f'split_task_ewc_s{seed}', 'ewc', final, protocol='vandeven', seed=seed,
+          num_tasks=sizes['num_tasks'], steps=sizes['steps_per_task'])
+  write('split_task_ewc_lam_s0', 'ewc', 0.5, protocol='vandeven', ewc={'strength': 1.0},
+        num_tasks=sizes['num_tasks'], steps=sizes['steps_per_task'])
+  # A longer sequence than the protocol's: its own table, no published figure beside it.
+  write('permuted100_task_ewc_s0', 'ewc', 0.9, protocol='vandeven', benchmark='permuted_mnist',
+        num_tasks=100, steps=2000)
   text = continual_table.tables(continual_table.load_runs(str(tmp_path / '*')))
   assert '| hnet | 87.50 | — | -10.00 | — | 1,000 | 0.500 |' in text
   assert '| ewc (split_mnist_ewc_strong) | 87.50 | — |' in text
   published = continual_config.VANDEVEN_PUBLISHED['split_mnist', 'task']['ewc']
   # mean 98.00, half-width t(2) * 1 / sqrt(3) = 4.303 / 1.732 = 2.48
   assert f'| ewc | 98.00 ± 2.48 | *{published:.2f}* | -10.00 ± 0.00 |' in text
-  assert text.count('| ewc |') == 1 and '| ewc (split_task_ewc_lam) | 50.00 |' in text
+  assert text.count('| ewc |') == 2 and '| ewc (split_task_ewc_lam) | 50.00 |' in text
   assert "protocol: van de Ven & Tolias (2019)" in text and 'Published: ' in text
+  assert '**PermutedMNIST-100**, task-incremental (task identity given), 100 tasks' in text
+  assert '| ewc | 90.00 | — |' in text.split('**PermutedMNIST-100**')[1]
   start, end = continual_table.markers('default')
   readme = f'a\n{start}\nold\n{end}\nb\n'
   assert continual_table.replace_section(readme, text) == f'a\n{start}\n{text}{end}\nb\n'
