@@ -228,7 +228,6 @@ class MetaLearner(abc.ABC):
     return grads, metrics
 
 
-
 class InnerLoop(NamedTuple):
   """One learner's inner-loop setting, `learner.inner_loop` (None for a learner without one).
 
