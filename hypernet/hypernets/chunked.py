@@ -15,7 +15,9 @@ initial value on vector leaves (a small learned parameter, as long as the
 biases and scales together). `head_init='target'` zero-initialises the
 generator's output layer and learns an offset over every value, starting at a
 draw of the target's init (so that mode holds a full copy of the target and
-its compression ratio is above 1).
+its compression ratio is above 1). `'naive'` and `'torch'` (von Oswald et al.'s PyTorch
+defaults in every layer) use neither the scale nor the offset: the generated values are the
+head's outputs.
 """
 
 from __future__ import annotations
