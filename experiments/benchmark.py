@@ -405,12 +405,16 @@ def table(results: dict[str, Any]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-PEER_IMPLS = {'learn2learn': 'learn2learn', 'torchfunc': 'torch.func'}
+# Peer implementations, in table order: experiments/peers/maml_torch.py (W1, W2) and
+# experiments/peers/hnet_torch.py (W3, W3-chunked).
+PEER_IMPLS = {'learn2learn': 'learn2learn', 'torchfunc': 'torch.func',
+              'hypnettorch_loop': 'hypnettorch (task loop)',
+              'hypnettorch_batched': 'hypnettorch (batched)'}
 PEER_KEYS = ('impl', 'workload', 'steps_per_s', 'torch_version', 'threads', 'glibc_tunables')
 
 
 def load_peers(patterns: Sequence[str]) -> list[dict[str, Any]]:
-  """The peer results (`experiments/peers/maml_torch.py --out=...` JSON files) matching the
+  """The peer results (`experiments/peers/*_torch.py --out=...` JSON files) matching the
   glob `patterns`, sorted by path; each checked for the keys the table needs."""
   paths = sorted({p for pattern in patterns for p in glob.glob(pattern)})
   if patterns and not paths:
@@ -438,36 +442,50 @@ def load_peers(patterns: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def peers_table(results: dict[str, Any]) -> list[str]:
-  """Rows comparing this library's steps/s with the peers' on the same workloads."""
+  """Tables comparing this library's steps/s with the peers' on the same workloads: one per
+  set of peer implementations (the MAML workloads' and the hypernetwork workloads')."""
   peers = results.get('peers') or []
-  rows = []
+  groups: dict[tuple[str, ...], list[str]] = {}
   for name, r in results['workloads'].items():
     ours = r['library']['steps_per_s']
+    impls = tuple(i for i in PEER_IMPLS if any(p['impl'] == i and p['workload'] == name
+                                                for p in peers))
     for malloc in ('default', 'kept'):
       found = {p['impl']: p for p in peers if p['workload'] == name
                and bool(p['glibc_tunables']) == (malloc == 'kept')}
       if not found:
         continue
-      cells = []
-      for impl in PEER_IMPLS:
-        p = found.get(impl)
-        cells.append(_fmt(p['steps_per_s']) if p else '—')
-      ratios = [_fmt(ours / found[i]['steps_per_s'], 2) if i in found else '—' for i in PEER_IMPLS]
-      torch_version = next(iter(found.values()))['torch_version']
-      threads = next(iter(found.values()))['threads']
-      rows.append(f'| {name} | {malloc} | {_fmt(ours)} | ' + ' | '.join(cells) + ' | '
-                  + ' | '.join(ratios) + f' | {torch_version}, {threads} threads |')
-  if not rows:
+      cells = [_fmt(found[i]['steps_per_s']) if i in found else '—' for i in impls]
+      ratios = [_fmt(ours / found[i]['steps_per_s'], 2) if i in found else '—' for i in impls]
+      first = next(iter(found.values()))
+      groups.setdefault(impls, []).append(
+          f'| {name} | {malloc} | {_fmt(ours)} | ' + ' | '.join(cells + ratios)
+          + f' | {first["torch_version"]}, {first["threads"]} threads |')
+  if not groups:
     return []
   kept = results.get('keep_freed_memory')
-  return ['', 'Side by side with PyTorch peers on the same machine (meta-steps/s; the peers '
-          'from `experiments/peers/maml_torch.py`, run just before by '
-          '`experiments/peers/side_by_side.sh`). "peers\' malloc": glibc\'s default settings, '
-          'or the freed memory kept as `hypernet.runtime.keep_freed_memory()` does '
-          f'(this run of the library: {"kept" if kept else "default"}).', '',
-          '| workload | peers\' malloc | hypernet | learn2learn | torch.func '
-          '| hypernet / learn2learn | hypernet / torch.func | torch |',
-          '| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |', *rows]
+  lines = ['', 'Side by side with PyTorch peers on the same machine (meta-steps/s; the peers '
+           'from `experiments/peers/maml_torch.py` and `experiments/peers/hnet_torch.py`, run '
+           'just before by `experiments/peers/side_by_side.sh`). "peers\' malloc": glibc\'s '
+           'default settings, or the freed memory kept as `hypernet.runtime.keep_freed_memory()` '
+           f'does (this run of the library: {"kept" if kept else "default"}).']
+  for impls, rows in groups.items():
+    names = [PEER_IMPLS[i] for i in impls]
+    lines += ['', '| workload | peers\' malloc | hypernet | ' + ' | '.join(names) + ' | '
+              + ' | '.join(f'hypernet / {n}' for n in names) + ' | torch |',
+              '| --- | --- | ---: | ' + ' | '.join(['---:'] * 2 * len(impls)) + ' | --- |',
+              *rows]
+  checked = {}  # workload -> the largest float64 meta-gradient error of its checked peers
+  for p in peers:
+    if isinstance(p.get('check'), dict):
+      checked[p['workload']] = max(checked.get(p['workload'], 0.0), p['check']['max_rel_grad_err'])
+  if checked:
+    lines += ['', 'Each hypernetwork peer first computed its meta-loss and meta-gradient in '
+              'float64 from the library\'s starting weights and batch (`python -m '
+              'experiments.peer_check`); largest error of any gradient relative to its largest '
+              'value, over the peers: ' + ', '.join(f'{w} {_fmt(e, 2)}' for w, e in
+                                                    checked.items()) + '.']
+  return lines
 
 
 def replace_readme_section(path: str, text: str) -> None:

@@ -213,6 +213,7 @@ def w2_reference() -> Program:
 # ------------------------------------------------------------------ W3: task-embedding hypernetwork
 W3_SIZES = [784, 100, 100, 10]
 W3_TASKS, W3_INPUTS, W3_EMB = 16, 128, 32
+W3_CHUNK, W3_CHUNK_EMB = 7000, 8  # W3-chunked: 13 chunks
 
 
 def w3_batch() -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -228,14 +229,19 @@ def w3_target() -> hn.Target:
   return hn.Target.from_linen(mlp, jnp.zeros((1, 784)), key=jax.random.key(0))
 
 
-def w3_library(chunked: bool = False) -> Program:
+def w3_loss(chunked: bool = False, head_init: str = 'hyperfan_in') -> tuple[Callable, Any]:
+  """W3's meta-loss `loss(meta_params, batch)` and its starting `meta_params` (`{'embed':
+  TaskEmbedding params, 'hnet': hypernetwork params}`), as a library user writes them.
+  `head_init='torch'`: the chunked hypernetwork without its output scale and offsets (the
+  form of the PyTorch peers, `experiments/peer_check.py`)."""
   target = w3_target()
   embed = hn.TaskEmbedding(num_tasks=W3_TASKS, features=W3_EMB)
   if chunked:
-    hnet = hn.ChunkedHypernet(target=target, cond_dim=W3_EMB, chunk_size=7000, chunk_emb_dim=8,
-                              hidden=(100, 100))
+    hnet = hn.ChunkedHypernet(target=target, cond_dim=W3_EMB, chunk_size=W3_CHUNK,
+                              chunk_emb_dim=W3_CHUNK_EMB, hidden=(100, 100), head_init=head_init)
   else:
-    hnet = hn.FullHypernet(target=target, cond_dim=W3_EMB, hidden=(100, 100))
+    hnet = hn.FullHypernet(target=target, cond_dim=W3_EMB, hidden=(100, 100),
+                           head_init=head_init)
   k1, k2 = jax.random.split(jax.random.key(1))
   meta_params = {'embed': embed.init(k1, jnp.zeros((), jnp.int32)),
                  'hnet': hnet.init(k2, jnp.zeros((W3_EMB,)))}
@@ -247,6 +253,11 @@ def w3_library(chunked: bool = False) -> Program:
   def loss(meta_params, batch):
     return jnp.mean(jax.vmap(_task_loss, in_axes=(None, 0, 0, 0))(meta_params, *batch))
 
+  return loss, meta_params
+
+
+def w3_library(chunked: bool = False) -> Program:
+  loss, meta_params = w3_loss(chunked)
   step, tx = _adam_step(loss)
   return Program(step, (meta_params, tx.init(meta_params)), w3_batch())
 
@@ -263,7 +274,7 @@ def _w3_unflatten(flat: jax.Array) -> dict[str, jax.Array]:
 
 def w3_reference(chunked: bool = False) -> Program:
   num = sum(a * b + b for a, b in zip(W3_SIZES[:-1], W3_SIZES[1:]))  # 89,610
-  chunk, chunk_emb = 7000, 8
+  chunk, chunk_emb = W3_CHUNK, W3_CHUNK_EMB
   num_chunks = math.ceil(num / chunk)
   keys = jax.random.split(jax.random.key(1), 4)
   cond = W3_EMB + chunk_emb if chunked else W3_EMB
