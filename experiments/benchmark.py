@@ -3,7 +3,7 @@ r"""Performance benchmark: `python -m experiments.benchmark`.
     python -m experiments.benchmark                                   # every workload + memory
     python -m experiments.benchmark --workloads=W1,W3 --windows=5
     python -m experiments.benchmark --readme=README.md                # also rewrite the table
-    PEERS_PYTHON=... bash experiments/peers/side_by_side.sh           # with learn2learn, torch.func
+    PEERS_PYTHON=... bash experiments/peers/side_by_side.sh           # with the PyTorch peers
 
 For each workload of `experiments.benchmark_workloads` (W1 sinusoid MAML, W2 Omniglot
 Conv-4 MAML, W3 task-embedding hypernetwork and its chunked variant, W4 each
@@ -33,10 +33,18 @@ programs take far longer to compile), plain, `remat=True` (each inner step remat
 each meta-batch size of `--batch_sizes` (default 1, 4, 16, 32): steps/s and tasks/s,
 a table and `batch_curve.png` (`--batch_curve=` for none).
 
+`--peak_size` (default 2048 on CPU) first times a square float32 matmul, the machine's
+measured peak, against which every workload's FLOP/s is a `% of peak`. When W2 runs,
+`conv_matmul_probe` also times the three matmuls its convolutions are made of (forward,
+input gradient, weight gradient, at its second convolution's im2col shape;
+`--conv_probe_rows`) and their harmonic mean, the FLOP/s W2 could reach if it were nothing
+but those matmuls: the table says how much of that bound W2 reaches.
+
 `--peers=<glob>,...` adds the PyTorch peers' results for the same workloads (files
-written by `experiments/peers/maml_torch.py`; `experiments/peers/side_by_side.sh` runs
-them and then this module) as a second table: this library's steps/s beside
-learn2learn's and torch.func's, and the ratios.
+written by `experiments/peers/maml_torch.py` for W1, W2 and `experiments/peers/hnet_torch.py`
+for W3, W3-chunked; `experiments/peers/side_by_side.sh` runs them and then this module):
+this library's steps/s beside learn2learn's and torch.func's (W1, W2), hypnettorch's and
+torch.func's (W3, W3-chunked), and the ratios.
 
 Like the experiments, the benchmark first calls `hypernet.runtime.keep_freed_memory()`
 (recorded as `keep_freed_memory` in the JSON; `HYPERNET_KEEP_FREED_MEMORY=0` turns it
@@ -54,6 +62,7 @@ an idle machine.
 from __future__ import annotations
 
 import datetime
+import functools
 import glob
 import json
 import os
@@ -211,6 +220,48 @@ def peak_probe(size: int, windows: int, window_s: float,
   flops = 2.0 * size ** 3
   return {'size': size, 'dtype': dtype, 'flops_per_step': flops,
           'steps_per_s': r['steps_per_s'], 'flops_per_s': flops * r['steps_per_s']}
+
+
+# W2's second convolution (3x3, 64 -> 64 filters, on 14 x 14) as the matmul its im2col
+# lowering runs: rows = 32 tasks x 80 images (5 support + 75 query) x 196 positions, 576
+# patch values (3 x 3 x 64) -> 64 filters. It holds about 3/4 of W2's convolution FLOPs.
+W2_CONV_ROWS, W2_CONV_K, W2_CONV_N = 32 * 80 * 14 * 14, 9 * 64, 64
+CONV_PRODUCTS = ('forward', 'input_grad', 'weight_grad')
+
+
+def conv_matmul_probe(rows: int, windows: int, window_s: float) -> dict[str, Any]:
+  """The FLOP/s of the three matmuls a W2 convolution runs, at its shapes, in this process.
+
+  Every convolution of W2's meta-step is one of three products of its im2col matmul
+  `Y [rows, 64] = X [rows, 576] @ W [576, 64]`: the forward product, the input gradient
+  `dY @ W^T` (inner size 64) and the weight gradient `X^T @ dY` (a reduction over the rows);
+  a second-order meta-gradient runs each of them forwards and transposed again. `bound` is the
+  FLOP/s of a step made of equal FLOPs of the three (their harmonic mean): what W2 could reach
+  if its convolutions were nothing but these matmuls, with no im2col copies, pooling or
+  elementwise work. Returns `{'rows', 'k', 'n', '<product>': flops_per_s, 'bound'}`.
+  """
+  if not isinstance(rows, int) or rows < 1:
+    raise ValueError(f'conv_probe_rows: expected a positive integer, received {rows!r}.')
+  k, n = W2_CONV_K, W2_CONV_N
+  x = jax.random.normal(jax.random.key(0), (rows, k))
+  w = jax.random.normal(jax.random.key(1), (k, n)) / k ** 0.5
+  dy = jax.random.normal(jax.random.key(2), (rows, n))
+  products = {  # (state, batch) -> a result of the product's shape; state: a running sum
+      'forward': (lambda b: b[0] @ b[1], (x, w)),
+      'input_grad': (lambda b: b[0] @ b[1].T, (dy, w)),
+      'weight_grad': (lambda b: b[0].T @ b[1], (x, dy)),
+  }
+  out: dict[str, Any] = {'rows': rows, 'k': k, 'n': n}
+  for name, (product, batch) in products.items():
+    @functools.partial(jax.jit, donate_argnums=0)
+    def step(state, batch, product=product):  # the Program interface; the sum keeps it all
+      total = state + jnp.sum(product(batch))
+      return total, {'loss': total}
+
+    r = measure(bw.Program(step, jnp.zeros(()), batch), windows, window_s)
+    out[name] = 2.0 * rows * k * n * r['steps_per_s']
+  out['bound'] = len(CONV_PRODUCTS) / sum(1.0 / out[p] for p in CONV_PRODUCTS)
+  return out
 
 
 def run_workload(name: str, windows: int, window_s: float) -> dict[str, Any]:
@@ -381,6 +432,21 @@ def table(results: dict[str, Any]) -> str:
         f'| {_fmt(lib["flops_per_s"] / 1e9 if lib["flops_per_s"] else None)} '
         f'| {_fmt(share, 2)} '
         f'| {_fmt(lib.get("minor_faults_per_step"))} |')
+  conv = results.get('conv_probe')
+  if conv:
+    w2 = results['workloads'].get('W2')
+    reached = (f'; W2 reached {_fmt(100.0 * w2["library"]["flops_per_s"] / conv["bound"], 2)}% '
+               'of that' if w2 and w2['library']['flops_per_s'] else '')
+    of_peak = (f' ({_fmt(100.0 * conv["bound"] / peak["flops_per_s"], 2)}% of the measured peak)'
+               if peak else '')
+    lines += ['', f'What bounds W2: its convolutions run as im2col matmuls; at the shape of its '
+              f'second convolution ({conv["rows"]:,} x {conv["k"]} @ {conv["k"]} x {conv["n"]}), '
+              f'measured in the same run, the forward product ran at '
+              f'{_fmt(conv["forward"] / 1e9)} GFLOP/s, the input gradient (inner size '
+              f'{conv["n"]}) at {_fmt(conv["input_grad"] / 1e9)} and the weight gradient (a '
+              f'reduction over the rows) at {_fmt(conv["weight_grad"] / 1e9)}. A meta-step of '
+              f'equal FLOPs of the three, with nothing else, would run at '
+              f'{_fmt(conv["bound"] / 1e9)} GFLOP/s{of_peak}{reached}.']
   mem = results.get('memory')
   if mem:
     modes = list(mem['peak_bytes'])
@@ -506,7 +572,7 @@ def run(workloads: Sequence[str], windows: int, window_s: float, out: str,
         readme: str | None = None, peers: Sequence[str] = (),
         keep_freed_memory: bool | None = None, curve_workloads: Sequence[str] = (),
         curve_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
-        peak_size: int | None = None) -> dict[str, Any]:
+        peak_size: int | None = None, conv_probe_rows: int | None = None) -> dict[str, Any]:
   """Measures `workloads` (and the memory curve unless `memory_model` is None), writes the
   JSON to `out` (and `memory.png` beside it), optionally the README table; returns the
   results. `peers`: glob patterns of peer result files to put beside the workloads;
@@ -514,7 +580,8 @@ def run(workloads: Sequence[str], windows: int, window_s: float, out: str,
   `curve_workloads`: workloads whose steps/s are also measured at each meta-batch size of
   `curve_sizes` (plotted to `batch_curve.png` beside the JSON); `peak_size`: the side of the
   peak probe's matmul (`peak_probe`; None: `default_peak_size()`, 0: no probe), measured
-  first, against which each workload's FLOP/s is a `% of peak`."""
+  first, against which each workload's FLOP/s is a `% of peak`; `conv_probe_rows`: the rows of
+  `conv_matmul_probe` (None: W2's, when W2 is measured, else no probe; 0: no probe)."""
   unknown = [w for w in workloads if w not in bw.WORKLOADS]
   if unknown:
     raise ValueError(f'workloads: expected names in {tuple(bw.WORKLOADS)}, received {unknown}.')
@@ -533,6 +600,11 @@ def run(workloads: Sequence[str], windows: int, window_s: float, out: str,
   if peak_size is not None and (not isinstance(peak_size, int) or peak_size < 0):
     raise ValueError(f'peak_size: expected a non-negative integer (0: no probe), received '
                      f'{peak_size!r}.')
+  if conv_probe_rows is None:
+    conv_probe_rows = W2_CONV_ROWS if 'W2' in workloads else 0
+  if not isinstance(conv_probe_rows, int) or conv_probe_rows < 0:
+    raise ValueError(f'conv_probe_rows: expected a non-negative integer (0: no probe), '
+                     f'received {conv_probe_rows!r}.')
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   results = {'keep_freed_memory': keep_freed_memory, 'device': device_name(), 'backend': jax.default_backend(),
              'jax_version': jax.__version__, 'windows': windows, 'window_s': window_s,
@@ -543,6 +615,12 @@ def run(workloads: Sequence[str], windows: int, window_s: float, out: str,
     print(f'peak probe: float32 matmul {size} x {size} ...', flush=True)
     results['peak'] = peak_probe(size, windows, window_s)
     print(f'  {results["peak"]["flops_per_s"] / 1e9:.4g} GFLOP/s', flush=True)
+  if conv_probe_rows:
+    print(f'convolution matmuls: {conv_probe_rows} x {W2_CONV_K} @ {W2_CONV_K} x {W2_CONV_N} '
+          '...', flush=True)
+    results['conv_probe'] = c = conv_matmul_probe(conv_probe_rows, windows, window_s)
+    print('  ' + ', '.join(f'{p} {c[p] / 1e9:.4g}' for p in CONV_PRODUCTS)
+          + f' GFLOP/s; bound {c["bound"] / 1e9:.4g}', flush=True)
   for name in workloads:
     print(f'{name}: {bw.WORKLOADS[name].description} ...', flush=True)
     results['workloads'][name] = r = run_workload(name, windows, window_s)
@@ -586,6 +664,8 @@ def _define_flags() -> None:
                     'empty: none).')
   flags.DEFINE_list('batch_sizes', [str(n) for n in DEFAULT_BATCH_SIZES],
                     'Meta-batch sizes of the --batch_curve.')
+  flags.DEFINE_integer('conv_probe_rows', None, 'Rows of the convolution-matmul probe (default '
+                       f'{W2_CONV_ROWS:,}, W2\'s, when W2 is measured; 0: none).')
   flags.DEFINE_integer('peak_size', None, 'Side of the peak probe\'s float32 matmul (default '
                        '2048 on CPU, 8192 on accelerators; 0: no probe).')
   flags.DEFINE_list('peers', [], 'Glob patterns of peer results (experiments/peers/maml_torch.py '
@@ -608,7 +688,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f'--batch_sizes: expected integers, received {f.batch_sizes}.') from e
   model = None if f.memory_model.lower() == 'none' else f.memory_model
   run(f.workloads, f.windows, f.window_s, out, model, steps, f.readme, f.peers, kept,
-      f.batch_curve, sizes, f.peak_size)
+      f.batch_curve, sizes, f.peak_size, f.conv_probe_rows)
 
 
 if __name__ == '__main__':

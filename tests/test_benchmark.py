@@ -35,7 +35,8 @@ def test_module_writes_json_and_readme_table(tmp_path):
   proc = subprocess.run(
       [sys.executable, '-m', 'experiments.benchmark', '--workloads=W1,W3', '--windows=2',
        '--window_s=0.05', '--memory_model=none', f'--out={out}', f'--readme={readme}',
-       '--batch_curve=W1', '--batch_sizes=1,4', '--peak_size=256', f'--peers={tmp_path / "peers" / "*.json"}'],
+       '--batch_curve=W1', '--batch_sizes=1,4', '--peak_size=256', '--conv_probe_rows=512',
+       f'--peers={tmp_path / "peers" / "*.json"}'],
       cwd=ROOT, capture_output=True, text=True, timeout=300,
       env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu'))
   assert proc.returncode == 0, proc.stderr[-4000:]
@@ -54,6 +55,11 @@ def test_module_writes_json_and_readme_table(tmp_path):
   assert peak['size'] == 256 and peak['flops_per_step'] == 2 * 256 ** 3
   assert _positive(peak['flops_per_s']) and peak['flops_per_s'] == pytest.approx(
       peak['flops_per_step'] * peak['steps_per_s'])
+  conv = results['conv_probe']  # the three products of W2's convolution matmul, and their bound
+  assert (conv['rows'], conv['k'], conv['n']) == (512, 576, 64)
+  rates = [conv[p] for p in benchmark.CONV_PRODUCTS]
+  assert all(map(_positive, rates)) and min(rates) <= conv['bound'] <= max(rates)
+  assert conv['bound'] == pytest.approx(3 / sum(1 / r for r in rates))
   for name, r in results['workloads'].items():
     assert _positive(r['overhead']), name
     for side in ('library', 'reference'):
@@ -79,6 +85,7 @@ def test_module_writes_json_and_readme_table(tmp_path):
   assert f'| {benchmark._fmt(ours / 40.0, 2)} |' in row and '| 40 |' in row, row
   assert 'Tasks per second' in text
   assert '% of peak' in text and 'measured peak' in text
+  assert f'would run at {benchmark._fmt(conv["bound"] / 1e9)} GFLOP/s' in text
   share = 100 * results['workloads']['W3']['library']['flops_per_s'] / peak['flops_per_s']
   w3 = next(line for line in text.splitlines() if line.startswith('| W3 |'))
   assert f'| {benchmark._fmt(share, 2)} |' in w3, w3
