@@ -106,7 +106,8 @@ tables() {
 }
 case "${1:-all}" in
   runs) runs "${2:-}" ;;
+  list) list ;;  # the run list itself (tests/test_run_lists.py checks every line)
   tables) tables ;;
   all) runs && tables ;;
-  *) echo "usage: $0 [all | runs [pattern] | tables]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all | runs [pattern] | list | tables]" >&2; exit 2 ;;
 esac

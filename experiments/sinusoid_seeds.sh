@@ -65,7 +65,8 @@ tables() {
 }
 case "${1:-all}" in
   runs) runs ;;
+  list) list ;;  # the run list itself (tests/test_run_lists.py checks every line)
   tables) tables ;;
   all) runs && tables ;;
-  *) echo "usage: $0 [all | runs | tables]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all | runs | list | tables]" >&2; exit 2 ;;
 esac

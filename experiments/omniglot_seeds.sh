@@ -1,0 +1,61 @@
+#!/bin/bash
+# The runs behind the README's Omniglot table (issue 13), at CPU size, in
+# workdirs/omniglot/<name>: ProtoNets and the flagship (support_metric) over seeds 0-2 on the
+# MAML/ProtoNets protocol and on the official one (background alphabets for meta-training,
+# evaluation alphabets for test), then one seed of every other hypernetwork learner at 5-way
+# 1-shot and 20-way 1-shot; then the table. Each run takes 30-45 minutes on 2 CPU cores.
+# Finished runs are skipped (each workdir resumes). Several processes can share the list: each
+# takes the next run no other has claimed (a `<workdir>.claim` directory while it runs):
+#
+#   bash experiments/omniglot_seeds.sh                  # every run, then the README table
+#   bash experiments/omniglot_seeds.sh runs protonet    # only the runs whose workdir matches
+#   bash experiments/omniglot_seeds.sh tables           # the README table from the runs found
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source experiments/claim_run.sh
+PY=${PYTHON:-python}
+DATA=${HYPERNET_DATA_DIR:-../shared/data}
+list() {  # one run per line: <workdir> <config argument> [overrides]
+  local seed algo protocol prefix ways
+  for protocol in maml official; do
+    prefix=""
+    [[ $protocol == official ]] && prefix="official_"
+    for seed in 0 1 2; do
+      for algo in protonet support_metric; do
+        echo "workdirs/omniglot/${prefix}${algo}_s$seed algo=$algo --config.seed=$seed" \
+          "--config.data.protocol=$protocol"
+      done
+    done
+  done
+  # One model of the metric learner hyperhead serves every setting (as ProtoNets); the others
+  # are trained per setting.
+  echo "workdirs/omniglot/hyperhead_s0 algo=hyperhead --config.seed=0"
+  for ways in 5 20; do
+    for algo in amortised latent hypermaml learned_update; do
+      echo "workdirs/omniglot/${algo}_${ways}w1s_s0 ways=$ways,shots=1,algo=$algo --config.seed=0"
+    done
+  done
+}
+run() {  # run <workdir> <config argument> [overrides]
+  local wd=$1 arg=$2; shift 2
+  claim_and_run "$wd" $PY -m experiments.omniglot \
+    --config=experiments/configs/omniglot.py:$arg --config.data.dir=$DATA "$@"
+}
+runs() {  # runs [pattern]: the listed runs whose workdir contains pattern
+  local status=0 wd rest
+  while read -r wd rest; do
+    [[ $wd == *"${1:-}"* ]] || continue
+    run $wd $rest || status=1
+  done < <(list)
+  return $status
+}
+tables() {
+  $PY -m experiments.omniglot_table --runs='workdirs/omniglot/*' --readme=README.md
+}
+case "${1:-all}" in
+  runs) runs "${2:-}" ;;
+  list) list ;;  # the run list itself (tests/test_run_lists.py checks every line)
+  tables) tables ;;
+  all) runs && tables ;;
+  *) echo "usage: $0 [all | runs [pattern] | list | tables]" >&2; exit 2 ;;
+esac
