@@ -66,7 +66,6 @@ import os
 import platform
 import sys
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import torch
