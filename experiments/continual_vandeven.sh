@@ -53,13 +53,15 @@ list() {  # one run per line: <workdir> <config argument> [overrides]; task-incr
       "benchmark=permuted_mnist,method=hnet_chunked,protocol=vandeven,scenario=task" \
       "--config.seed=$seed --config.hnet.hidden=(50,50) --config.hnet.chunk_size=39000"
   done
-  # Von Oswald et al.'s chunked hypernetwork with a weaker output regulariser (beta 0.01, theirs
-  # 0.1): the regulariser pins the head to the earlier tasks' outputs, so each later task must
+  # Von Oswald et al.'s chunked hypernetwork with a weaker output regulariser (beta 0.01 or 0.001,
+  # theirs 0.1): the regulariser pins the head to the earlier tasks' outputs, so each later task must
   # fit in the directions they leave free; a weaker pin leaves it more room (issue 15's notes).
   for seed in 0 1 2; do
-    echo "workdirs/continual_vandeven/permuted_task_hnet_chunked_beta001_s$seed" \
-      "benchmark=permuted_mnist,method=hnet_chunked,protocol=vandeven,scenario=task" \
-      "--config.seed=$seed --config.hnet.beta=0.01"
+    for beta in 0.01 0.001; do  # workdir suffix: beta001, beta0001
+      echo "workdirs/continual_vandeven/permuted_task_hnet_chunked_beta0${beta#0.}_s$seed" \
+        "benchmark=permuted_mnist,method=hnet_chunked,protocol=vandeven,scenario=task" \
+        "--config.seed=$seed --config.hnet.beta=$beta"
+    done
   done
   # PermutedMNIST-100 at CPU size: the protocol with 100 permutations, a 2 x 100 target,
   # 2,000 iterations per task and Adam at 1e-3 for both (theirs: 2 x 1000, 5,000, 1e-4; at
