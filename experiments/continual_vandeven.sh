@@ -53,9 +53,10 @@ list() {  # one run per line: <workdir> <config argument> [overrides]; task-incr
       "benchmark=permuted_mnist,method=hnet_chunked,protocol=vandeven,scenario=task" \
       "--config.seed=$seed --config.hnet.hidden=(50,50) --config.hnet.chunk_size=39000"
   done
-  # Von Oswald et al.'s chunked hypernetwork with a weaker output regulariser (beta 0.01 or 0.001,
-  # theirs 0.1): the regulariser pins the head to the earlier tasks' outputs, so each later task must
-  # fit in the directions they leave free; a weaker pin leaves it more room (issue 15's notes).
+  # Von Oswald et al.'s chunked hypernetwork with a weaker output regulariser (beta 0.01 or
+  # 0.001, theirs 0.1): the regulariser pins the head to the earlier tasks' outputs, so each later
+  # task must fit in the directions they leave free; a weaker pin leaves it more room (issue 15's
+  # notes).
   for seed in 0 1 2; do
     for beta in 0.01 0.001; do  # workdir suffix: beta001, beta0001
       echo "workdirs/continual_vandeven/permuted_task_hnet_chunked_beta0${beta#0.}_s$seed" \

@@ -16,7 +16,7 @@
 # it in the README). Run it on an idle machine: every figure is a wall-clock rate.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PY=${PEERS_PYTHON:?set PEERS_PYTHON to the python of the scratch environment with torch and learn2learn}
+PY=${PEERS_PYTHON:?set PEERS_PYTHON to the python of the scratch environment with the peers}
 OUT=${PEERS_OUT:-workdirs/peers}
 # The one definition of the settings: hypernet.runtime.GLIBC_TUNABLES.
 KEEP=$(python -c 'from hypernet import runtime; print(runtime.GLIBC_TUNABLES)')
