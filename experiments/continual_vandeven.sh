@@ -100,22 +100,8 @@ run() {  # run <workdir> <config argument> [overrides]
   claim_and_run "$wd" $PY -m experiments.continual \
     --config=experiments/configs/continual.py:$arg --config.data.dir=$DATA "$@"
 }
-runs() {  # runs [pattern]: the listed runs whose workdir contains pattern
-  local status=0 wd rest
-  while read -r wd rest; do
-    [[ $wd == *"${1:-}"* ]] || continue
-    run $wd $rest || status=1
-  done < <(list)
-  return $status
-}
 tables() {
   $PY -m experiments.continual_table --runs='workdirs/continual_vandeven/*' \
     --readme=README.md --section=vandeven --plot=docs/continual_vandeven_final_per_task.png
 }
-case "${1:-all}" in
-  runs) runs "${2:-}" ;;
-  list) list ;;  # the run list itself (tests/test_run_lists.py checks every line)
-  tables) tables ;;
-  all) runs && tables ;;
-  *) echo "usage: $0 [all | runs [pattern] | list | tables]" >&2; exit 2 ;;
-esac
+run_list_main "$@"

@@ -41,21 +41,7 @@ run() {  # run <workdir> <config argument> [overrides]
   claim_and_run "$wd" $PY -m experiments.omniglot \
     --config=experiments/configs/omniglot.py:$arg --config.data.dir=$DATA "$@"
 }
-runs() {  # runs [pattern]: the listed runs whose workdir contains pattern
-  local status=0 wd rest
-  while read -r wd rest; do
-    [[ $wd == *"${1:-}"* ]] || continue
-    run $wd $rest || status=1
-  done < <(list)
-  return $status
-}
 tables() {
   $PY -m experiments.omniglot_table --runs='workdirs/omniglot/*' --readme=README.md
 }
-case "${1:-all}" in
-  runs) runs "${2:-}" ;;
-  list) list ;;  # the run list itself (tests/test_run_lists.py checks every line)
-  tables) tables ;;
-  all) runs && tables ;;
-  *) echo "usage: $0 [all | runs [pattern] | list | tables]" >&2; exit 2 ;;
-esac
+run_list_main "$@"

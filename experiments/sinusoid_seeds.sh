@@ -50,11 +50,6 @@ run() {  # run <workdir> <config argument> [overrides]
   claim_and_run "$wd" $PY -m experiments.sinusoid \
     --config=experiments/configs/sinusoid.py:$arg "$@"
 }
-runs() {
-  local status=0
-  while read -r line; do run $line || status=1; done < <(list)
-  return $status
-}
 tables() {
   $PY -m experiments.results_table \
     --runs='workdirs/sinusoid/*,workdirs/sinusoid_paper/*,workdirs/sinusoid_uniform/learned_update_uniform' \
@@ -63,10 +58,4 @@ tables() {
     --runs='workdirs/sinusoid/*,workdirs/sinusoid_seeds/*,workdirs/sinusoid_paper/*,workdirs/sinusoid_uniform/*' \
     --readme=README.md --plot=docs/claims_heldout_vs_meta_steps.png
 }
-case "${1:-all}" in
-  runs) runs ;;
-  list) list ;;  # the run list itself (tests/test_run_lists.py checks every line)
-  tables) tables ;;
-  all) runs && tables ;;
-  *) echo "usage: $0 [all | runs | list | tables]" >&2; exit 2 ;;
-esac
+run_list_main "$@"
