@@ -64,6 +64,19 @@ list() {  # one run per line: <workdir> <config argument> [overrides]; task-incr
         "--config.seed=$seed --config.hnet.beta=$beta"
     done
   done
+  # Per-task freedom at the same compression: with a trunk of width w and n chunks, every
+  # task's weights are n points in the span of the head's w columns, so a task chooses n x w
+  # coefficients (25-25, 27 chunks: 675; 50-50, 53 chunks: 2,650; 100-100, 105 chunks of
+  # 19,500 values: 10,500, compression ratio 0.974), with beta 0.01 (issue 15's notes).
+  for seed in 0 1 2; do
+    for d in 50 100; do
+      local chunk=$((1950000 / d))
+      echo "workdirs/continual_vandeven/permuted_task_hnet_chunked_d${d}_beta001_s$seed" \
+        "benchmark=permuted_mnist,method=hnet_chunked,protocol=vandeven,scenario=task" \
+        "--config.seed=$seed --config.hnet.hidden=($d,$d) --config.hnet.chunk_size=$chunk" \
+        "--config.hnet.beta=0.01"
+    done
+  done
   # PermutedMNIST-100 at CPU size: the protocol with 100 permutations, a 2 x 100 target,
   # 2,000 iterations per task and Adam at 1e-3 for both (theirs: 2 x 1000, 5,000, 1e-4; at
   # 1e-4 this small target reached 92.5% on its first task): online EWC (their
