@@ -77,6 +77,16 @@ list() {  # one run per line: <workdir> <config argument> [overrides]; task-incr
         "--config.hnet.beta=0.01"
     done
   done
+  # Von Oswald et al.'s recipe as their code sets it (chrhenning/hypercl, mnist/
+  # train_args_default.py and train_utils.py): Glorot-uniform weights and zero biases in every
+  # hypernetwork layer (hnet.head_init=xavier), an ELU trunk, Adam at 1e-4 made afresh for each
+  # task, beta 0.1; without their lookahead, the regulariser over one earlier task per step.
+  for seed in 0 1 2; do
+    echo "workdirs/continual_vandeven/permuted_task_hnet_chunked_vo_s$seed" \
+      "benchmark=permuted_mnist,method=hnet_chunked,protocol=vandeven,scenario=task" \
+      "--config.seed=$seed --config.hnet.head_init=xavier --config.hnet.activation=elu" \
+      "--config.optimizer.learning_rate=1e-4 --config.optimizer.reset_per_task=True"
+  done
   # PermutedMNIST-100 at CPU size: the protocol with 100 permutations, a 2 x 100 target,
   # 2,000 iterations per task and Adam at 1e-3 for both (theirs: 2 x 1000, 5,000, 1e-4; at
   # 1e-4 this small target reached 92.5% on its first task): online EWC (their

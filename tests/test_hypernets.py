@@ -231,15 +231,18 @@ def test_trunk_activation_is_used_and_checked(cls):
     cls(target, COND_DIM, hidden=(16,), activation='tanh', **kw)
 
 
+@pytest.mark.parametrize('mode', ['torch', 'xavier'])
 @pytest.mark.parametrize('cls', [hn.FullHypernet, hn.ChunkedHypernet, hn.PerTensorHypernet])
-def test_torch_init_is_pytorchs_linear_default_in_every_layer(cls):
-  """`head_init='torch'` (von Oswald et al.'s hypernetworks): every Dense of the trunk and
-  the head has weights and biases uniform in +-1/sqrt(fan_in), and the generated values are
-  the head's outputs themselves (no scale to the target's init, no offset)."""
+def test_whole_network_inits_set_every_layer(cls, mode):
+  """`head_init='torch'` (PyTorch's `nn.Linear` default): every Dense of the trunk and the
+  head has weights and biases uniform in +-1/sqrt(fan_in). `head_init='xavier'` (von Oswald et
+  al.'s MNIST init): weights uniform in +-sqrt(6 / (fan_in + fan_out)), biases zero. Either
+  way the generated values are the head's outputs themselves (no scale to the target's init,
+  no offset)."""
   target, _ = make_target('mlp')
   kw = {'chunk_size': 100} if cls is hn.ChunkedHypernet else {}
   cond = jax.random.normal(jax.random.key(1), (COND_DIM,))
-  hnet = cls(target, COND_DIM, hidden=(16, 12), head_init='torch', **kw)
+  hnet = cls(target, COND_DIM, hidden=(16, 12), head_init=mode, **kw)
   params = hnet.init(jax.random.key(0), cond)['params']
   assert 'offset' not in params
   denses = [(path, leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(params)
@@ -249,7 +252,11 @@ def test_torch_init_is_pytorchs_linear_default_in_every_layer(cls):
     parent = params
     for p in path[:-1]:
       parent = parent[p.key]
-    bound = 1 / np.sqrt(parent['kernel'].shape[0])
+    fan_in, fan_out = parent['kernel'].shape
+    if mode == 'xavier' and path[-1].key == 'bias':
+      assert not np.any(leaf), path
+      continue
+    bound = 1 / np.sqrt(fan_in) if mode == 'torch' else np.sqrt(6 / (fan_in + fan_out))
     assert float(jnp.abs(leaf).max()) <= bound, path
     assert float(jnp.abs(leaf).max()) > 0.8 * bound, path  # uniform over the range, not 0
   if cls is hn.ChunkedHypernet:  # the generated values are the head's outputs

@@ -117,7 +117,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.hnet.hidden = (32,) if method == 'hnet_chunked' else (25,)
     config.hnet.activation = 'relu'  # the trunk's: 'relu' or 'elu'.
     # The output layer's init (`hypernet.init.HEAD_INITS`): 'hyperfan_in' gives the target's
-    # init variance; 'naive' is a plain LeCun-normal head, as in von Oswald et al.'s code.
+    # init variance; 'naive' is a plain LeCun-normal head; 'xavier' is von Oswald et al.'s MNIST
+    # init (Glorot-uniform weights, zero biases, in every layer; 'torch': PyTorch's default).
     config.hnet.head_init = 'hyperfan_in'
     config.hnet.chunk_size = 1400  # chunked: values per chunk; ratio < 1 for the MNIST MLP.
     config.hnet.chunk_emb_dim = 32  # chunked: chunk embedding size.

@@ -30,24 +30,30 @@ class MLP(nn.Module):
   Attributes:
     features: hidden sizes; `()` is the identity.
     activation: the nonlinearity.
-    torch_init: PyTorch's `nn.Linear` default instead (`hypernet.init.torch_uniform`), for
-      hypernetworks with `head_init='torch'`.
+    init: `'he'` (the default above), or one of `hypernet.init.WHOLE_NETWORK_INITS`
+      (`'torch'`, `'xavier'`) for hypernetworks whose `head_init` is one of those
+      (`trunk_init`).
   `[..., d_in] -> [..., features[-1]]` (every layer activated).
   """
   features: Sequence[int]
   activation: Callable[[jax.Array], jax.Array] = nn.relu
-  torch_init: bool = False
+  init: str = 'he'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for i, f in enumerate(self.features):
-      if self.torch_init:
-        init = init_lib.torch_uniform(x.shape[-1])
-        dense = nn.Dense(f, kernel_init=init, bias_init=init, name=f'dense_{i}')
+      if self.init != 'he':
+        kernel_init, bias_init = init_lib.layer_inits(self.init, x.shape[-1])
+        dense = nn.Dense(f, kernel_init=kernel_init, bias_init=bias_init, name=f'dense_{i}')
       else:
         dense = nn.Dense(f, kernel_init=nn.initializers.he_normal(), name=f'dense_{i}')
       x = self.activation(dense(x))
     return x
+
+
+def trunk_init(head_init: str) -> str:
+  """The `MLP.init` of a hypernetwork's trunk under its `head_init`."""
+  return head_init if head_init in init_lib.WHOLE_NETWORK_INITS else 'he'
 
 
 def check_positive(name: str, value: int) -> None:

@@ -15,9 +15,9 @@ initial value on vector leaves (a small learned parameter, as long as the
 biases and scales together). `head_init='target'` zero-initialises the
 generator's output layer and learns an offset over every value, starting at a
 draw of the target's init (so that mode holds a full copy of the target and
-its compression ratio is above 1). `'naive'` and `'torch'` (von Oswald et al.'s PyTorch
-defaults in every layer) use neither the scale nor the offset: the generated values are the
-head's outputs.
+its compression ratio is above 1). `'naive'`, `'torch'` and `'xavier'` (PyTorch's default and
+von Oswald et al.'s MNIST init, in every layer) use neither the scale nor the offset: the
+generated values are the head's outputs.
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ import numpy as np
 
 from hypernet import init as init_lib
 from hypernet.hypernets.base import (MLP, check_cond, check_positive, draw_fn, shared_param,
-                                     trunk_activation)
+                                     trunk_activation, trunk_init)
 from hypernet.layout import ParamLayout, Selection, layout_for
 from hypernet.target import PyTree, Target
 
 
 def output_scale(layout: ParamLayout, mode: str, gain: float) -> np.ndarray:
   """`[num_generated]` fixed output scale of a chunked hypernetwork (see module doc)."""
-  if mode in ('naive', 'torch'):
+  if mode == 'naive' or mode in init_lib.WHOLE_NETWORK_INITS:
     return np.ones(layout.num_generated, np.float32)
   if mode == 'target':
     mode = 'hyperfan_in'
@@ -95,9 +95,9 @@ class ChunkedHypernet(nn.Module):
     chunk_embs = self.param('chunk_embeddings', nn.initializers.normal(1.0),
                             (n, self.chunk_emb_dim))  # [C, E]
     inputs = jnp.concatenate([jnp.broadcast_to(cond, (n, self.cond_dim)), chunk_embs], -1)
-    torch_init = self.head_init == 'torch'
-    trunk = MLP(tuple(self.hidden), trunk_activation(self.activation), torch_init=torch_init,
-                name='trunk')
+    unscaled = self.head_init == 'naive' or self.head_init in init_lib.WHOLE_NETWORK_INITS
+    trunk = MLP(tuple(self.hidden), trunk_activation(self.activation),
+                init=trunk_init(self.head_init), name='trunk')
     h = trunk(inputs)  # [C, d]
     d = h.shape[-1]
     m2 = (self.cond_dim * self.cond_second_moment + self.chunk_emb_dim) / (
@@ -107,8 +107,8 @@ class ChunkedHypernet(nn.Module):
       kernel_init = nn.initializers.zeros
     elif self.head_init == 'naive':
       kernel_init = nn.initializers.lecun_normal()
-    elif torch_init:
-      kernel_init = bias_init = init_lib.torch_uniform(d)
+    elif self.head_init in init_lib.WHOLE_NETWORK_INITS:
+      kernel_init, bias_init = init_lib.layer_inits(self.head_init, d)
     else:
       kernel_init = init_lib.scaled_normal(1.0 / math.sqrt(d * m2))
     u = nn.Dense(self.chunk_size, kernel_init=kernel_init, bias_init=bias_init,
@@ -119,7 +119,7 @@ class ChunkedHypernet(nn.Module):
     draw = draw_fn(self.target, layout)
     if self.head_init == 'target':
       flat = flat + self.param('offset', draw)  # [P]: the whole draw
-    elif self.head_init not in ('naive', 'torch'):
+    elif not unscaled:
       vec_idx = np.flatnonzero(~layout.kernel_mask())  # vector leaves only
       if vec_idx.size:
         offset = self.param('offset', lambda key: draw(key)[vec_idx])  # [V]

@@ -8,7 +8,8 @@ import flax.linen as nn
 import jax
 
 from hypernet import init as init_lib
-from hypernet.hypernets.base import MLP, check_cond, draw_fn, shared_param, trunk_activation
+from hypernet.hypernets.base import (MLP, check_cond, draw_fn, shared_param, trunk_activation,
+                                     trunk_init)
 from hypernet.layout import Selection, layout_for
 from hypernet.target import PyTree, Target
 
@@ -51,7 +52,7 @@ class FullHypernet(nn.Module):
     layout = layout_for(self.target, self.generate)
     cond = check_cond(cond, self.cond_dim)
     h = MLP(tuple(self.hidden), trunk_activation(self.activation),
-            torch_init=self.head_init == 'torch', name='trunk')(cond)
+            init=trunk_init(self.head_init), name='trunk')(cond)
     kernel_init, bias_init = init_lib.head_inits(
         layout, draw_fn(self.target, layout), init=self.head_init, fan_in=h.shape[-1],
         cond_second_moment=self.cond_second_moment, gain=self.gain)

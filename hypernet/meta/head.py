@@ -72,7 +72,8 @@ class HyperHead(SGDInnerLoopLearner):
       learner's name for the network it adapts or reads).
     hypernet: a vector-conditioned hypernetwork with `cond_dim = 2 D` for the target
       `class_head_target(D)` (e.g. `hypernet.FullHypernet`); zero-centred head
-      (`head_init` 'hyperfan_in', 'hyperfan_out', 'naive' or 'torch') when `base='prototype'`.
+      (`head_init` 'hyperfan_in', 'hyperfan_out', 'naive', 'torch' or 'xavier') when
+      `base='prototype'`.
     ways: classes per task (labels `0..ways-1`). The meta-parameters do not depend on it:
       `dataclasses.replace(learner, ways=20)` evaluates a model trained 5-way on 20-way tasks.
     base: 'prototype' or 'none' (see the module docstring).
@@ -105,7 +106,7 @@ class HyperHead(SGDInnerLoopLearner):
     if self.base == 'prototype' and getattr(self.hypernet, 'head_init', None) == 'target':
       raise ValueError("hypernet.head_init: with base='prototype' the hypernetwork's output is "
                        "a correction; expected a zero-centred head ('hyperfan_in', "
-                       "'hyperfan_out', 'naive' or 'torch'), received 'target'.")
+                       "'hyperfan_out', 'naive', 'torch' or 'xavier'), received 'target'.")
     own = getattr(self.hypernet, 'target', None)
     cond_dim = getattr(self.hypernet, 'cond_dim', None)
     if isinstance(own, Target):

@@ -373,8 +373,8 @@ class HyperMAML(SGDInnerLoopLearner):
                        'copies of its own base weights.')
     if getattr(self.hypernet, 'head_init', None) == 'target':
       raise ValueError("hypernet.head_init: expected a zero-centred head ('hyperfan_in', "
-                       "'hyperfan_out', 'naive' or 'torch'), received 'target' (a constant "
-                       'copy of the target init, not an update).')
+                       "'hyperfan_out', 'naive', 'torch' or 'xavier'), received 'target' (a "
+                       'constant copy of the target init, not an update).')
     _check_for_target('hypernet', self.hypernet, self.target)
     _check_number('delta_scale', self.delta_scale, positive=True)
     _check_input_shape(self.input_shape)
