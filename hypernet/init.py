@@ -24,8 +24,8 @@ used, because Flax targets initialise biases to zero. (The chunked
 hypernetwork, whose generator is shared by all leaves, puts the same variances
 into a fixed output scale; see `hypernet.hypernets.chunked`.)
 
-Other modes (the `head_init` attribute of the hypernetworks): `'target'` makes the initial generated parameters *equal* a draw
-of the target's default initialisation for every conditioning input (zero head
+Other modes (the `head_init` attribute of the hypernetworks): `'target'` makes the initial
+generated parameters *equal* a draw of the target's default initialisation for every conditioning input (zero head
 kernel, head bias = the flattened draw); `'naive'` is Flax's default
 (LeCun-normal head, zero bias), for comparison. Two modes set every layer of the
 hypernetwork, its trunk included, with no scaling to the target (`WHOLE_NETWORK_INITS`):

@@ -266,3 +266,9 @@ def test_whole_network_inits_set_every_layer(cls, mode):
     out = hnet.apply({'params': params}, cond)
     np.testing.assert_allclose(jnp.concatenate([l.reshape(-1) for l in jax.tree.leaves(
         out)]), u.reshape(-1)[:target.num_params], rtol=1e-6)
+
+
+def test_trunk_layer_init_names_the_argument():
+  with pytest.raises(ValueError, match=r"layer_init: expected one of \('he', 'torch', 'xavier'\), "
+                     r"received 'lecun'"):
+    hn.MLP((3,), layer_init='lecun')

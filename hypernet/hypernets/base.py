@@ -30,20 +30,26 @@ class MLP(nn.Module):
   Attributes:
     features: hidden sizes; `()` is the identity.
     activation: the nonlinearity.
-    init: `'he'` (the default above), or one of `hypernet.init.WHOLE_NETWORK_INITS`
+    layer_init: `'he'` (the default above), or one of `hypernet.init.WHOLE_NETWORK_INITS`
       (`'torch'`, `'xavier'`) for hypernetworks whose `head_init` is one of those
       (`trunk_init`).
   `[..., d_in] -> [..., features[-1]]` (every layer activated).
   """
   features: Sequence[int]
   activation: Callable[[jax.Array], jax.Array] = nn.relu
-  init: str = 'he'
+  layer_init: str = 'he'
+
+  def __post_init__(self):
+    inits = ('he',) + init_lib.WHOLE_NETWORK_INITS
+    if self.layer_init not in inits:
+      raise ValueError(f'layer_init: expected one of {inits}, received {self.layer_init!r}.')
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for i, f in enumerate(self.features):
-      if self.init != 'he':
-        kernel_init, bias_init = init_lib.layer_inits(self.init, x.shape[-1])
+      if self.layer_init != 'he':
+        kernel_init, bias_init = init_lib.layer_inits(self.layer_init, x.shape[-1])
         dense = nn.Dense(f, kernel_init=kernel_init, bias_init=bias_init, name=f'dense_{i}')
       else:
         dense = nn.Dense(f, kernel_init=nn.initializers.he_normal(), name=f'dense_{i}')
@@ -52,7 +58,7 @@ class MLP(nn.Module):
 
 
 def trunk_init(head_init: str) -> str:
-  """The `MLP.init` of a hypernetwork's trunk under its `head_init`."""
+  """The `MLP.layer_init` of a hypernetwork's trunk under its `head_init`."""
   return head_init if head_init in init_lib.WHOLE_NETWORK_INITS else 'he'
 
 

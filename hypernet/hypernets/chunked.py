@@ -97,7 +97,7 @@ class ChunkedHypernet(nn.Module):
     inputs = jnp.concatenate([jnp.broadcast_to(cond, (n, self.cond_dim)), chunk_embs], -1)
     unscaled = self.head_init == 'naive' or self.head_init in init_lib.WHOLE_NETWORK_INITS
     trunk = MLP(tuple(self.hidden), trunk_activation(self.activation),
-                init=trunk_init(self.head_init), name='trunk')
+                layer_init=trunk_init(self.head_init), name='trunk')
     h = trunk(inputs)  # [C, d]
     d = h.shape[-1]
     m2 = (self.cond_dim * self.cond_second_moment + self.chunk_emb_dim) / (

@@ -52,7 +52,7 @@ class FullHypernet(nn.Module):
     layout = layout_for(self.target, self.generate)
     cond = check_cond(cond, self.cond_dim)
     h = MLP(tuple(self.hidden), trunk_activation(self.activation),
-            init=trunk_init(self.head_init), name='trunk')(cond)
+            layer_init=trunk_init(self.head_init), name='trunk')(cond)
     kernel_init, bias_init = init_lib.head_inits(
         layout, draw_fn(self.target, layout), init=self.head_init, fan_in=h.shape[-1],
         cond_second_moment=self.cond_second_moment, gain=self.gain)

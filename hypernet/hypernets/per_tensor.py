@@ -59,7 +59,7 @@ class PerTensorHypernet(nn.Module):
     cond = check_cond(cond, self.cond_dim)
     n = len(layout.generated)
     m2 = self.cond_second_moment
-    trunk = MLP(tuple(self.hidden), init=trunk_init(self.head_init), name='trunk')
+    trunk = MLP(tuple(self.hidden), layer_init=trunk_init(self.head_init), name='trunk')
     if self.tensor_emb_dim:
       embs = self.param('tensor_embeddings', nn.initializers.normal(1.0),
                         (n, self.tensor_emb_dim))  # [L, E]
@@ -72,7 +72,7 @@ class PerTensorHypernet(nn.Module):
     generated = []
     for i, leaf in enumerate(layout.generated):
       name = leaf.path.replace('/', '.')
-      e = MLP(tuple(self.head_hidden), init=trunk_init(self.head_init),
+      e = MLP(tuple(self.head_hidden), layer_init=trunk_init(self.head_init),
               name=f'head_trunk[{name}]')(h[i])
       kernel_init, bias_init = init_lib.head_inits(
           layout, draw, init=self.head_init, fan_in=e.shape[-1], cond_second_moment=m2,
