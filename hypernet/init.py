@@ -25,9 +25,9 @@ hypernetwork, whose generator is shared by all leaves, puts the same variances
 into a fixed output scale; see `hypernet.hypernets.chunked`.)
 
 Other modes (the `head_init` attribute of the hypernetworks): `'target'` makes the initial
-generated parameters *equal* a draw of the target's default initialisation for every conditioning input (zero head
-kernel, head bias = the flattened draw); `'naive'` is Flax's default
-(LeCun-normal head, zero bias), for comparison. Two modes set every layer of the
+generated parameters *equal* a draw of the target's default initialisation for every
+conditioning input (zero head kernel, head bias = the flattened draw); `'naive'` is Flax's
+default (LeCun-normal head, zero bias), for comparison. Two modes set every layer of the
 hypernetwork, its trunk included, with no scaling to the target (`WHOLE_NETWORK_INITS`):
 `'torch'` is PyTorch's `nn.Linear` default (`torch_uniform`: weights and biases uniform in
 `+-1/sqrt(fan_in)`), what von Oswald et al.'s hypernetwork modules (chrhenning/hypercl) start
