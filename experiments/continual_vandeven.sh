@@ -67,9 +67,12 @@ list() {  # one run per line: <workdir> <config argument> [overrides]; task-incr
   # Per-task freedom at the same compression: with a trunk of width w and n chunks, every
   # task's weights are n points in the span of the head's w columns, so a task chooses n x w
   # coefficients (25-25, 27 chunks: 675; 50-50, 53 chunks: 2,650; 100-100, 105 chunks of
-  # 19,500 values: 10,500, compression ratio 0.974), with beta 0.01 (issue 15's notes).
+  # 19,500 values: 10,500, compression ratio 0.975; 200-200, 209 chunks of 9,750: 41,800,
+  # ratio 0.987). At a fixed ratio r the head holds w x c = r P values, so n x w = w^2 / r
+  # grows with the square of the width while generating a task's weights costs P x w
+  # multiply-adds, linear in it. All with beta 0.01 (issue 15's notes).
   for seed in 0 1 2; do
-    for d in 50 100; do
+    for d in 50 100 200; do
       local chunk=$((1950000 / d))
       echo "workdirs/continual_vandeven/permuted_task_hnet_chunked_d${d}_beta001_s$seed" \
         "benchmark=permuted_mnist,method=hnet_chunked,protocol=vandeven,scenario=task" \
