@@ -80,16 +80,6 @@ list() {  # one run per line: <workdir> <config argument> [overrides]; task-incr
         "--config.hnet.beta=0.01"
     done
   done
-  # The regulariser pins the head once the first task's chunk features span its input, so a
-  # later task can only change its weights through the trunk (and its own embedding); the 100-100
-  # trunk has 13,400 parameters. A 1000-100 trunk (133,100) with chunks of 18,000 values keeps
-  # the width and the cost of generating (114 chunks, ratio 0.960).
-  for seed in 0 1 2; do
-    echo "workdirs/continual_vandeven/permuted_task_hnet_chunked_t1000d100_beta001_s$seed" \
-      "benchmark=permuted_mnist,method=hnet_chunked,protocol=vandeven,scenario=task" \
-      "--config.seed=$seed --config.hnet.hidden=(1000,100) --config.hnet.chunk_size=18000" \
-      "--config.hnet.beta=0.01"
-  done
   # Von Oswald et al.'s recipe as their code sets it (chrhenning/hypercl, mnist/
   # train_args_default.py and train_utils.py): Glorot-uniform weights and zero biases in every
   # hypernetwork layer (hnet.head_init=xavier), an ELU trunk, Adam at 1e-4 made afresh for each
