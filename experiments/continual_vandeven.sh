@@ -80,6 +80,15 @@ list() {  # one run per line: <workdir> <config argument> [overrides]; task-incr
         "--config.hnet.beta=0.01"
     done
   done
+  # The 200-200 variant with a fresh Adam state for each task, as von Oswald et al.'s code makes
+  # it: the second-moment estimates carried over from earlier tasks' regulariser gradients would
+  # otherwise shrink each new task's steps.
+  for seed in 0 1 2; do
+    echo "workdirs/continual_vandeven/permuted_task_hnet_chunked_d200_beta001_reset_s$seed" \
+      "benchmark=permuted_mnist,method=hnet_chunked,protocol=vandeven,scenario=task" \
+      "--config.seed=$seed --config.hnet.hidden=(200,200) --config.hnet.chunk_size=9750" \
+      "--config.hnet.beta=0.01 --config.optimizer.reset_per_task=True"
+  done
   # Von Oswald et al.'s recipe as their code sets it (chrhenning/hypercl, mnist/
   # train_args_default.py and train_utils.py): Glorot-uniform weights and zero biases in every
   # hypernetwork layer (hnet.head_init=xavier), an ELU trunk, Adam at 1e-4 made afresh for each
