@@ -81,8 +81,8 @@ list() {  # one run per line: <workdir> <config argument> [overrides]; task-incr
     done
   done
   # The 200-200 variant with a fresh Adam state for each task, as von Oswald et al.'s code makes
-  # it: the second-moment estimates carried over from earlier tasks' regulariser gradients would
-  # otherwise shrink each new task's steps.
+  # it. A hypothesis this tests: second-moment estimates carried over from the earlier tasks'
+  # regulariser gradients shrink each new task's steps.
   for seed in 0 1 2; do
     echo "workdirs/continual_vandeven/permuted_task_hnet_chunked_d200_beta001_reset_s$seed" \
       "benchmark=permuted_mnist,method=hnet_chunked,protocol=vandeven,scenario=task" \

@@ -34,7 +34,7 @@ hypernetwork, its trunk included, with no scaling to the target (`WHOLE_NETWORK_
 with; `'xavier'` is Glorot-uniform weights and zero biases, what their MNIST scripts then
 re-initialise every hypernetwork layer to (`mnist/train_utils.py`, after the hypernetwork is
 built), for reproducing their PermutedMNIST and SplitMNIST runs. Glorot's `fan_out` term makes a
-wide head start small: a 25 -> 78,000 head has weights of std 0.005, where `'torch'` gives 0.12.
+wide head start small: a 25 -> 78,000 head has weights of std 0.005, where `'torch'` gives 0.115.
 """
 
 from __future__ import annotations
