@@ -623,8 +623,8 @@ def test_finetune_refused_workdir_and_non_finite_loss(data_dir, tmp_path, monkey
      r"received 'dense'"),
     ('hnet.activation', 'tanh', r"config.hnet.activation: expected one of \('relu', 'elu'\), "
      r"received 'tanh'"),
-    ('hnet.head_init', 'xavier', r"config.hnet.head_init: expected one of "
-     r"\('hyperfan_in', .*received 'xavier'"),
+    ('hnet.head_init', 'glorot', r"config.hnet.head_init: expected one of "
+     r"\('hyperfan_in', .*received 'glorot'"),
     ('data.num_tasks', 6, r'config.data.num_tasks: expected at most 5 .*received 6'),
     ('optimizer.schedule', 'step', r"config.optimizer.schedule: expected one of .*'step'"),
     ('train.batch_size', 0, r'config.train.batch_size: expected an integer >= 1, received 0'),

@@ -70,8 +70,8 @@ def test_chunk_size_must_be_positive(mlp, chunk_size):
 
 def test_bad_options_name_themselves(mlp):
   target, _ = mlp
-  with pytest.raises(ValueError, match=r"head_init: expected one of .*received 'xavier'"):
-    hn.FullHypernet(target, 6, head_init='xavier')
+  with pytest.raises(ValueError, match=r"head_init: expected one of .*received 'glorot'"):
+    hn.FullHypernet(target, 6, head_init='glorot')
   with pytest.raises(ValueError, match=r"kind: expected one of .*received 'film2'"):
     hn.ModulationHypernet(target, 6, kind='film2')
   with pytest.raises(ValueError, match=r'rank: expected a positive integer, received 0'):
