@@ -89,6 +89,16 @@ list() {  # one run per line: <workdir> <config argument> [overrides]; task-incr
       "--config.seed=$seed --config.hnet.hidden=(200,200) --config.hnet.chunk_size=9750" \
       "--config.hnet.beta=0.01 --config.optimizer.reset_per_task=True"
   done
+  # The 200-200 variant with 128-d task embeddings (their PermutedMNIST-100 size; 24 above):
+  # once the regulariser holds the head and trunk near their outputs for the earlier tasks, a
+  # new task's weights move mostly through its own embedding, so a larger one leaves each
+  # later task more room (a hypothesis; ratio 0.988).
+  for seed in 0 1 2; do
+    echo "workdirs/continual_vandeven/permuted_task_hnet_chunked_d200_e128_beta001_s$seed" \
+      "benchmark=permuted_mnist,method=hnet_chunked,protocol=vandeven,scenario=task" \
+      "--config.seed=$seed --config.hnet.hidden=(200,200) --config.hnet.chunk_size=9750" \
+      "--config.hnet.beta=0.01 --config.hnet.emb_dim=128"
+  done
   # Von Oswald et al.'s recipe as their code sets it (chrhenning/hypercl, mnist/
   # train_args_default.py and train_utils.py): Glorot-uniform weights and zero biases in every
   # hypernetwork layer (hnet.head_init=xavier), an ELU trunk, Adam at 1e-4 made afresh for each
