@@ -92,7 +92,7 @@ list() {  # one run per line: <workdir> <config argument> [overrides]; task-incr
   # The 200-200 variant with 128-d task embeddings (their PermutedMNIST-100 size; 24 above):
   # once the regulariser holds the head and trunk near their outputs for the earlier tasks, a
   # new task's weights move mostly through its own embedding, so a larger one leaves each
-  # later task more room (a hypothesis; ratio 0.988).
+  # later task more room (a hypothesis; ratio 0.998).
   for seed in 0 1 2; do
     echo "workdirs/continual_vandeven/permuted_task_hnet_chunked_d200_e128_beta001_s$seed" \
       "benchmark=permuted_mnist,method=hnet_chunked,protocol=vandeven,scenario=task" \
