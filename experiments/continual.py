@@ -438,6 +438,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       'accuracy_matrix': acc.tolist(),
       'final_avg_accuracy': outputs.summary([cl.average_accuracy(acc)]),
       'bwt': outputs.summary([cl.backward_transfer(acc)]),
+      'learning_accuracy': outputs.summary([cl.learning_accuracy(acc)]),
       'final_accuracy_over_tasks': outputs.summary(acc[:, -1]),
       'num_trainable_params': num_trainable,
       'num_target_params': method.target.num_params,

@@ -6,8 +6,8 @@ r"""Collects continual-learning `results.json` files into markdown tables (and i
         --readme=README.md --section=vandeven
 
 One table per benchmark, protocol and scenario; one row per setup (runs whose `config.json`
-agree but for the seed and `IGNORED_KEYS`): the final average accuracy and backward transfer
-(mean over seeds ± 95% CI across seeds), the published figure for van de Ven & Tolias's
+agree but for the seed and `IGNORED_KEYS`): the final average accuracy, backward transfer and
+learning accuracy (mean over seeds ± 95% CI across seeds), the published figure for van de Ven & Tolias's
 protocol (`experiments.configs.continual.VANDEVEN_PUBLISHED`), the accuracy with the task
 inferred by lowest predictive entropy, the trainable parameter count, the compression ratio
 (trainable / target parameters), the steps per task, the mean training time and the number
@@ -29,6 +29,7 @@ from absl import app, flags
 
 from experiments import outputs, results_table, rundir
 from experiments.configs import continual as continual_config
+from hypernet.continual import metrics as cl_metrics
 
 # README sections: `--section=<name>` writes `<!-- results:continual_<name>:start -->` ...
 SECTIONS = ('default', 'vandeven')
@@ -119,7 +120,7 @@ def tables(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
   if not runs:
     raise ValueError('runs: no continual-learning results.json found; expected workdirs of '
                      'finished `python -m experiments.continual` runs.')
-  head = ['method', 'final avg. accuracy (%)', 'published (%)', 'BWT (points)',
+  head = ['method', 'final avg. accuracy (%)', 'published (%)', 'BWT (points)', 'LA (%)',
           'task inferred (%)', 'trainable params', 'compression ratio', 'heads', 'steps/task',
           'train time (min)', 'seeds']
   out = []
@@ -134,7 +135,7 @@ def tables(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
     out.append(f'**{title(bench, num_tasks)}**, {scenario or "task-incremental"}, '
                f'{num_tasks} tasks, protocol: {protocol_text}\n')
     out.append('| ' + ' | '.join(head) + ' |')
-    out.append('| --- |' + ' ---: |' * 6 + ' --- |' + ' ---: |' * 3)
+    out.append('| --- |' + ' ---: |' * 7 + ' --- |' + ' ---: |' * 3)
     for group in groups:
       workdir, r = group[0]
       results = [res for _, res in group]
@@ -145,6 +146,8 @@ def tables(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
           _percent([res['final_avg_accuracy']['mean'] for res in results]),
           published(r),
           _percent([res['bwt']['mean'] for res in results]),
+          # From the matrix, so that runs written before `learning_accuracy` was saved count.
+          _percent([cl_metrics.learning_accuracy(res['accuracy_matrix']) for res in results]),
           _percent(inferred) if len(inferred) == len(results) else '—',
           f'{r["num_trainable_params"]:,}', f'{r["compression_ratio"]:.3f}', r.get('heads', '—'),
           f'{r["steps_per_task"]:,}',
@@ -153,7 +156,9 @@ def tables(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
     out.append('')
   out.append('Accuracy and BWT: mean over seeds ± 95% CI across seeds (Student\'s t; none for '
              'one seed). BWT: mean change of each earlier task\'s accuracy between the end of its '
-             'own training and the end of the sequence (negative: forgetting). "Task inferred": '
+             'own training and the end of the sequence (negative: forgetting). LA (learning accuracy, '
+             'Riemer et al. 2019): mean accuracy of each task right after its own training, '
+             'before any forgetting; final = LA + (T - 1) / T x BWT. "Task inferred": '
              'accuracy when each test input is given the task whose predictions have the lowest '
              'entropy (SplitMNIST: the class must be right among all 10 digits; a single shared '
              'head makes the choice void). Compression ratio: trainable parameters (hypernetwork '

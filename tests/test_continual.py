@@ -366,6 +366,10 @@ def test_accuracy_matrix_metrics_and_entropy_inference():
   acc = np.array([[0.9, 0.8, 0.7], [0.1, 0.95, 0.85], [0.2, 0.3, 1.0]])
   assert cl.average_accuracy(acc) == pytest.approx((0.7 + 0.85 + 1.0) / 3)
   assert cl.backward_transfer(acc) == pytest.approx(((0.7 - 0.9) + (0.85 - 0.95)) / 2)
+  assert cl.learning_accuracy(acc) == pytest.approx((0.9 + 0.95 + 1.0) / 3)
+  # LA and BWT split the final average: final = LA + (T - 1) / T * BWT.
+  assert cl.average_accuracy(acc) == pytest.approx(
+      cl.learning_accuracy(acc) + 2 / 3 * cl.backward_transfer(acc))
   with pytest.raises(ValueError, match='acc'):
     cl.average_accuracy(np.zeros((2, 3)))
   logits = jnp.array([[[0.0, 0.0], [5.0, 0.0]], [[9.0, 0.0], [0.0, 0.1]]])  # [K=2, N=2, C=2]
@@ -416,8 +420,9 @@ def test_smoke_run_outputs(data_dir, tmp_path):
   with open(tmp_path / 'results.json') as f:
     on_disk = json.load(f)
   assert on_disk['accuracy_matrix'] == results['accuracy_matrix']
-  for name in ('final_avg_accuracy', 'bwt'):
+  for name in ('final_avg_accuracy', 'bwt', 'learning_accuracy'):
     assert set(on_disk[name]) == {'mean', 'ci95', 'n'} and on_disk[name]['n'] == 1
+  assert on_disk['learning_accuracy']['mean'] == pytest.approx(np.diag(acc).mean())
   assert on_disk['final_avg_accuracy']['mean'] == pytest.approx(acc[:, -1].mean())
   assert on_disk['num_trainable_params'] > 0 and on_disk['compression_ratio'] > 0
   assert 0 <= on_disk['inferred_task']['accuracy']['mean'] <= 1
@@ -686,11 +691,12 @@ def test_continual_table_from_results_files(tmp_path):
   write('permuted100_task_ewc_s0', 'ewc', 0.9, protocol='vandeven', benchmark='permuted_mnist',
         num_tasks=100, steps=2000)
   text = continual_table.tables(continual_table.load_runs(str(tmp_path / '*')))
-  assert '| hnet | 87.50 | — | -10.00 | — | 1,000 | 0.500 |' in text
+  # LA from the matrix's diagonal: (0.9 + 0.95) / 2.
+  assert '| hnet | 87.50 | — | -10.00 | 92.50 | — | 1,000 | 0.500 |' in text
   assert '| ewc (split_mnist_ewc_strong) | 87.50 | — |' in text
   published = continual_config.VANDEVEN_PUBLISHED['split_mnist', 'task']['ewc']
   # mean 98.00, half-width t(2) * 1 / sqrt(3) = 4.303 / 1.732 = 2.48
-  assert f'| ewc | 98.00 ± 2.48 | *{published:.2f}* | -10.00 ± 0.00 |' in text
+  assert f'| ewc | 98.00 ± 2.48 | *{published:.2f}* | -10.00 ± 0.00 | 92.50 ± 0.00 |' in text
   assert text.count('| ewc |') == 2 and '| ewc (split_task_ewc_lam) | 50.00 |' in text
   assert "protocol: van de Ven & Tolias (2019)" in text and 'Published: ' in text
   assert '**PermutedMNIST-100**, task-incremental (task identity given), 100 tasks' in text

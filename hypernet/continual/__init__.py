@@ -17,7 +17,8 @@ from hypernet.continual.ewc import (NotDenseError, dense_fisher_diagonal, ewc_pe
 from hypernet.continual.methods import (ContinualMethod, HnetMethod, TargetMethod,
                                         select_head)
 from hypernet.continual.metrics import (average_accuracy, backward_transfer,
-                                        entropy_task_inference, predictive_entropy)
+                                        entropy_task_inference, learning_accuracy,
+                                        predictive_entropy)
 from hypernet.continual.regularizer import output_regularizer, stored_mask
 from hypernet.continual.si import (accumulate_path_integral, init_si_memory, si_penalty,
                                    si_penalty_grad, update_si_memory)
@@ -26,7 +27,7 @@ __all__ = [
     'NotDenseError', 'dense_fisher_diagonal', 'ewc_penalty', 'fisher_diagonal',
     'init_ewc_memory', 'update_ewc_memory', 'ContinualMethod', 'HnetMethod',
     'TargetMethod', 'select_head', 'average_accuracy', 'backward_transfer',
-    'entropy_task_inference', 'predictive_entropy', 'output_regularizer', 'stored_mask',
+    'entropy_task_inference', 'learning_accuracy', 'predictive_entropy', 'output_regularizer', 'stored_mask',
     'accumulate_path_integral', 'init_si_memory', 'si_penalty', 'si_penalty_grad',
     'update_si_memory',
 ]

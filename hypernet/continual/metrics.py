@@ -36,6 +36,17 @@ def backward_transfer(acc) -> float:
   return float(np.mean(acc[:-1, -1] - np.diag(acc)[:-1]))
 
 
+def learning_accuracy(acc) -> float:
+  """LA (Riemer et al., ICLR 2019): `mean_i acc[i, i]`, each task's accuracy right after its own
+  training: what a method could learn, before any forgetting.
+
+  With BWT, it splits the final average accuracy:
+  `average_accuracy = learning_accuracy + (T - 1) / T * backward_transfer`.
+  """
+  acc = _check_square(acc)
+  return float(np.mean(np.diag(acc)))
+
+
 def predictive_entropy(logits: jax.Array) -> jax.Array:
   """`[..., C]` logits -> `[...]` entropy (nats) of the softmax."""
   logp = jax.nn.log_softmax(logits, -1)
