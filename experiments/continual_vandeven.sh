@@ -99,17 +99,6 @@ list() {  # one run per line: <workdir> <config argument> [overrides]; task-incr
       "--config.seed=$seed --config.hnet.hidden=(200,200) --config.hnet.chunk_size=9750" \
       "--config.hnet.beta=0.01 --config.hnet.emb_dim=128"
   done
-  # The 200-200 variant (beta 0.01) with their initialisation and learning rate (Glorot-uniform
-  # weights and zero biases in every hypernetwork layer; Adam at 1e-4, as the baselines): the
-  # plain target learns its first task to about 97.9% at 1e-4; the hypernetwork at 1e-3 97.5%,
-  # and the 25-25 one with this initialisation at 1e-4 97.8% (seed 0 each).
-  for seed in 0 1 2; do
-    echo "workdirs/continual_vandeven/permuted_task_hnet_chunked_d200_xavier_lr1e-4_s$seed" \
-      "benchmark=permuted_mnist,method=hnet_chunked,protocol=vandeven,scenario=task" \
-      "--config.seed=$seed --config.hnet.hidden=(200,200) --config.hnet.chunk_size=9750" \
-      "--config.hnet.beta=0.01 --config.hnet.head_init=xavier" \
-      "--config.optimizer.learning_rate=1e-4"
-  done
   # Von Oswald et al.'s recipe as their code sets it (chrhenning/hypercl, mnist/
   # train_args_default.py and train_utils.py): Glorot-uniform weights and zero biases in every
   # hypernetwork layer (hnet.head_init=xavier), an ELU trunk, Adam at 1e-4 made afresh for each
