@@ -103,6 +103,17 @@ list() {  # one run per line: <workdir> <config argument> [overrides]; task-incr
       "--config.seed=$seed --config.hnet.hidden=(200,200) --config.hnet.chunk_size=9750" \
       "--config.hnet.beta=0.01 --config.hnet.emb_dim=128"
   done
+  # The 200-200 variant with this project's default schedule (Adam's rate decayed to 0 over
+  # each task by a cosine, a fresh state per task), which raised the full hypernetwork on
+  # SplitMNIST from 99.50 +- 0.44 to 99.73 +- 0.04 (3 seeds): each task ends converged, which
+  # may lift the accuracy each task reaches, the 200-200 run's shortfall (its LA column).
+  for seed in 0 1 2; do
+    echo "workdirs/continual_vandeven/permuted_task_hnet_chunked_d200_beta001_cosine_s$seed" \
+      "benchmark=permuted_mnist,method=hnet_chunked,protocol=vandeven,scenario=task" \
+      "--config.seed=$seed --config.hnet.hidden=(200,200) --config.hnet.chunk_size=9750" \
+      "--config.hnet.beta=0.01 --config.optimizer.schedule=cosine" \
+      "--config.optimizer.reset_per_task=True"
+  done
   # Von Oswald et al.'s recipe as their code sets it (chrhenning/hypercl, mnist/
   # train_args_default.py and train_utils.py): Glorot-uniform weights and zero biases in every
   # hypernetwork layer (hnet.head_init=xavier), an ELU trunk, Adam at 1e-4 made afresh for each
