@@ -7,11 +7,11 @@ r"""Collects continual-learning `results.json` files into markdown tables (and i
 
 One table per benchmark, protocol and scenario; one row per setup (runs whose `config.json`
 agree but for the seed and `IGNORED_KEYS`): the final average accuracy, backward transfer and
-learning accuracy (mean over seeds ± 95% CI across seeds), the published figure for van de Ven & Tolias's
-protocol (`experiments.configs.continual.VANDEVEN_PUBLISHED`), the accuracy with the task
-inferred by lowest predictive entropy, the trainable parameter count, the compression ratio
-(trainable / target parameters), the steps per task, the mean training time and the number
-of seeds. Every number comes from the runs' files. With `--readme`, the text between the
+learning accuracy (mean over seeds ± 95% CI across seeds), the published figure for van de
+Ven & Tolias's protocol (`experiments.configs.continual.VANDEVEN_PUBLISHED`), the accuracy
+with the task inferred by lowest predictive entropy, the trainable parameter count, the
+compression ratio (trainable / target parameters), the steps per task, the mean training time
+and the number of seeds. Every number comes from the runs' files. With `--readme`, the text between the
 section's markers (`<!-- results:continual:start -->` / `...:end -->`, or
 `<!-- results:continual_vandeven:start -->` ...) is replaced; with `--plot=PATH`, a PNG of
 each task's final accuracy per setup (`plot_final_accuracy`).
@@ -154,11 +154,11 @@ def tables(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
           f'{sum(res["train_time_s"] for res in results) / len(results) / 60:.1f}',
           str(len(results))]) + ' |')
     out.append('')
-  out.append('Accuracy and BWT: mean over seeds ± 95% CI across seeds (Student\'s t; none for '
-             'one seed). BWT: mean change of each earlier task\'s accuracy between the end of its '
-             'own training and the end of the sequence (negative: forgetting). LA (learning accuracy, '
-             'Riemer et al. 2019): mean accuracy of each task right after its own training, '
-             'before any forgetting; final = LA + (T - 1) / T x BWT. "Task inferred": '
+  out.append('Accuracy, BWT and LA: mean over seeds ± 95% CI across seeds (Student\'s t; none '
+             'for one seed). BWT: mean change of each earlier task\'s accuracy between the end of '
+             'its own training and the end of the sequence (negative: forgetting). LA (learning '
+             'accuracy, Riemer et al. 2019): mean accuracy of each task right after its own '
+             'training, before any forgetting; final = LA + (T - 1) / T x BWT. "Task inferred": '
              'accuracy when each test input is given the task whose predictions have the lowest '
              'entropy (SplitMNIST: the class must be right among all 10 digits; a single shared '
              'head makes the choice void). Compression ratio: trainable parameters (hypernetwork '

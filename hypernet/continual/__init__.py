@@ -27,7 +27,8 @@ __all__ = [
     'NotDenseError', 'dense_fisher_diagonal', 'ewc_penalty', 'fisher_diagonal',
     'init_ewc_memory', 'update_ewc_memory', 'ContinualMethod', 'HnetMethod',
     'TargetMethod', 'select_head', 'average_accuracy', 'backward_transfer',
-    'entropy_task_inference', 'learning_accuracy', 'predictive_entropy', 'output_regularizer', 'stored_mask',
+    'entropy_task_inference', 'learning_accuracy', 'predictive_entropy', 'output_regularizer',
+    'stored_mask',
     'accumulate_path_integral', 'init_si_memory', 'si_penalty', 'si_penalty_grad',
     'update_si_memory',
 ]
