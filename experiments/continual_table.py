@@ -11,10 +11,10 @@ learning accuracy (mean over seeds ± 95% CI across seeds), the published figure
 Ven & Tolias's protocol (`experiments.configs.continual.VANDEVEN_PUBLISHED`), the accuracy
 with the task inferred by lowest predictive entropy, the trainable parameter count, the
 compression ratio (trainable / target parameters), the steps per task, the mean training time
-and the number of seeds. Every number comes from the runs' files. With `--readme`, the text between the
-section's markers (`<!-- results:continual:start -->` / `...:end -->`, or
-`<!-- results:continual_vandeven:start -->` ...) is replaced; with `--plot=PATH`, a PNG of
-each task's final accuracy per setup (`plot_final_accuracy`).
+and the number of seeds. Every number comes from the runs' files. With `--readme`, the text
+between the section's markers (`<!-- results:continual:start -->` / `...:end -->`, or
+`<!-- results:continual_vandeven:start -->` ...) is replaced; with `--plot=PATH`, a PNG of each
+task's final accuracy per setup (`plot_final_accuracy`).
 """
 
 from __future__ import annotations
