@@ -120,6 +120,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
               "method=hnet_chunked's config)", config.hnet.kind)
       checks.check_int(config, 'hnet.chunk_size')
       checks.check_int(config, 'hnet.chunk_emb_dim')
+      if not isinstance(config.hnet.get('cond_chunk_embs', False), bool):
+        checks.fail('hnet.cond_chunk_embs', 'True or False', config.hnet.cond_chunk_embs)
   if config.method in ('ewc', 'online_ewc'):
     checks.check_float(config, 'ewc.strength')
     checks.check_int(config, 'ewc.fisher_samples')
@@ -173,8 +175,12 @@ def build_method(config: ml_collections.ConfigDict, input_dim: int) -> cl.Contin
       module = hypernet.ChunkedHypernet(target, h.emb_dim, chunk_size=h.chunk_size,
                                         chunk_emb_dim=h.chunk_emb_dim, hidden=tuple(h.hidden),
                                         activation=h.get('activation', 'relu'),
-                                        head_init=h.get('head_init', 'hyperfan_in'))
-    return cl.HnetMethod(target, module, tasks, h.emb_dim, h.beta, h.lookahead_lr,
+                                        head_init=h.get('head_init', 'hyperfan_in'),
+                                        cond_chunk_embs=h.get('cond_chunk_embs', False))
+    # Each task's embedding: `emb_dim` values, and its own chunk embeddings with
+    # `cond_chunk_embs` (`ChunkedHypernet.cond_size`).
+    cond_size = getattr(module, 'cond_size', h.emb_dim)
+    return cl.HnetMethod(target, module, tasks, cond_size, h.beta, h.lookahead_lr,
                          reg_samples=h.get('reg_samples', 0))
   penalty = {'finetune': 'none', 'ewc': 'ewc', 'online_ewc': 'online_ewc',
              'si': 'si'}[config.method]

@@ -122,13 +122,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.hnet.head_init = 'hyperfan_in'
     config.hnet.chunk_size = 1400  # chunked: values per chunk; ratio < 1 for the MNIST MLP.
     config.hnet.chunk_emb_dim = 32  # chunked: chunk embedding size.
+    # chunked: True gives every task its own chunk embeddings (part of its embedding, frozen
+    # with it), hypnettorch's `cond_chunk_embs`; False: one set shared by all tasks.
+    config.hnet.cond_chunk_embs = False
     config.hnet.beta = 0.01  # output-regulariser strength.
     config.hnet.lookahead_lr = 0.0  # > 0: one-step SGD lookahead in the regulariser.
     # 0: the regulariser over every earlier task at each step (the paper's); k > 0: over k
     # earlier tasks drawn at random per step (unbiased; k + 1 generations per step, not T).
     config.hnet.reg_samples = 0
     if method != 'hnet_chunked':
-      del config.hnet['chunk_size'], config.hnet['chunk_emb_dim']
+      del config.hnet['chunk_size'], config.hnet['chunk_emb_dim'], config.hnet['cond_chunk_embs']
   elif method in ('ewc', 'online_ewc'):
     config.ewc = ml_collections.ConfigDict()
     config.ewc.strength = 500.0  # lambda (one guess, not tuned; the Fisher is a mean over inputs;

@@ -18,6 +18,14 @@ draw of the target's init (so that mode holds a full copy of the target and
 its compression ratio is above 1). `'naive'`, `'torch'` and `'xavier'` (PyTorch's default and
 von Oswald et al.'s MNIST init, in every layer) use neither the scale nor the offset: the
 generated values are the head's outputs.
+
+Conditional chunk embeddings (`cond_chunk_embs=True`, hypnettorch's `ChunkedHMLP` option of
+the same name): each condition brings its own chunk embeddings, passed in `cond` after the
+task part, so a task's own parameters are `cond_dim + num_chunks * chunk_emb_dim` values, not
+`cond_dim`. With shared chunk embeddings a task can move its generated weights only through a
+shift of the trunk's first pre-activation common to every chunk (at most `hidden[0]`
+directions); with its own chunk embeddings each chunk gets its own shift. The module then holds
+no chunk embeddings, and `cond_size` is the length of `cond`.
 """
 
 from __future__ import annotations
@@ -61,7 +69,11 @@ class ChunkedHypernet(nn.Module):
     generate: which target leaves to generate.
     head_init: one of `hypernet.init.HEAD_INITS` (see module doc).
     gain: variance gain.
-    cond_second_moment: `E[cond^2]`; chunk embeddings are N(0, 1).
+    cond_second_moment: `E[cond^2]` of the task part; chunk embeddings are N(0, 1) (drawn
+      by the caller with `cond_chunk_embs`).
+    cond_chunk_embs: False: one set of learned chunk embeddings shared by every condition;
+      True: `cond [cond_size]` carries the condition's own, `[num_chunks, chunk_emb_dim]`
+      flattened after the `cond_dim` task values (see module doc).
   """
   target: Target
   cond_dim: int
@@ -73,11 +85,14 @@ class ChunkedHypernet(nn.Module):
   gain: float = 1.0
   cond_second_moment: float = 1.0
   activation: str = 'relu'
+  cond_chunk_embs: bool = False
 
   def __post_init__(self):
     check_positive('chunk_size', self.chunk_size)
     trunk_activation(self.activation)
     check_positive('chunk_emb_dim', self.chunk_emb_dim)
+    if not isinstance(self.cond_chunk_embs, bool):
+      raise ValueError(f'cond_chunk_embs: expected a bool, received {self.cond_chunk_embs!r}.')
     init_lib.check_init(self.head_init)
     layout_for(self.target, self.generate)
     super().__post_init__()
@@ -86,14 +101,23 @@ class ChunkedHypernet(nn.Module):
   def num_chunks(self) -> int:
     return math.ceil(layout_for(self.target, self.generate).num_generated / self.chunk_size)
 
+  @property
+  def cond_size(self) -> int:
+    """Length of `cond`: `cond_dim`, plus `num_chunks * chunk_emb_dim` with
+    `cond_chunk_embs`."""
+    return self.cond_dim + (self.num_chunks * self.chunk_emb_dim if self.cond_chunk_embs else 0)
+
   @nn.compact
   def __call__(self, cond: jax.Array) -> PyTree:
-    """One task: `cond [cond_dim]` -> params matching `target.param_spec`."""
+    """One task: `cond [cond_size]` -> params matching `target.param_spec`."""
     layout = layout_for(self.target, self.generate)
-    cond = check_cond(cond, self.cond_dim)
+    cond = check_cond(cond, self.cond_size)
     n = self.num_chunks
-    chunk_embs = self.param('chunk_embeddings', nn.initializers.normal(1.0),
-                            (n, self.chunk_emb_dim))  # [C, E]
+    if self.cond_chunk_embs:  # [cond_dim], [C, E]: the condition's own chunk embeddings
+      cond, chunk_embs = cond[:self.cond_dim], cond[self.cond_dim:].reshape(n, -1)
+    else:
+      chunk_embs = self.param('chunk_embeddings', nn.initializers.normal(1.0),
+                              (n, self.chunk_emb_dim))  # [C, E]
     inputs = jnp.concatenate([jnp.broadcast_to(cond, (n, self.cond_dim)), chunk_embs], -1)
     unscaled = self.head_init == 'naive' or self.head_init in init_lib.WHOLE_NETWORK_INITS
     trunk = MLP(tuple(self.hidden), trunk_activation(self.activation),
