@@ -448,6 +448,29 @@ def test_smoke_methods(data_dir, tmp_path, method):
   assert 'inferred_task' not in results
 
 
+def test_conditional_chunk_embeddings_belong_to_each_task():
+  """`hnet.cond_chunk_embs=True`: every task's embedding row carries its own chunk embeddings,
+  counted in the compression ratio; a step on task 1 moves row 1 (both parts) only."""
+  config = continual_config.get_config('benchmark=split_mnist,method=hnet_chunked,smoke')
+  config.hnet.cond_chunk_embs = True
+  continual.validate_config(config)
+  method = continual.build_method(config, 784)
+  h, n = config.hnet, method.hnet.num_chunks
+  params = method.init(jax.random.key(0))
+  assert params['embeddings'].shape == (config.data.num_tasks, h.emb_dim + n * h.chunk_emb_dim)
+  assert 'chunk_embeddings' not in params['hnet']['params']
+  x = jax.random.normal(jax.random.key(1), (8, 784))
+  y = jnp.arange(8) % 2
+  memory = method.end_task(params, method.init_memory(params), 0, x, None)
+  grads = jax.grad(lambda p: method.loss(p, memory, 1, x, y)[0])(params)['embeddings']
+  assert not np.any(grads[0]) and not np.any(grads[2:])
+  assert np.any(grads[1, :h.emb_dim]) and np.any(grads[1, h.emb_dim:])
+  config.hnet.cond_chunk_embs = None
+  with pytest.raises(ValueError, match=r"config.hnet.cond_chunk_embs: expected True or False, "
+                     r"received None"):
+    continual.validate_config(config)
+
+
 def test_resume_after_interruption_gives_same_result(data_dir, tmp_path, monkeypatch):
   config = _smoke(data_dir)
   ref = continual.train_and_evaluate(config, str(tmp_path / 'ref'))

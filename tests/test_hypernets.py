@@ -178,6 +178,38 @@ def test_compression_ratio_below_one_for_mlp_784_100_100_10():
   assert hn.compression_ratio(full.init(jax.random.key(0), jnp.zeros(8)), target) > 1
 
 
+def test_conditional_chunk_embeddings_are_the_shared_ones_passed_in_cond():
+  """`cond_chunk_embs=True` holds no chunk embeddings and reads them from `cond`: with the
+  shared module's own passed in, it generates the same weights; changing one chunk's embedding
+  changes that chunk's values only."""
+  target, _ = make_target('mlp')
+  shared = hn.ChunkedHypernet(target, COND_DIM, chunk_size=97, chunk_emb_dim=3, hidden=(16,))
+  cond_mod = dataclasses.replace(shared, cond_chunk_embs=True)
+  n = shared.num_chunks
+  assert (shared.cond_size, cond_mod.cond_size) == (COND_DIM, COND_DIM + n * 3)
+  task = jax.random.normal(jax.random.key(1), (COND_DIM,))
+  variables = shared.init(jax.random.key(0), task)
+  chunk_embs = variables['params'].pop('chunk_embeddings')  # [n, 3]
+  own = cond_mod.init(jax.random.key(0), jnp.zeros(cond_mod.cond_size))
+  assert 'chunk_embeddings' not in own['params']
+  assert jax.tree.structure(own) == jax.tree.structure(variables)
+  cond = jnp.concatenate([task, chunk_embs.reshape(-1)])
+  flatten = hn.layout_for(target).flatten
+  ref = flatten(shared.apply({'params': {**variables['params'], 'chunk_embeddings': chunk_embs}},
+                             task))
+  got = flatten(cond_mod.apply(variables, cond))
+  np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+  j = 1  # a new embedding for chunk 1: only values [97, 194) change
+  moved = flatten(cond_mod.apply(variables, cond.at[COND_DIM + 3 * j].add(1.0)))
+  changed = np.flatnonzero(np.asarray(moved != got))
+  assert changed.size and changed.min() >= 97 * j and changed.max() < 97 * (j + 1)
+  with pytest.raises(ValueError, match=rf'cond: expected shape \({COND_DIM + n * 3},\), '
+                     rf'received \({COND_DIM},\)'):
+    cond_mod.apply(variables, task)
+  with pytest.raises(ValueError, match=r"cond_chunk_embs: expected a bool, received 'yes'"):
+    dataclasses.replace(shared, cond_chunk_embs='yes')
+
+
 @pytest.mark.parametrize('head_init', ['target'])
 @pytest.mark.parametrize('cls', [hn.FullHypernet, hn.ChunkedHypernet, hn.PerTensorHypernet])
 def test_target_init_mode_starts_at_a_draw_of_the_target_init(cls, head_init):
