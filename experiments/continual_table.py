@@ -11,7 +11,10 @@ learning accuracy (mean over seeds ± 95% CI across seeds), the published figure
 Ven & Tolias's protocol (`experiments.configs.continual.VANDEVEN_PUBLISHED`), the accuracy
 with the task inferred by lowest predictive entropy, the trainable parameter count, the
 compression ratio (trainable / target parameters), the steps per task, the mean training time
-and the number of seeds. Every number comes from the runs' files. With `--readme`, the text
+and the number of seeds. With `--min_seeds=N`, setups with fewer than N seeds (single-run
+ablations, runs still going) are set apart in a second table under each, so that the main
+tables hold only the setups measured over N seeds. Every number comes from the runs' files.
+With `--readme`, the text
 between the section's markers (`<!-- results:continual:start -->` / `...:end -->`, or
 `<!-- results:continual_vandeven:start -->` ...) is replaced; with `--plot=PATH`, a PNG of each
 task's final accuracy per setup (`plot_final_accuracy`).
@@ -114,9 +117,40 @@ def published(results: dict[str, Any]) -> str:
   return '—' if value is None else f'*{value:.2f}*'
 
 
-def tables(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
+def _row(group: Sequence[tuple[str, dict[str, Any]]]) -> str:
+  """One setup's markdown row: the means over its seeds."""
+  workdir, r = group[0]
+  results = [res for _, res in group]
+  inferred = [res['inferred_task']['accuracy']['mean'] for res in results
+              if res.get('inferred_task')]
+  return '| ' + ' | '.join([
+      label(workdir, r),
+      _percent([res['final_avg_accuracy']['mean'] for res in results]),
+      published(r),
+      _percent([res['bwt']['mean'] for res in results]),
+      # From the matrix, so that runs written before `learning_accuracy` was saved count.
+      _percent([cl_metrics.learning_accuracy(res['accuracy_matrix']) for res in results]),
+      _percent(inferred) if len(inferred) == len(results) else '—',
+      f'{r["num_trainable_params"]:,}', f'{r["compression_ratio"]:.3f}', r.get('heads', '—'),
+      f'{r["steps_per_task"]:,}',
+      f'{sum(res["train_time_s"] for res in results) / len(results) / 60:.1f}',
+      str(len(results))]) + ' |'
+
+
+def _table(groups: Sequence[Sequence[tuple[str, dict[str, Any]]]], head: Sequence[str],
+           caption: str) -> list[str]:
+  """The caption, the header and one row per setup, then a blank line."""
+  return ([caption + '\n', '| ' + ' | '.join(head) + ' |',
+           '| --- |' + ' ---: |' * 7 + ' --- |' + ' ---: |' * 3]
+          + [_row(g) for g in groups] + [''])
+
+
+def tables(runs: Sequence[tuple[str, dict[str, Any]]], min_seeds: int = 1) -> str:
   """The markdown: one table per benchmark, protocol and scenario found in `runs`; one row
-  per setup, the mean over its seeds."""
+  per setup, the mean over its seeds. Setups with fewer than `min_seeds` seeds go to a second
+  table below their own, titled as such."""
+  if not isinstance(min_seeds, int) or min_seeds < 1:
+    raise ValueError(f'min_seeds: expected an integer >= 1, received {min_seeds!r}.')
   if not runs:
     raise ValueError('runs: no continual-learning results.json found; expected workdirs of '
                      'finished `python -m experiments.continual` runs.')
@@ -132,28 +166,14 @@ def tables(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
     protocol_text = ('van de Ven & Tolias (2019)' if protocol == 'vandeven'
                      else 'this project\'s default')
     vandeven |= protocol == 'vandeven'
-    out.append(f'**{title(bench, num_tasks)}**, {scenario or "task-incremental"}, '
-               f'{num_tasks} tasks, protocol: {protocol_text}\n')
-    out.append('| ' + ' | '.join(head) + ' |')
-    out.append('| --- |' + ' ---: |' * 7 + ' --- |' + ' ---: |' * 3)
-    for group in groups:
-      workdir, r = group[0]
-      results = [res for _, res in group]
-      inferred = [res['inferred_task']['accuracy']['mean'] for res in results
-                  if res.get('inferred_task')]
-      out.append('| ' + ' | '.join([
-          label(workdir, r),
-          _percent([res['final_avg_accuracy']['mean'] for res in results]),
-          published(r),
-          _percent([res['bwt']['mean'] for res in results]),
-          # From the matrix, so that runs written before `learning_accuracy` was saved count.
-          _percent([cl_metrics.learning_accuracy(res['accuracy_matrix']) for res in results]),
-          _percent(inferred) if len(inferred) == len(results) else '—',
-          f'{r["num_trainable_params"]:,}', f'{r["compression_ratio"]:.3f}', r.get('heads', '—'),
-          f'{r["steps_per_task"]:,}',
-          f'{sum(res["train_time_s"] for res in results) / len(results) / 60:.1f}',
-          str(len(results))]) + ' |')
-    out.append('')
+    name = (f'**{title(bench, num_tasks)}**, {scenario or "task-incremental"}, '
+            f'{num_tasks} tasks, protocol: {protocol_text}')
+    full = [g for g in groups if len(g) >= min_seeds]
+    few = [g for g in groups if len(g) < min_seeds]
+    for rows, caption in ((full, name), (few, f'{name}: setups with fewer than {min_seeds} '
+                                               'seeds (single-run ablations, runs going on)')):
+      if rows:
+        out.extend(_table(rows, head, caption))
   out.append('Accuracy, BWT and LA: mean over seeds ± 95% CI across seeds (Student\'s t; none '
              'for one seed). BWT: mean change of each earlier task\'s accuracy between the end of '
              'its own training and the end of the sequence (negative: forgetting). LA (learning '
@@ -220,7 +240,7 @@ def replace_section(text: str, section_text: str, section: str = 'default') -> s
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}.')
-  section = tables(load_runs(flags.FLAGS.runs))
+  section = tables(load_runs(flags.FLAGS.runs), flags.FLAGS.min_seeds)
   print(section)
   if flags.FLAGS.readme:
     results_table.update_readme(flags.FLAGS.readme, section, *markers(flags.FLAGS.section))
@@ -231,6 +251,8 @@ def main(argv: Sequence[str]) -> None:
 if __name__ == '__main__':
   flags.DEFINE_string('runs', 'workdirs/continual/*', 'Glob of workdirs holding results.json.')
   flags.DEFINE_string('readme', None, 'Markdown file whose results section is replaced.')
+  flags.DEFINE_integer('min_seeds', 1, 'Setups with fewer seeds go to a second table under '
+                       'their own (ablations; runs going on).')
   flags.DEFINE_string('plot', None, 'PNG of each task\'s final accuracy per setup (optional).')
   flags.DEFINE_enum('section', 'default', SECTIONS, 'The README section written: default '
                     '(the default protocol) or vandeven (van de Ven & Tolias\'s protocol).')

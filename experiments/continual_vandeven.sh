@@ -202,6 +202,7 @@ run() {  # run <workdir> <config argument> [overrides]
 }
 tables() {
   $PY -m experiments.continual_table --runs='workdirs/continual_vandeven/*' \
-    --readme=README.md --section=vandeven --plot=docs/continual_vandeven_final_per_task.png
+    --readme=README.md --section=vandeven --min_seeds=3 \
+    --plot=docs/continual_vandeven_final_per_task.png
 }
 run_list_main "$@"

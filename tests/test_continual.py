@@ -724,6 +724,17 @@ def test_continual_table_from_results_files(tmp_path):
   assert "protocol: van de Ven & Tolias (2019)" in text and 'Published: ' in text
   assert '**PermutedMNIST-100**, task-incremental (task identity given), 100 tasks' in text
   assert '| ewc | 90.00 | — |' in text.split('**PermutedMNIST-100**')[1]
+  # min_seeds=3: the single runs are set apart under each table, the 3-seed row stays.
+  split = continual_table.tables(continual_table.load_runs(str(tmp_path / '*')), min_seeds=3)
+  blocks = ['**' + b for b in split.split('\n**')]  # caption and table of each
+  main = [b for b in blocks if '| ewc | 98.00 ± 2.48 |' in b]
+  assert len(main) == 1 and 'fewer than' not in main[0] and '_lam' not in main[0]
+  few = blocks[blocks.index(main[0]) + 1]
+  assert 'van de Ven' in few.splitlines()[0] and 'setups with fewer than 3 seeds' in few
+  assert '| ewc (split_task_ewc_lam) | 50.00 |' in few
+  assert split.count('setups with fewer than 3 seeds') == 3  # default, vandeven, 100 tasks
+  with pytest.raises(ValueError, match='min_seeds: expected an integer >= 1, received 0'):
+    continual_table.tables(continual_table.load_runs(str(tmp_path / '*')), min_seeds=0)
   start, end = continual_table.markers('default')
   readme = f'a\n{start}\nold\n{end}\nb\n'
   assert continual_table.replace_section(readme, text) == f'a\n{start}\n{text}{end}\nb\n'
