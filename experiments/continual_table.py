@@ -14,10 +14,9 @@ compression ratio (trainable / target parameters), the steps per task, the mean 
 and the number of seeds. With `--min_seeds=N`, setups with fewer than N seeds (single-run
 ablations, runs still going) are set apart in a second table under each, so that the main
 tables hold only the setups measured over N seeds. Every number comes from the runs' files.
-With `--readme`, the text
-between the section's markers (`<!-- results:continual:start -->` / `...:end -->`, or
-`<!-- results:continual_vandeven:start -->` ...) is replaced; with `--plot=PATH`, a PNG of each
-task's final accuracy per setup (`plot_final_accuracy`).
+With `--readme`, the text between the section's markers (`<!-- results:continual:start -->` /
+`...:end -->`, or `<!-- results:continual_vandeven:start -->` ...) is replaced; with
+`--plot=PATH`, a PNG of each task's final accuracy per setup (`plot_final_accuracy`).
 """
 
 from __future__ import annotations

@@ -25,7 +25,9 @@ task part, so a task's own parameters are `cond_dim + num_chunks * chunk_emb_dim
 `cond_dim`. With shared chunk embeddings a task can move its generated weights only through a
 shift of the trunk's first pre-activation common to every chunk (at most `hidden[0]`
 directions); with its own chunk embeddings each chunk gets its own shift. The module then holds
-no chunk embeddings, and `cond_size` is the length of `cond`.
+no chunk embeddings, and `cond_size` is the length of `cond`. An option, not a default: in
+continual learning on SplitMNIST (one seed, README) it learned later tasks less well than
+shared chunk embeddings.
 """
 
 from __future__ import annotations
