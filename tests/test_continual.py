@@ -459,6 +459,12 @@ def test_conditional_chunk_embeddings_belong_to_each_task():
   params = method.init(jax.random.key(0))
   assert params['embeddings'].shape == (config.data.num_tasks, h.emb_dim + n * h.chunk_emb_dim)
   assert 'chunk_embeddings' not in params['hnet']['params']
+  # Counted in the compression ratio: T sets of chunk embeddings in place of the one shared.
+  config.hnet.cond_chunk_embs = False
+  shared = jax.eval_shape(continual.build_method(config, 784).init, jax.random.key(0))
+  assert hn.count_params(params) - hn.count_params(shared) == (
+      (config.data.num_tasks - 1) * n * h.chunk_emb_dim)
+  config.hnet.cond_chunk_embs = True
   x = jax.random.normal(jax.random.key(1), (8, 784))
   y = jnp.arange(8) % 2
   memory = method.end_task(params, method.init_memory(params), 0, x, None)
