@@ -3,7 +3,9 @@
 # online EWC and SI (and the hypernetworks on SplitMNIST) with their networks, optimiser,
 # iterations and strengths
 # (`experiments/configs/continual.py`, `_vandeven`), seeds 0-2, in
-# workdirs/continual_vandeven/<split|permuted>_<task|domain>_<method>_s<seed>; then the table.
+# workdirs/continual_vandeven/<split|permuted>_<task|domain>_<method>_s<seed>, each finished
+# run's record in results/continual_vandeven/ (experiments/claim_run.sh); then the table from
+# the records.
 # Finished runs are skipped (each workdir resumes after its last finished task). Several
 # processes can share the list: each takes the next run no other has claimed (a
 # `<workdir>.claim` directory while it runs). SplitMNIST runs take about a minute each,
@@ -11,7 +13,7 @@
 #
 #   bash experiments/continual_vandeven.sh              # every run, then the README table
 #   bash experiments/continual_vandeven.sh runs split   # only the runs whose workdir matches
-#   bash experiments/continual_vandeven.sh tables       # the README table from the runs found
+#   bash experiments/continual_vandeven.sh tables       # the README table from the records
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/claim_run.sh
@@ -213,7 +215,7 @@ run() {  # run <workdir> <config argument> [overrides]
     --config=experiments/configs/continual.py:$arg --config.data.dir=$DATA "$@"
 }
 tables() {
-  $PY -m experiments.continual_table --runs='workdirs/continual_vandeven/*' \
+  $PY -m experiments.continual_table --runs='results/continual_vandeven/*' \
     --readme=README.md --section=vandeven --min_seeds=3 \
     --plot=docs/continual_vandeven_final_per_task.png
 }

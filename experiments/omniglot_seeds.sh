@@ -1,15 +1,16 @@
 #!/bin/bash
-# The runs behind the README's Omniglot table (issue 13), at CPU size, in
-# workdirs/omniglot/<name>: ProtoNets and the flagship (support_metric) over seeds 0-2 on the
-# MAML/ProtoNets protocol and on the official one (background alphabets for meta-training,
-# evaluation alphabets for test), then one seed of every other hypernetwork learner at 5-way
-# 1-shot and 20-way 1-shot; then the table. Each run takes 30-45 minutes on 2 CPU cores.
+# The runs behind the README's Omniglot table (issue 13), at CPU size, in workdirs/omniglot/<name>
+# (records in results/omniglot/, experiments/claim_run.sh): ProtoNets and the flagship
+# (support_metric) over seeds 0-2 on the MAML/ProtoNets protocol and on the official one (background
+# alphabets for meta-training, evaluation alphabets for test), then one seed of every other
+# hypernetwork learner at 5-way 1-shot and 20-way 1-shot; then the table. Each run takes 30-45
+# minutes on 2 CPU cores.
 # Finished runs are skipped (each workdir resumes). Several processes can share the list: each
 # takes the next run no other has claimed (a `<workdir>.claim` directory while it runs):
 #
 #   bash experiments/omniglot_seeds.sh                  # every run, then the README table
 #   bash experiments/omniglot_seeds.sh runs protonet    # only the runs whose workdir matches
-#   bash experiments/omniglot_seeds.sh tables           # the README table from the runs found
+#   bash experiments/omniglot_seeds.sh tables           # the README table from the records
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source experiments/claim_run.sh
@@ -42,6 +43,6 @@ run() {  # run <workdir> <config argument> [overrides]
     --config=experiments/configs/omniglot.py:$arg --config.data.dir=$DATA "$@"
 }
 tables() {
-  $PY -m experiments.omniglot_table --runs='workdirs/omniglot/*' --readme=README.md
+  $PY -m experiments.omniglot_table --runs='results/omniglot/*' --readme=README.md
 }
 run_list_main "$@"

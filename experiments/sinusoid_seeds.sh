@@ -4,16 +4,18 @@
 # float32 and bfloat16) in workdirs/sinusoid_paper/; seeds 1 and 2 of MAML (both settings) and
 # the hypernetwork learners in workdirs/sinusoid_seeds/<algo>_seed<n>; the learned update on the
 # plain mean of its multi-step loss (inner.first_step_weight=0, seeds 0-2) in
-# workdirs/sinusoid_uniform/; then the tables and the claims. Finished runs are skipped (each workdir resumes). Several processes can share the
-# list: each takes the next run no other has claimed (a `<workdir>.claim` directory while it
-# runs), the longest runs first:
+# workdirs/sinusoid_uniform/; each finished run's record in results/ (experiments/claim_run.sh);
+# then the tables and the claims from the records. Finished runs are skipped (each workdir
+# resumes). Several processes can share the list: each takes the next run no other has
+# claimed (a `<workdir>.claim` directory while it runs), the longest runs first:
 #
 #   bash experiments/sinusoid_seeds.sh            # every run, then the README sections
 #   bash experiments/sinusoid_seeds.sh runs &     # on 2 cores: two processes ...
 #   bash experiments/sinusoid_seeds.sh runs       # ... sharing the list
-#   bash experiments/sinusoid_seeds.sh tables     # the README sections from the runs found
+#   bash experiments/sinusoid_seeds.sh tables     # the README sections from the records
 set -euo pipefail
 cd "$(dirname "$0")/.."
+RECORD_FILES='config.json results.json metrics.jsonl'  # the claims read metrics.jsonl
 source experiments/claim_run.sh
 PY=${PYTHON:-python}
 CLAIM_ALGOS="maml amortised latent hypermaml learned_update"
@@ -52,10 +54,10 @@ run() {  # run <workdir> <config argument> [overrides]
 }
 tables() {
   $PY -m experiments.results_table \
-    --runs='workdirs/sinusoid/*,workdirs/sinusoid_paper/*,workdirs/sinusoid_uniform/learned_update_uniform' \
+    --runs='results/sinusoid/*,results/sinusoid_paper/*,results/sinusoid_uniform/learned_update_uniform' \
     --readme=README.md
   $PY -m experiments.claims \
-    --runs='workdirs/sinusoid/*,workdirs/sinusoid_seeds/*,workdirs/sinusoid_paper/*,workdirs/sinusoid_uniform/*' \
+    --runs='results/sinusoid/*,results/sinusoid_seeds/*,results/sinusoid_paper/*,results/sinusoid_uniform/*' \
     --readme=README.md --plot=docs/claims_heldout_vs_meta_steps.png
 }
 run_list_main "$@"
