@@ -1,8 +1,9 @@
 """The run-list scripts behind the README's tables: every listed run has a valid config.
 
-`experiments/{sinusoid_seeds,continual_vandeven,omniglot_seeds}.sh list` print one run per
-line (`<workdir> <config argument> [--config.key=value ...]`); a typo in one (an unknown key,
-a value of the wrong type, an impossible setting) would only show hours into a queue. Each
+`experiments/{sinusoid_seeds,continual_vandeven,omniglot_seeds,*_ablation}.sh list` print one
+run per line (`<workdir> <config argument> [--config.key=value ...]`); a typo in one (an
+unknown key, a value of the wrong type, an impossible setting) would only show hours into a
+queue. Each
 line's config is built here as its experiment builds it (the config file's `get_config`, the
 overrides, the experiment's `validate_config`), without training. Then the records a finished
 run leaves in `results/` (`experiments/claim_run.sh`), which the scripts' tables read.
@@ -17,7 +18,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = {'sinusoid_seeds.sh': 'sinusoid', 'continual_vandeven.sh': 'continual',
-           'omniglot_seeds.sh': 'omniglot'}
+           'omniglot_seeds.sh': 'omniglot', 'sinusoid_ablation.sh': 'sinusoid',
+           'omniglot_ablation.sh': 'omniglot'}
 
 
 def _lines(script: str) -> list[list[str]]:
