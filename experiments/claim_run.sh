@@ -32,7 +32,7 @@ save_record() {  # save_record <workdir>: copies a finished run's record (fails 
     [ -f "$wd/$f" ] || { echo "save_record: $wd/$f not found (run unfinished?)" >&2; return 1; }
   done
   mkdir -p "$(dirname "$rec")"
-  tmp=$(mktemp -d "$rec.tmp.XXXXXX")
+  tmp=$(mktemp -d "$RECORDS/.tmp.XXXXXX")  # a hidden name: no table's glob matches it
   for f in $RECORD_FILES; do cp "$wd/$f" "$tmp/"; done
   chmod 755 "$tmp"
   rm -rf "$rec"
