@@ -25,6 +25,10 @@ list() {  # one run per line: <workdir> <config argument> [overrides]
   echo "$d/attention_metric_scale algo=support_metric --config.head.learn_scale=True"
   echo "$d/protonet_gate algo=protonet --config.model.gate=True"
   echo "$d/attention_metric_gate algo=support_metric --config.model.gate=True"
+  # The flagship with FiLM of every convolution generated from the support set (TADAM / CNAPs)
+  # under the decayed schedule (film_constant_lr: without the head, constant rate).
+  echo "$d/attention_metric_film algo=support_metric --config.hypernet.kind=film" \
+    "--config.eval.conv_strategy=auto"
 }
 run() {  # run <workdir> <config argument> [overrides]
   local wd=$1 arg=$2; shift 2

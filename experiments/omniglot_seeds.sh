@@ -1,7 +1,8 @@
 #!/bin/bash
 # The runs behind the README's Omniglot table (issue 13), at CPU size, in workdirs/omniglot/<name>
-# (records in results/omniglot/, experiments/claim_run.sh): ProtoNets and the flagship
-# (support_metric) over seeds 0-2 on the MAML/ProtoNets protocol and on the official one (background
+# (records in results/omniglot/, experiments/claim_run.sh): ProtoNets on the plain and on the
+# gated Conv-4, then the support-set head (support_metric), over seeds 0-2 on the MAML/ProtoNets
+# protocol and on the official one (background
 # alphabets for meta-training, evaluation alphabets for test), then one seed of every other
 # hypernetwork learner at 5-way 1-shot and 20-way 1-shot; then the table. Each run takes 30-45
 # minutes on 2 CPU cores.
@@ -18,14 +19,23 @@ PY=${PYTHON:-python}
 DATA=${HYPERNET_DATA_DIR:-../shared/data}
 list() {  # one run per line: <workdir> <config argument> [overrides]
   local seed algo protocol prefix ways
+  # ProtoNets on the plain Conv-4 (the literature's baseline) and on the gated Conv-4
+  # (`--config.model.gate=True`: the seed sketch's hypernetwork, an input-conditioned gate
+  # multiplying every block's output; the best of the validation ablations,
+  # experiments/omniglot_ablation.sh), seed by seed; then the support-set head
+  # (support_metric).
   for protocol in maml official; do
     prefix=""
     [[ $protocol == official ]] && prefix="official_"
     for seed in 0 1 2; do
-      for algo in protonet support_metric; do
-        echo "workdirs/omniglot/${prefix}${algo}_s$seed algo=$algo --config.seed=$seed" \
-          "--config.data.protocol=$protocol"
-      done
+      echo "workdirs/omniglot/${prefix}protonet_s$seed algo=protonet --config.seed=$seed" \
+        "--config.data.protocol=$protocol"
+      echo "workdirs/omniglot/${prefix}protonet_gate_s$seed algo=protonet --config.seed=$seed" \
+        "--config.data.protocol=$protocol --config.model.gate=True"
+    done
+    for seed in 0 1 2; do
+      echo "workdirs/omniglot/${prefix}support_metric_s$seed algo=support_metric" \
+        "--config.seed=$seed --config.data.protocol=$protocol"
     done
   done
   # One model of the metric learner hyperhead serves every setting (as ProtoNets); the others

@@ -143,14 +143,16 @@ def _labels(groups: Sequence[dict[str, Any]]) -> list[str]:
   for g in groups:
     c = g['config']
     algo = c.get('algo') or g['runs'][0][1]['algo']
-    kind = 'hypernetwork' if algo in HYPER_ALGOS else 'baseline'
+    # The gated Conv-4 (`model.gate`) is the seed sketch's hypernetwork inside the embedding.
+    kind = ('hypernetwork: gated Conv-4' if c.get('model.gate') else
+            'hypernetwork' if algo in HYPER_ALGOS else 'baseline')
     label = f'{algo} ({kind})'
     same = [o['config'] for o in groups if o is not g and o['config'].get('algo') == algo
             and o['config'].get('data.protocol') == c.get('data.protocol')]
     if same:
       keys = sorted(k for k in c if any(o.get(k) != c[k] for o in same))
       if keys:
-        label += ' ' + ', '.join(f'{k}={c[k]}' for k in keys[:4])
+        label += ' ' + ', '.join(f'{k}={c[k]}' for k in keys)  # all: a row is its config
     labels.append(label)
   return labels
 

@@ -94,3 +94,16 @@ def test_the_ablation_table_reports_validation_and_maps_the_old_name(tmp_path):
   assert any('head.refine=attention' in r and '99.00' in r and '91.00' not in r for r in rows)
   with pytest.raises(ValueError, match="split: expected one of"):
     omniglot_table.table(omniglot_table.load_runs(str(tmp_path / '*')), split='train')
+
+
+def test_the_gated_conv4_is_labelled_a_hypernetwork(tmp_path):
+  """`model.gate=True` (the seed sketch's hypernetwork in every block) is not the baseline."""
+  write_run(tmp_path, 'plain', dict(config(0), model={'gate': False}), protonet_run(97.0))
+  write_run(tmp_path, 'gated', dict(config(0), model={'gate': True}), protonet_run(98.0))
+  text = omniglot_table.table(omniglot_table.load_runs(str(tmp_path / '*')))
+  rows = [line for line in text.splitlines() if line.startswith('| protonet')]
+  assert len(rows) == 2, text
+  assert any(r.startswith('| protonet (baseline) model.gate=False') and '97.00' in r
+             for r in rows), rows
+  assert any(r.startswith('| protonet (hypernetwork: gated Conv-4) model.gate=True')
+             and '98.00' in r for r in rows), rows
