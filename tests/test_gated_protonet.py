@@ -24,7 +24,7 @@ def target(gate=True):
 
 
 @jax.jit
-def perturbed(params, key=jax.random.key(7), scale=0.1):
+def perturbed(params, key, scale=0.1):
   """Every leaf moved a little: the zero-initialised gate outputs come alive."""
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(key, len(leaves))
@@ -49,7 +49,7 @@ def episodes(n, ways=5, shots=1, queries=2, seed=0):
 def gated():
   """The learner (5-way) and perturbed meta-parameters, built once for the module."""
   learner = meta.ProtoNet(target=target(), ways=5)
-  return learner, perturbed(jax.jit(learner.init)(jax.random.key(1)))
+  return learner, perturbed(jax.jit(learner.init)(jax.random.key(1)), jax.random.key(7))
 
 
 def one(batch, i=0):
