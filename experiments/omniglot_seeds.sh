@@ -1,9 +1,9 @@
 #!/bin/bash
 # The runs behind the README's Omniglot table (issue 13), at CPU size, in workdirs/omniglot/<name>
 # (records in results/omniglot/, experiments/claim_run.sh): ProtoNets on the plain and on the
-# gated Conv-4, then the support-set head (support_metric), over seeds 0-2 on the MAML/ProtoNets
-# protocol and on the official one (background
-# alphabets for meta-training, evaluation alphabets for test), then one seed of every other
+# gated Conv-4 (seeds 0-4), then the support-set head (support_metric, seeds 0-2), on the
+# MAML/ProtoNets protocol; the same on the official one (background alphabets for
+# meta-training, evaluation alphabets for test; seeds 0-2); then one seed of every other
 # hypernetwork learner at 5-way 1-shot and 20-way 1-shot; then the table. Each run takes 30-45
 # minutes on 2 CPU cores.
 # Finished runs are skipped (each workdir resumes). Several processes can share the list: each
@@ -24,10 +24,12 @@ list() {  # one run per line: <workdir> <config argument> [overrides]
   # multiplying every block's output; the best of the validation ablations,
   # experiments/omniglot_ablation.sh), seed by seed; then the support-set head
   # (support_metric).
+  local seeds
   for protocol in maml official; do
     prefix=""
-    [[ $protocol == official ]] && prefix="official_"
-    for seed in 0 1 2; do
+    seeds="0 1 2 3 4"  # 3-4: at 5-way 1-shot, near 99%, three seeds' intervals overlap
+    [[ $protocol == official ]] && prefix="official_" && seeds="0 1 2"
+    for seed in $seeds; do
       echo "workdirs/omniglot/${prefix}protonet_s$seed algo=protonet --config.seed=$seed" \
         "--config.data.protocol=$protocol"
       echo "workdirs/omniglot/${prefix}protonet_gate_s$seed algo=protonet --config.seed=$seed" \

@@ -157,6 +157,99 @@ def _labels(groups: Sequence[dict[str, Any]]) -> list[str]:
   return labels
 
 
+def _is_baseline(config: dict[str, Any]) -> bool:
+  """Plain ProtoNets: the baseline every hypernetwork row is compared with."""
+  return config.get('algo') == 'protonet' and not config.get('model.gate')
+
+
+def _budget(config: dict[str, Any]) -> tuple[Any, ...]:
+  """What a fair comparison holds fixed: protocol, size, training episodes and their number."""
+  return tuple(config.get(k) for k in ('data.protocol', 'size', 'train_ways', 'shots', 'queries',
+                                       'num_steps'))
+
+
+def _seed(workdir: str) -> Any:
+  return (results_table.read_config(workdir) or {}).get('seed')
+
+
+def compare(row: Sequence[tuple[str, dict[str, Any]]], base: Sequence[tuple[str, dict[str, Any]]],
+            ways: int, shots: int, split: str = 'test') -> dict[str, Any] | None:
+  """One row against the baseline at one setting, or None where either lacks it.
+
+  Returns:
+    `{'diff'`: difference of the means over seeds (points), `'apart'`: the row's interval
+    across seeds lies above the baseline's (both with >= 2 seeds), `'clears'`: the difference
+    exceeds both intervals across seeds, `'seeds'`: (row's, baseline's), `'paired'`: (mean,
+    95% t-interval or None, number) of the per-seed differences over the seeds both ran (the
+    same seed draws the same test episodes), or None without a shared seed}.
+  """
+  a, b = cell_values(row, ways, shots, split), cell_values(base, ways, shots, split)
+  if a is None or b is None:
+    return None
+  diff = a['mean'] - b['mean']
+  both = a['ci_seeds'] is not None and b['ci_seeds'] is not None
+  base_by_seed = {_seed(w): select(r['metrics'], ways, shots, split)[0]['mean'] for w, r in base}
+  diffs = [select(r['metrics'], ways, shots, split)[0]['mean'] - base_by_seed[seed]
+           for w, r in row if (seed := _seed(w)) is not None and seed in base_by_seed]
+  paired = (*results_table.across_seeds(diffs), len(diffs)) if diffs else None
+  return {'diff': diff, 'seeds': (a['seeds'], b['seeds']), 'paired': paired,
+          'apart': both and a['mean'] - a['ci_seeds'] > b['mean'] + b['ci_seeds'],
+          'clears': both and diff > max(a['ci_seeds'], b['ci_seeds'])}
+
+
+def comparisons(runs: Sequence[tuple[str, dict[str, Any]]], split: str = 'test') -> str:
+  """Every hypernetwork row against plain ProtoNets trained on the same budget (`_budget`):
+  the lines under the table that say whether a row beats the baseline (issue 13's standard:
+  at least 3 seeds each, the difference larger than both 95% intervals across seeds)."""
+  groups = group_runs(runs)
+  labels = dict(zip(map(id, groups), _labels(groups)))
+  lines = []
+  for g in groups:
+    c = g['config']
+    if _is_baseline(c) or not (c.get('model.gate') or c.get('algo') in HYPER_ALGOS):
+      continue
+    base = [o for o in groups if _is_baseline(o['config'])
+            and _budget(o['config']) == _budget(c)]
+    if not base:
+      continue
+    cells = []
+    for w, k in SETTINGS:
+      v = compare(g['runs'], base[0]['runs'], w, k, split)
+      if v is None:
+        cells.append('—')
+        continue
+      text = f'{v["diff"]:+.2f}'
+      if min(v['seeds']) >= 2:
+        text += ' apart' if v['apart'] else ' clears' if v['clears'] else ' overlap'
+      if v['paired'] and v['paired'][2] >= 2:
+        mean, ci, n = v['paired']
+        text += f'; paired {mean:+.2f} ± {ci:.2f} ({n})'
+      cells.append(text)
+    rs, bs = len(g['runs']), len(base[0]['runs'])
+    beats = all(
+        (v := compare(g['runs'], base[0]['runs'], w, k, split)) is not None
+        and min(v['seeds']) >= 3 and v['clears'] for w, k in ((5, 1), (20, 1)))
+    lines.append('| ' + ' | '.join([labels[id(g)], c.get('data.protocol', 'maml'),
+                                    f'{rs} vs {bs}', *cells, 'yes' if beats else 'no']) + ' |')
+  if not lines:
+    return ''
+  head = ['row', 'protocol', 'seeds (row vs ProtoNets)',
+          *[f'{w}-way {k}-shot' for w, k in SETTINGS], 'beats ProtoNets']
+  return '\n'.join([
+      f'**Against ProtoNets** on the same budget (protocol, size, training episodes, '
+      f'meta-steps): difference of the means over seeds ({split} accuracy, points)\n',
+      '| ' + ' | '.join(head) + ' |',
+      '|' + '|'.join([' --- '] * 3 + [' ---: '] * (len(head) - 3)) + '|',
+      *lines, '',
+      '"apart": the row\'s 95% interval across seeds lies wholly above ProtoNets\'; "clears": '
+      'not apart, but the difference exceeds both intervals; "overlap": neither (all need 2 '
+      'seeds or more on both sides). "paired": the mean ± 95% t-interval of the per-seed '
+      'differences over the seeds both ran (the same seed draws the same test episodes, so '
+      'the pairing removes their sampling noise). "beats ProtoNets": at least 3 seeds each '
+      'and the difference larger than both intervals across seeds at 5-way 1-shot and at '
+      '20-way 1-shot (issue 13\'s standard).']) + '\n'
+
+
 def table(runs: Sequence[tuple[str, dict[str, Any]]], split: str = 'test') -> str:
   """The markdown table of `split` accuracies ('test': the results; 'val': the ablations)."""
   if not runs:
@@ -208,7 +301,10 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}.')
   split = flags.FLAGS.split
-  section = table(load_runs(flags.FLAGS.runs), split)
+  runs = load_runs(flags.FLAGS.runs)
+  section = table(runs, split)
+  if split == 'test' and (against := comparisons(runs, split)):
+    section += '\n' + against
   print(section)
   if flags.FLAGS.readme:
     start, end = (START, END) if split == 'test' else (ABLATION_START, ABLATION_END)

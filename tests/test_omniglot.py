@@ -161,3 +161,8 @@ def test_config_argument_errors():
     omniglot_config.get_config('bogus')
   paper = omniglot_config.get_config('algo=maml,ways=20,size=paper')
   assert (paper.num_steps, paper.meta_batch_size, paper.inner.steps) == (60_000, 16, 5)
+  # The flagship (ProtoNets on the gated Conv-4) at the publications' length: 20,000 60-way
+  # episodes; without `gated`, the plain Conv-4.
+  flagship = omniglot_config.get_config('algo=protonet,gated,size=paper')
+  assert (flagship.model.gate, flagship.num_steps, flagship.train_ways) == (True, 20_000, 60)
+  assert not omniglot_config.get_config('algo=protonet,size=paper').model.gate

@@ -107,3 +107,47 @@ def test_the_gated_conv4_is_labelled_a_hypernetwork(tmp_path):
              for r in rows), rows
   assert any(r.startswith('| protonet (hypernetwork: gated Conv-4) model.gate=True')
              and '98.00' in r for r in rows), rows
+
+
+def two_settings_run(acc_5w1s, acc_20w1s):
+  metrics = {}
+  for name, acc in (('5w1s', acc_5w1s), ('20w1s', acc_20w1s)):
+    metrics.update({f'test_acc_{name}_step0': s(acc, 0.3), f'val_acc_{name}_step0': s(acc)})
+  return dict(protonet_run(acc_5w1s), metrics=metrics)
+
+
+def test_rows_against_protonets_on_the_same_budget(tmp_path):
+  """The lines under the table: differences, intervals apart or not, paired over seeds, and
+  the issue's verdict (>= 3 seeds each, larger than both intervals at 5w1s and 20w1s)."""
+  plain = [(97.0, 90.0), (97.2, 90.2), (97.4, 90.1)]
+  for seed, accs in enumerate(plain):
+    write_run(tmp_path, f'plain{seed}', dict(config(seed), model={'gate': False}),
+              two_settings_run(*accs))
+  # Gated: 5w1s +1 point each seed (apart); 20w1s +0.1 (overlap).
+  for seed, (a, b) in enumerate(plain):
+    write_run(tmp_path, f'gated{seed}', dict(config(seed), model={'gate': True}),
+              two_settings_run(a + 1.0, b + 0.1))
+  # A hypernetwork learner with two seeds, and one on another budget (not compared).
+  for seed in (0, 1):
+    write_run(tmp_path, f'sm{seed}', config(seed, algo='support_metric'),
+              dict(two_settings_run(99.0 + seed, 95.0), algo='support_metric'))
+  write_run(tmp_path, 'long', config(0, steps=200, algo='hyperhead'),
+            dict(two_settings_run(99.0, 95.0), algo='hyperhead', num_steps=200))
+  runs = omniglot_table.load_runs(str(tmp_path / '*'))
+  text = omniglot_table.comparisons(runs)
+  rows = {r.split(' | ')[0]: r for r in text.splitlines() if r.startswith('| ')}
+  gated = rows['| protonet (hypernetwork: gated Conv-4) model.gate=True']
+  assert '+1.00 apart; paired +1.00 ± 0.00 (3)' in gated, gated
+  assert '+0.10 overlap; paired +0.10 ± 0.00 (3)' in gated and gated.endswith('| no |'), gated
+  sm = rows['| support_metric (hypernetwork)']
+  assert '| 2 vs 3 |' in sm and sm.endswith('| no |'), sm
+  assert not any(r.startswith('| hyperhead') for r in rows), text
+  gated_runs = [(w, r) for w, r in runs if 'gated' in w]
+  v = omniglot_table.compare(gated_runs, [(w, r) for w, r in runs if 'plain' in w], 5, 1)
+  assert v['apart'] and v['clears'] and v['seeds'] == (3, 3)
+  # 20w1s lifted by 0.9 more, so that both settings clear with 3 seeds each: beaten.
+  lifted = [(w, two_settings_run(r['metrics']['test_acc_5w1s_step0']['mean'],
+                                 r['metrics']['test_acc_20w1s_step0']['mean'] + 0.9)
+             if 'gated' in w else r) for w, r in runs]
+  gated = [r for r in omniglot_table.comparisons(lifted).splitlines() if 'gated' in r]
+  assert gated[0].endswith('| yes |'), gated

@@ -5,11 +5,15 @@ The argument after the colon is a comma-separated list of `key=value` items and 
     experiments/configs/omniglot.py                                   # hyperhead, 5-way 1-shot, cpu
     experiments/configs/omniglot.py:ways=5,shots=1,algo=maml          # MAML, cpu size
     experiments/configs/omniglot.py:ways=20,shots=1,algo=protonet,size=paper
+    experiments/configs/omniglot.py:algo=protonet,gated,size=paper    # the flagship, paper size
     experiments/configs/omniglot.py:algo=hyperhead,smoke              # seconds (tests)
 
 Keys: `algo` (any of `ALGOS`), `ways`, `shots`, `size` ('cpu': finishes in at most 45
-minutes on 2 CPU cores; 'paper': the published training length and batch sizes). Variant:
-`smoke` (tiny network and few steps, for tests; results mean nothing).
+minutes on 2 CPU cores; 'paper': the published training length and batch sizes). Variants:
+`gated` (the gated Conv-4, `model.gate=True`: with `algo=protonet`, the project's flagship
+Omniglot method, ProtoNets on a Conv-4 whose every block is gated by a small hypernetwork
+reading the block's input); `smoke` (tiny network and few steps, for tests; results mean
+nothing).
 
 Protocol (`hypernet.data.omniglot`, `hypernet.tasks.omniglot`): the MAML/ProtoNets split, 1200
 characters for meta-training (1100 train + 100 validation, for model selection) and 423 for
@@ -42,7 +46,7 @@ METRIC_ALGOS = common.METRIC_ALGOS
 CONV_ADAPTING = ('maml', 'fomaml', 'metasgd', 'hypermaml', 'learned_update')
 ALGOS = common.CLASSIFICATION_ALGOS
 SIZES = ('cpu', 'paper')
-VARIANTS = ('smoke',)
+VARIANTS = ('gated', 'smoke')
 
 
 def parse_arg(arg: str | None) -> ml_collections.ConfigDict:
@@ -110,7 +114,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.batch_norm = size == 'paper' and algo not in METRIC_ALGOS
   # Input-conditioned gating of every block (hypernet.models.Conv4: the seed sketch's
   # hypernetwork-times-target in each block); off: the plain Conv-4 of the literature.
-  config.model.gate = False
+  config.model.gate = a.gated
   # hypernet.nn.Conv's lowering in training; 'auto' is 'im2col' on CPU, which measured 10x
   # faster than 'xla' there even for the shared embedding of protonet / hyperhead (20-way
   # episodes: 2.96 against 0.16 meta-steps/s), and 'xla' on GPU / TPU.
