@@ -25,7 +25,8 @@ outputs a per-channel scale that multiplies it, i.e. it FiLMs (scale only) the c
 kernel for that example: `h * 2 sigmoid(W2 relu(W1 mean_hw(h)))` (squeeze-and-excitation,
 Hu et al. 2018, is the same form). `W2` starts at zero, so every gate starts at 1 and the
 network at the plain Conv-4. The gates are computed per example, so predictions still depend
-on their own input only.
+on their own input only. Each block's gates `[N, C]` are sown as `intermediates/gate_<i>`:
+`Conv4(..., gate=True).apply(variables, x, mutable=['intermediates'])` returns them.
 """
 
 from __future__ import annotations
@@ -74,7 +75,9 @@ class Conv4(nn.Module):
       if self.gate:  # [N, H, W, C] * [N, 1, 1, C]
         h = nn.relu(nn.Dense(self.gate_hidden, name=f'Gate_{i}_hidden')(x.mean((1, 2))))
         g = nn.Dense(self.filters, kernel_init=nn.initializers.zeros, name=f'Gate_{i}_out')(h)
-        x = x * (2.0 * nn.sigmoid(g))[:, None, None, :]
+        gate = 2.0 * nn.sigmoid(g)  # [N, C], in (0, 2)
+        self.sow('intermediates', f'gate_{i}', gate)  # kept with mutable=['intermediates']
+        x = x * gate[:, None, None, :]
       x = hnn.max_pool(nn.relu(x), (2, 2), (2, 2))
     x = x.reshape(x.shape[0], -1)  # [N, D]
     return nn.Dense(self.ways)(x) if self.ways else x

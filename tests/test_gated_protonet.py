@@ -103,3 +103,20 @@ def test_the_gates_start_open_so_training_starts_at_plain_protonets():
       p, m.adapt(p, task.x_support, task.y_support, 0), task.x_query))()
   a, b = logits(gated, params), logits(plain, base)
   np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_the_gates_are_sown_per_example_and_block(gated):
+  """`mutable=['intermediates']` returns each block's gates `[N, C]`, in (0, 2), one per example:
+  the same image gives the same gates whatever the batch it is in."""
+  _, params = gated
+  module = Conv4(filters=4, ways=0, gate=True, gate_hidden=4, conv_strategy='xla')
+  x = episodes(1, ways=3, shots=1, queries=1).x_query[0]  # [3, 16, 16, 1]
+  apply = jax.jit(lambda x: module.apply({'params': params}, x, mutable=['intermediates']))
+  _, state = apply(x)
+  gates = [state['intermediates'][f'gate_{i}'][0] for i in range(4)]
+  assert [g.shape for g in gates] == [(3, 4)] * 4
+  assert all(bool(jnp.all((g > 0) & (g < 2))) for g in gates)
+  assert not np.allclose(gates[0][0], gates[0][1])  # conditioned on the example
+  _, alone = apply(x[1:2])
+  np.testing.assert_allclose(alone['intermediates']['gate_3'][0][0], gates[3][1], rtol=1e-5,
+                             atol=1e-6)
