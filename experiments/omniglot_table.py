@@ -78,8 +78,10 @@ def run_config(workdir: str, results: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_runs(pattern: str) -> list[tuple[str, dict[str, Any]]]:
-  """The Omniglot runs matching `pattern`, in `ALGO_ORDER`."""
-  return results_table.sort_by_algo(results_table.read_results(pattern), ALGO_ORDER)
+  """The Omniglot runs matching `pattern`, in `ALGO_ORDER`, the MAML protocol's first."""
+  runs = results_table.sort_by_algo(results_table.read_results(pattern), ALGO_ORDER)
+  protocol = lambda run: (results_table.read_config(run[0]) or {}).get('data.protocol', 'maml')
+  return sorted(runs, key=lambda run: protocol(run) != 'maml')  # stable: keeps the rest
 
 
 def group_runs(runs: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
