@@ -27,6 +27,9 @@ warm-up, XLA's compiled peak memory and FLOPs):
    protocol's 4,400 meta-training classes (no dataset needed); steps/s and the projected
    time of the paper's 60,000 meta-steps (training only: evaluation and checkpoints
    excluded). Its timed calls stop early after `OMNIGLOT_MAX_TIMED_S` or at the budget;
+   then the same for the flagship Omniglot method at the paper's size (`FLAGSHIP_CONFIG`,
+   ProtoNets on the gated Conv-4: one 60-way 1-shot episode with 5 queries per class per
+   meta-step, 20,000 meta-steps), as `omniglot_flagship`;
 4. `batch_curve`: the library programs of `benchmark_workloads.BATCH_CURVE` at
    accelerator-sized meta-batches (W1: 32, 128, 512, 2048; W2: 8, 32, 128), each measured
    by `benchmark.measure` (steps/s, tasks/s, memory, FLOP/s, % of peak).
@@ -80,6 +83,8 @@ DEFAULT_BUDGET_S = 360.0
 OMNIGLOT_MAX_TIMED_S = 120.0  # 300 meta-steps at 2.5 meta-steps/s or more
 ERROR_CHARS = 2000  # of an error's message kept in the JSON
 OMNIGLOT_CONFIG = 'algo=maml,size=paper'
+# The flagship Omniglot method (README): ProtoNets on the gated Conv-4, 20,000 60-way episodes.
+FLAGSHIP_CONFIG = 'algo=protonet,gated,size=paper'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,8 +187,10 @@ def synthetic_episodes(num_classes: int, seed: int = 0) -> OmniglotEpisodes:
 def omniglot_maml(steps: int, variant: str = '', deadline: float | None = None,
                   steps_per_call: int | None = None,
                   num_classes: int | None = None,
-                  max_timed_s: float | None = None) -> dict[str, Any]:
-  """Times paper-size Omniglot MAML as `experiments.omniglot` trains it, on random images.
+                  max_timed_s: float | None = None,
+                  argument: str = OMNIGLOT_CONFIG) -> dict[str, Any]:
+  """Times paper-size Omniglot MAML (or the config `argument`) as `experiments.omniglot`
+  trains it, on random images.
 
   The programs are compiled at XLA's default optimisation level even where the config
   asks for `fast_compile` (the `smoke` variant): speed is what is measured, and at level 0
@@ -193,7 +200,7 @@ def omniglot_maml(steps: int, variant: str = '', deadline: float | None = None,
   Args:
     steps: timed meta-steps, run in calls of `min(steps_per_call, steps)` after one
       warm-up call of that length (compilation and first run); rounded up to whole calls.
-    variant: added to the config argument `OMNIGLOT_CONFIG` (',smoke': `--tiny`).
+    variant: added to the config argument (',smoke': `--tiny`).
     deadline: a `time.perf_counter()` value after which no further call starts (at least
       one timed call always runs); None: none.
     steps_per_call: meta-steps per call (None: `config.steps_per_call`, as training runs).
@@ -201,14 +208,16 @@ def omniglot_maml(steps: int, variant: str = '', deadline: float | None = None,
       protocol's meta-training classes, 4,400 with rotations).
     max_timed_s: no further call starts after this many seconds of timed calls (at least
       one runs); None: no limit.
+    argument: the config argument of `experiments/configs/omniglot.py` at the paper's size
+      (`OMNIGLOT_CONFIG`: MAML; `FLAGSHIP_CONFIG`: the flagship).
 
   Returns:
     `{'config': {...}, 'num_target_params', 'num_classes', 'compile_s', 'first_call_s',
     'steps', 'steps_per_s', 'run_s', 'first_loss', 'final_loss', 'paper_num_steps',
     'projected_paper_s'}` (`projected_paper_s`: the paper's meta-steps at `steps_per_s`).
   """
-  config = omniglot_config.get_config(OMNIGLOT_CONFIG + variant)
-  paper_steps = omniglot_config.get_config(OMNIGLOT_CONFIG).num_steps
+  config = omniglot_config.get_config(argument + variant)
+  paper_steps = omniglot_config.get_config(argument).num_steps
   omniglot.validate_config(config)
   target = omniglot.build_target(config)
   learner = omniglot.for_ways(learners.build_learner(config, target), config.train_ways)
@@ -248,13 +257,17 @@ def omniglot_maml(steps: int, variant: str = '', deadline: float | None = None,
     run_s += time.perf_counter() - t0
     done += length
   rate = done / run_s
+  inner = config.get('inner')
   return {
-      'config': {'argument': OMNIGLOT_CONFIG + variant, 'ways': config.train_ways,
+      'config': {'argument': argument + variant, 'algo': config.algo,
+                 'gate': bool(config.model.gate), 'ways': config.train_ways,
                  'shots': config.shots, 'queries': config.queries,
                  'meta_batch_size': config.meta_batch_size, 'filters': config.model.filters,
                  'batch_norm': bool(config.model.batch_norm),
-                 'inner_steps': config.inner.steps, 'inner_lr': config.inner.lr,
-                 'first_order': bool(config.inner.first_order),
+                 # None for the learners without an inner loop (the flagship)
+                 'inner_steps': inner.steps if inner else None,
+                 'inner_lr': inner.lr if inner else None,
+                 'first_order': bool(inner.first_order) if inner else None,
                  'steps_per_call': length, 'conv_strategy': config.model.conv_strategy,
                  'compute_dtype': config.get('compute_dtype', 'float32'),
                  'sharded_over': 1 if mesh is None else mesh.devices.size},
@@ -264,6 +277,14 @@ def omniglot_maml(steps: int, variant: str = '', deadline: float | None = None,
       'final_loss': float(np.mean(metrics['loss'])), 'paper_num_steps': paper_steps,
       'projected_paper_s': paper_steps / rate,
   }
+
+
+def omniglot_flagship(steps: int, variant: str = '', deadline: float | None = None,
+                      steps_per_call: int | None = None, num_classes: int | None = None,
+                      max_timed_s: float | None = None) -> dict[str, Any]:
+  """`omniglot_maml` for the flagship at the paper's size (`FLAGSHIP_CONFIG`)."""
+  return omniglot_maml(steps, variant, deadline, steps_per_call, num_classes, max_timed_s,
+                       argument=FLAGSHIP_CONFIG)
 
 
 # ------------------------------------------------------------------ the README section
@@ -348,6 +369,21 @@ def section(results: dict[str, Any]) -> str:
         f'{_fmt(o["compile_s"])} s of compilation; the paper\'s {o["paper_num_steps"]:,} '
         f'meta-steps would take **{duration(o["projected_paper_s"])}** of training '
         '(evaluation and checkpoints excluded).')
+  f = results.get('omniglot_flagship')
+  if f is not None and _failure(f):
+    lines += ['', f'The flagship at the paper\'s size: {_failure(f)}.']
+  elif f is not None:
+    c = f['config']
+    lines += ['', (
+        f'The flagship Omniglot method, ProtoNets on the gated Conv-4, at the paper\'s size '
+        f'(`{c["argument"]}`: one {c["ways"]}-way {c["shots"]}-shot episode with '
+        f'{c["queries"]} queries per class per meta-step, Conv-4 with {c["filters"]} filters '
+        f'and its gates; random images of {f["num_classes"]:,} classes, '
+        f'{c["steps_per_call"]} meta-steps per call): **{_fmt(f["steps_per_s"])} '
+        f'meta-steps/s** over {f["steps"]} timed meta-steps, after {_fmt(f["compile_s"])} s of '
+        f'compilation; its {f["paper_num_steps"]:,} meta-steps would take '
+        f'**{duration(f["projected_paper_s"])}** of training (evaluation and checkpoints '
+        'excluded).')]
   curve = results.get('batch_curve') or {}
   if curve:
     lines += ['', 'Library programs by meta-batch size (tasks/s = meta-steps/s x meta-batch):', '',
@@ -427,7 +463,8 @@ def run(out: str, readme: str | None = None, tiny: bool = False,
       'window_s': sizes.window_s, 'budget_s': float(budget_s),
       'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
       'load_average': list(os.getloadavg()), 'wall_s': 0.0,
-      'peak': None, 'workloads': {}, 'omniglot': None, 'batch_curve': {}}
+      'peak': None, 'workloads': {}, 'omniglot': None, 'omniglot_flagship': None,
+      'batch_curve': {}}
 
   def save() -> None:
     results['wall_s'] = clock.elapsed()
@@ -467,6 +504,16 @@ def run(out: str, readme: str | None = None, tiny: bool = False,
       lambda: omniglot_maml(steps, sizes.omniglot_variant, clock.deadline,
                             sizes.omniglot_steps_per_call, sizes.omniglot_classes,
                             OMNIGLOT_MAX_TIMED_S), clock)
+  if 'steps_per_s' in o:
+    log(f'  {o["steps_per_s"]:.4g} meta-steps/s (compile {o["compile_s"]:.1f} s); '
+        f'{o["paper_num_steps"]} meta-steps: {duration(o["projected_paper_s"])}')
+  save()
+  log(f'omniglot: the flagship, {FLAGSHIP_CONFIG + sizes.omniglot_variant}, {steps} timed '
+      'meta-steps ...')
+  results['omniglot_flagship'] = o = attempt(
+      lambda: omniglot_flagship(steps, sizes.omniglot_variant, clock.deadline,
+                                sizes.omniglot_steps_per_call, sizes.omniglot_classes,
+                                OMNIGLOT_MAX_TIMED_S), clock)
   if 'steps_per_s' in o:
     log(f'  {o["steps_per_s"]:.4g} meta-steps/s (compile {o["compile_s"]:.1f} s); '
         f'{o["paper_num_steps"]} meta-steps: {duration(o["projected_paper_s"])}')

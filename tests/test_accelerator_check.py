@@ -74,6 +74,14 @@ def test_tiny_run_writes_json_and_readme(tmp_path):
               'final_loss', 'num_target_params'):
     assert _positive(o[key]), (key, o[key])
   assert o['projected_paper_s'] == pytest.approx(60_000 / o['steps_per_s'])
+  # 3b. the flagship (ProtoNets on the gated Conv-4) at the paper's size, shrunk by `smoke`
+  f = r['omniglot_flagship']
+  assert f['config']['argument'] == 'algo=protonet,gated,size=paper,smoke'
+  assert f['config']['algo'] == 'protonet' and f['config']['gate']
+  assert not f['config']['batch_norm'] and f['steps'] == 3 and f['paper_num_steps'] == 20_000
+  for key in ('compile_s', 'steps_per_s', 'run_s', 'projected_paper_s', 'final_loss',
+              'num_target_params'):
+    assert _positive(f[key]), (key, f[key])
   # 4. the meta-batch curve, point by point
   assert list(r['batch_curve']) == ['W1'] and list(r['batch_curve']['W1']) == ['1', '2']
   for n, p in r['batch_curve']['W1'].items():
@@ -88,6 +96,7 @@ def test_tiny_run_writes_json_and_readme(tmp_path):
   assert '| W1 |' in text and '% of peak' in text and 'meta-steps/s' in text
   assert f'{benchmark._fmt(peak["flops_per_s"] / 1e9)} GFLOP/s' in text
   assert ac.duration(o['projected_paper_s']) in text
+  assert 'ProtoNets on the gated Conv-4' in text and ac.duration(f['projected_paper_s']) in text
   # --from_json writes the same section from the saved JSON.
   again = _readme(tmp_path / 'AGAIN.md')
   ac.write_readme(str(again), ac.load_results(str(out)))
@@ -140,6 +149,7 @@ def test_a_failure_is_recorded_and_the_rest_runs(tmp_path, monkeypatch):
   assert r['peak']['error'].startswith('RuntimeError: RESOURCE_EXHAUSTED')
   assert r['workloads']['W1']['error'].startswith('RuntimeError: RESOURCE_EXHAUSTED')
   assert r['omniglot']['error'] == 'ValueError: no Omniglot today'
+  assert r['omniglot_flagship']['error'] == 'ValueError: no Omniglot today'  # its own item
   for p in r['batch_curve']['W1'].values():  # measured after the failures, without a peak
     assert _positive(p['steps_per_s']) and p['percent_of_peak'] is None
   assert r['finished'] and json.loads(out.read_text()) == r
@@ -147,6 +157,7 @@ def test_a_failure_is_recorded_and_the_rest_runs(tmp_path, monkeypatch):
   assert 'Peak probe: failed: RuntimeError: RESOURCE_EXHAUSTED' in text
   assert '| W1 | failed: RuntimeError: RESOURCE_EXHAUSTED' in text
   assert "Omniglot MAML at the paper's size: failed: ValueError: no Omniglot today." in text
+  assert "The flagship at the paper's size: failed: ValueError: no Omniglot today." in text
   assert '| W1 | 2 |' in text
 
 
