@@ -29,7 +29,7 @@ warm-up, XLA's compiled peak memory and FLOPs):
    excluded). Its timed calls stop early after `OMNIGLOT_MAX_TIMED_S` or at the budget;
    then the same for the flagship Omniglot method at the paper's size (`FLAGSHIP_CONFIG`,
    ProtoNets on the gated Conv-4: one 60-way 1-shot episode with 5 queries per class per
-   meta-step, 20,000 meta-steps), as `omniglot_flagship`;
+   meta-step, 20,000 meta-steps), `omniglot_maml` with `argument=FLAGSHIP_CONFIG`;
 4. `batch_curve`: the library programs of `benchmark_workloads.BATCH_CURVE` at
    accelerator-sized meta-batches (W1: 32, 128, 512, 2048; W2: 8, 32, 128), each measured
    by `benchmark.measure` (steps/s, tasks/s, memory, FLOP/s, % of peak).
@@ -279,14 +279,6 @@ def omniglot_maml(steps: int, variant: str = '', deadline: float | None = None,
   }
 
 
-def omniglot_flagship(steps: int, variant: str = '', deadline: float | None = None,
-                      steps_per_call: int | None = None, num_classes: int | None = None,
-                      max_timed_s: float | None = None) -> dict[str, Any]:
-  """`omniglot_maml` for the flagship at the paper's size (`FLAGSHIP_CONFIG`)."""
-  return omniglot_maml(steps, variant, deadline, steps_per_call, num_classes, max_timed_s,
-                       argument=FLAGSHIP_CONFIG)
-
-
 # ------------------------------------------------------------------ the README section
 def _fmt(x: float | None, digits: int = 3) -> str:
   return benchmark._fmt(x, digits)  # pylint: disable=protected-access  # the same numbers
@@ -498,26 +490,18 @@ def run(out: str, readme: str | None = None, tiny: bool = False,
           f'{r["library"]["compile_s"]:.1f} s), {_fmt(r["percent_of_peak"], 2)} % of peak')
     save()
 
-  # 3. Paper-size Omniglot MAML (before the curve: see the module docstring).
-  log(f'omniglot: MAML, {OMNIGLOT_CONFIG + sizes.omniglot_variant}, {steps} timed meta-steps ...')
-  results['omniglot'] = o = attempt(
-      lambda: omniglot_maml(steps, sizes.omniglot_variant, clock.deadline,
-                            sizes.omniglot_steps_per_call, sizes.omniglot_classes,
-                            OMNIGLOT_MAX_TIMED_S), clock)
-  if 'steps_per_s' in o:
-    log(f'  {o["steps_per_s"]:.4g} meta-steps/s (compile {o["compile_s"]:.1f} s); '
-        f'{o["paper_num_steps"]} meta-steps: {duration(o["projected_paper_s"])}')
-  save()
-  log(f'omniglot: the flagship, {FLAGSHIP_CONFIG + sizes.omniglot_variant}, {steps} timed '
-      'meta-steps ...')
-  results['omniglot_flagship'] = o = attempt(
-      lambda: omniglot_flagship(steps, sizes.omniglot_variant, clock.deadline,
-                                sizes.omniglot_steps_per_call, sizes.omniglot_classes,
-                                OMNIGLOT_MAX_TIMED_S), clock)
-  if 'steps_per_s' in o:
-    log(f'  {o["steps_per_s"]:.4g} meta-steps/s (compile {o["compile_s"]:.1f} s); '
-        f'{o["paper_num_steps"]} meta-steps: {duration(o["projected_paper_s"])}')
-  save()
+  # 3. Paper-size Omniglot MAML, then the flagship (before the curve: module docstring).
+  for key, what, argument in (('omniglot', 'MAML', OMNIGLOT_CONFIG),
+                              ('omniglot_flagship', 'the flagship', FLAGSHIP_CONFIG)):
+    log(f'omniglot: {what}, {argument + sizes.omniglot_variant}, {steps} timed meta-steps ...')
+    results[key] = o = attempt(
+        lambda argument=argument: omniglot_maml(
+            steps, sizes.omniglot_variant, clock.deadline, sizes.omniglot_steps_per_call,
+            sizes.omniglot_classes, OMNIGLOT_MAX_TIMED_S, argument=argument), clock)
+    if 'steps_per_s' in o:
+      log(f'  {o["steps_per_s"]:.4g} meta-steps/s (compile {o["compile_s"]:.1f} s); '
+          f'{o["paper_num_steps"]} meta-steps: {duration(o["projected_paper_s"])}')
+    save()
 
   # 4. The meta-batch curve, each point on its own.
   for name, batch_sizes in sizes.curve.items():

@@ -43,6 +43,7 @@ from hypernet.models import Conv4
 from hypernet.tasks.omniglot import OmniglotEpisodes
 
 MODES = ('generated', 'mean', 'open')
+EPISODE_BATCH = 10  # episodes vmapped together by `ablation`
 
 
 def gated_protonet(filters: int, ways: int, input_shape: Sequence[int] = (28, 28, 1)
@@ -101,9 +102,10 @@ def ablation(params: Any, family: OmniglotEpisodes, *, filters: int, ways: int, 
   if episodes < 2:
     raise ValueError(f'episodes: expected at least 2, received {episodes!r}.')
   net, learner = gated_protonet(filters, ways, family.images.shape[2:] + (1,))
-  one = jax.jit(lambda k: episode_accuracies(net, learner, params,
-                                             family.sample(k, ways, shots, queries)))
-  acc = 100.0 * np.stack([np.asarray(one(k)) for k in jax.random.split(key, episodes)])
+  one = lambda k: episode_accuracies(net, learner, params, family.sample(k, ways, shots, queries))
+  # Compiled once, EPISODE_BATCH episodes at a time (bounded memory).
+  many = jax.jit(lambda keys: jax.lax.map(one, keys, batch_size=EPISODE_BATCH))
+  acc = 100.0 * np.asarray(many(jax.random.split(key, episodes)))  # [episodes, len(MODES)]
   ci = lambda a: float(1.96 * a.std(ddof=1) / np.sqrt(len(a)))
   diff = acc[:, 0] - acc[:, 1]
   return {'modes': {m: (float(a.mean()), ci(a)) for m, a in zip(MODES, acc.T)},

@@ -215,8 +215,8 @@ def comparisons(runs: Sequence[tuple[str, dict[str, Any]]], split: str = 'test')
     if not base:
       continue
     cells = []
-    for w, k in SETTINGS:
-      v = compare(g['runs'], base[0]['runs'], w, k, split)
+    compared = {(w, k): compare(g['runs'], base[0]['runs'], w, k, split) for w, k in SETTINGS}
+    for (w, k), v in compared.items():
       if v is None:
         cells.append('—')
         continue
@@ -228,9 +228,8 @@ def comparisons(runs: Sequence[tuple[str, dict[str, Any]]], split: str = 'test')
         text += f'; paired {mean:+.2f} ± {ci:.2f} ({n})'
       cells.append(text)
     rs, bs = len(g['runs']), len(base[0]['runs'])
-    beats = all(
-        (v := compare(g['runs'], base[0]['runs'], w, k, split)) is not None
-        and min(v['seeds']) >= 3 and v['clears'] for w, k in ((5, 1), (20, 1)))
+    beats = all((v := compared[setting]) is not None and min(v['seeds']) >= 3 and v['clears']
+                for setting in ((5, 1), (20, 1)))
     lines.append('| ' + ' | '.join([labels[id(g)], c.get('data.protocol', 'maml'),
                                     f'{rs} vs {bs}', *cells, 'yes' if beats else 'no']) + ' |')
   if not lines:
