@@ -4,7 +4,7 @@
 # gated Conv-4 (seeds 0-4), then the support-set head (support_metric, seeds 0-2), on the
 # MAML/ProtoNets protocol; the same on the official one (background alphabets for
 # meta-training, evaluation alphabets for test; seeds 0-2); then one seed of every other
-# hypernetwork learner at 5-way 1-shot and 20-way 1-shot; then the table. Each run takes 30-45
+# hypernetwork learner, and of MAML, at 5-way 1-shot and 20-way 1-shot; then the table. Each run takes 30-45
 # minutes on 2 CPU cores.
 # Finished runs are skipped (each workdir resumes). Several processes can share the list: each
 # takes the next run no other has claimed (a `<workdir>.claim` directory while it runs):
@@ -41,10 +41,11 @@ list() {  # one run per line: <workdir> <config argument> [overrides]
     done
   done
   # One model of the metric learner hyperhead serves every setting (as ProtoNets); the others
-  # are trained per setting.
+  # are trained per setting, beside MAML on the same budget (the baseline of the learners that
+  # adapt by gradient steps).
   echo "workdirs/omniglot/hyperhead_s0 algo=hyperhead --config.seed=0"
   for ways in 5 20; do
-    for algo in amortised latent hypermaml learned_update; do
+    for algo in maml amortised latent hypermaml learned_update; do
       echo "workdirs/omniglot/${algo}_${ways}w1s_s0 ways=$ways,shots=1,algo=$algo --config.seed=0"
     done
   done

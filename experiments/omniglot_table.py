@@ -165,9 +165,10 @@ def _is_baseline(config: dict[str, Any]) -> bool:
 
 
 def _budget(config: dict[str, Any]) -> tuple[Any, ...]:
-  """What a fair comparison holds fixed: protocol, size, training episodes and their number."""
+  """What a fair comparison holds fixed: protocol, size, training episodes and their number,
+  and the number of test episodes."""
   return tuple(config.get(k) for k in ('data.protocol', 'size', 'train_ways', 'shots', 'queries',
-                                       'num_steps'))
+                                       'num_steps', 'eval.num_episodes'))
 
 
 def _seed(workdir: str) -> Any:

@@ -47,8 +47,10 @@ CHECKPOINT_DIR = 'checkpoints'
 UNREADABLE_DIR = 'unreadable_checkpoints'  # unreadable checkpoints are moved here, not deleted
 # Keys that may differ between a workdir's run and a rerun that resumes it. `shard_tasks`
 # changes where the tasks are computed, not what (results agree within float tolerance),
-# so a run may resume on a machine with another number of devices.
-RESUMABLE_DIFFERENCES = ('num_steps', 'overwrite', 'shard_tasks')
+# so a run may resume on a machine with another number of devices. `eval.num_episodes` is read
+# only by the final evaluation (Omniglot), so a finished run can be evaluated again on more
+# episodes: its `config.json` and `results.json` are then rewritten with the new number.
+RESUMABLE_DIFFERENCES = ('num_steps', 'overwrite', 'shard_tasks', 'eval.num_episodes')
 
 
 # Keys added after runs were recorded: absent from an old `config.json` means this value,

@@ -70,8 +70,8 @@ from experiments.outputs import plot_learning_curve, summary, write_results
 from experiments.programs import (init_state, jit, make_optimizer, make_train_chunk,
                                   skipped_updates, task_mesh_for)
 from experiments.rundir import (CHECKPOINT_DIR, METRICS_FILE, RESULTS_FILE, check_workdir,
-                                commit_workdir, legacy_layout, open_checkpoints, records_up_to,
-                                restore_newest)
+                                commit_workdir, legacy_layout, open_checkpoints, read_json,
+                                records_up_to, restore_newest)
 from hypernet import meta, parallel
 from hypernet.target import PyTree
 from hypernet.tasks import Task
@@ -128,6 +128,23 @@ def _check_final_loss(experiment: Experiment, meta_params: PyTree, train_key: ja
 
 
 # ------------------------------------------------------------------ the run
+TRAINING_KEYS = ('steps_per_s', 'train_time_s', 'compile_time_s', 'resumed_from_step')
+
+
+def previous_training(results_path: str, num_steps: int) -> dict[str, Any]:
+  """`TRAINING_KEYS` of the `results.json` of the same run (`num_steps` steps), plus
+  `evaluated_again: True`; `{}` if there is none or it is unreadable. A finished run evaluated
+  again (e.g. on more episodes) trains no step, so its training speed and time are the
+  earlier record's."""
+  try:
+    old = read_json(results_path)
+  except (OSError, ValueError):
+    return {}
+  if not isinstance(old, dict) or old.get('num_steps') != num_steps:
+    return {}
+  return {**{k: old[k] for k in TRAINING_KEYS if k in old}, 'evaluated_again': True}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        experiment: Experiment) -> dict[str, Any]:
   """Trains `experiment.learner` (resuming from `workdir`), evaluates, writes the outputs.
@@ -183,9 +200,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   else:
     start = 0
   hint = f' (config.optimizer.learning_rate={config.optimizer.learning_rate})'
+  previous = {}  # a finished run evaluated again keeps its record of training (speed, time)
   if start == num_steps:  # a finished run, evaluated again: its parameters are checked first
     checks.check_params_finite(state.meta_params, f'the update of step {start}', hint=hint)
     _check_final_loss(experiment, state.meta_params, train_key, start, config, fast_compile)
+    previous = previous_training(os.path.join(workdir, RESULTS_FILE), num_steps)
   commit_workdir(config, workdir, unreadable)
   manager = open_checkpoints(ckpt_dir, config.keep_checkpoints)
   writer = events.EventWriter(workdir, start)
@@ -242,6 +261,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       'train_time_s': run_s,
       'compile_time_s': compile_s,
       'resumed_from_step': start,
+      **previous,
       **({'skipped_updates': skipped_updates(state.opt_state)}
          if config.optimizer.get('skip_nonfinite', 0) else {}),
       'num_meta_params': num_meta_params,

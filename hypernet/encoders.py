@@ -3,8 +3,9 @@
 * `TaskEmbedding`: a learned table, one vector per task id (continual learning,
   multi-task); entries start N(0, 1), the second moment hyperfan assumes.
 * `SetEncoder`: a permutation-invariant encoder of a support set of (x, y)
-  pairs (Deep Sets: `rho(pool_k phi([x_k, y_k]))`), with mean pooling or
-  attention pooling by learned seed queries (PMA, Set Transformer). A mask
+  pairs (Deep Sets: `rho(pool_k phi([x_k, y_k]))`), with mean pooling,
+  attention pooling by learned seed queries (PMA, Set Transformer), or class
+  pooling (classification: one mean per class, concatenated in label order). A mask
   allows padded sets. Its output is layer-normalised by default, so that codes
   have the unit second moment that hyperfan initialisation assumes.
 """
@@ -20,7 +21,7 @@ from jax.experimental import checkify
 
 from hypernet.hypernets.base import MLP, check_positive
 
-POOLINGS = ('mean', 'attention')
+POOLINGS = ('mean', 'attention', 'class')
 
 
 OUT_OF_RANGE = ('nan', 'clip', 'checkify')
@@ -84,7 +85,11 @@ class SetEncoder(nn.Module):
   Attributes:
     features: output size.
     hidden: sizes of the per-element network `phi`.
-    pooling: 'mean' or 'attention'.
+    pooling: 'mean', 'attention' or 'class'. 'class' needs one-hot labels `y [K, C]`: the
+      mean of `phi` over each class's points, `[C, H]`, flattened in label order to
+      `[C * H]` (a class without points gives zeros), so the code keeps which features belong
+      to which label, where a mean over the whole set blurs them (relabelling the classes
+      permutes the code's blocks).
     num_heads: attention heads (attention pooling).
     rho_hidden: sizes of the network after pooling (before the output layer).
     normalize: end with a LayerNorm, so that the code has zero mean and unit
@@ -124,6 +129,12 @@ class SetEncoder(nn.Module):
     if self.pooling == 'mean':
       w = jnp.ones(x.shape[0]) if mask is None else mask.astype(h.dtype)
       pooled = (w @ h) / jnp.maximum(w.sum(), 1.0)  # [H]
+    elif self.pooling == 'class':
+      w = y.astype(h.dtype)  # [K, C] one-hot
+      if mask is not None:
+        w = w * mask.astype(h.dtype)[:, None]
+      means = (w.T @ h) / jnp.maximum(w.sum(0), 1.0)[:, None]  # [C, H]
+      pooled = means.reshape(-1)  # [C * H]
     else:
       seed = self.param('seed', nn.initializers.normal(1.0), (1, h.shape[-1]))
       attn_mask = None if mask is None else mask[None, None, None, :]  # [1, heads, q, K]

@@ -70,13 +70,38 @@ def test_set_encoder_is_permutation_invariant_and_masks_padding(pooling):
   np.testing.assert_allclose(codes[0], code, rtol=1e-5, atol=1e-6)
 
 
+def test_class_pooling_keeps_each_labels_mean_in_its_block():
+  """'class': one mean of phi per label, in label order; relabelling permutes the blocks."""
+  enc = hn.SetEncoder(features=5, hidden=(8,), pooling='class', rho_hidden=(), normalize=False)
+  x = jax.random.normal(jax.random.key(0), (6, 3))
+  labels = jnp.array([0, 2, 1, 2, 0, 1])
+  y = jax.nn.one_hot(labels, 3)
+  variables = enc.init(jax.random.key(1), x, y)
+  code = enc.apply(variables, x, y)
+  assert code.shape == (5,)
+  # Without rho or LayerNorm the code is `out` applied to the pooled [C * H]: rebuilt by hand.
+  phi = hn.hypernets.base.MLP((8,))
+  phi_out = phi.apply({'params': variables['params']['phi']}, jnp.concatenate([x, y], -1))
+  means = jnp.stack([phi_out[labels == c].mean(0) for c in range(3)])  # [C, H]
+  out = variables['params']['out']
+  np.testing.assert_allclose(code, means.reshape(-1) @ out['kernel'] + out['bias'],
+                             rtol=1e-5, atol=1e-5)
+  # Permuting the points changes nothing; a class absent from the set gives a zero block.
+  perm = jax.random.permutation(jax.random.key(2), 6)
+  np.testing.assert_allclose(enc.apply(variables, x[perm], y[perm]), code, rtol=1e-5, atol=1e-6)
+  keep = labels != 1
+  absent = enc.apply(variables, x, y, keep)
+  expected = means.at[1].set(0.0).reshape(-1) @ out['kernel'] + out['bias']
+  np.testing.assert_allclose(absent, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_set_encoder_shape_errors():
   enc = hn.SetEncoder(features=4)
   with pytest.raises(ValueError, match=r'x, y: expected \[K, dx\] and \[K, dy\] with the same K, '
                                        r'received \(5, 1\) and \(4, 1\)'):
     enc.init(jax.random.key(0), jnp.zeros((5, 1)), jnp.zeros((4, 1)))
-  with pytest.raises(ValueError, match=r"pooling: expected one of \('mean', 'attention'\), "
-                                       r"received 'max'"):
+  with pytest.raises(ValueError, match=r"pooling: expected one of \('mean', 'attention', "
+                                       r"'class'\), received 'max'"):
     hn.SetEncoder(features=4, pooling='max')
 
 

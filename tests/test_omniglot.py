@@ -94,6 +94,19 @@ def test_smoke_run_writes_results_and_resumes_identically(algo, data_config, tmp
   resumed = omniglot.train_and_evaluate(config, str(tmp_path / 'b'))
   assert resumed['resumed_from_step'] == config.num_steps // 2
   assert resumed['metrics'] == results['metrics']
+  # The finished run evaluated again on more test episodes: nothing trained, the training
+  # record kept, the config and results rewritten with the new number.
+  more = smoke_config(algo, data_config)
+  more.eval.num_episodes = 2 * config.eval.num_episodes
+  again = omniglot.train_and_evaluate(more, str(tmp_path / 'a'))
+  assert again['evaluated_again'] is True
+  for key in ('steps_per_s', 'train_time_s', 'compile_time_s', 'resumed_from_step'):
+    assert again[key] == results[key], key
+  for name, m in again['metrics'].items():
+    assert m['n'] == (more.eval.num_episodes if name.startswith('test') else
+                      config.eval.val_episodes), name
+  with open(tmp_path / 'a' / 'config.json') as f:
+    assert json.load(f)['eval']['num_episodes'] == more.eval.num_episodes
 
 
 def test_hyperhead_starts_as_protonets_and_evaluates_other_ways(data_config):

@@ -133,9 +133,14 @@ def test_rows_against_protonets_on_the_same_budget(tmp_path):
               dict(two_settings_run(99.0 + seed, 95.0), algo='support_metric'))
   write_run(tmp_path, 'long', config(0, steps=200, algo='hyperhead'),
             dict(two_settings_run(99.0, 95.0), algo='hyperhead', num_steps=200))
+  # Evaluated on other test episodes (their number): not the same budget either.
+  write_run(tmp_path, 'more', dict(config(0), model={'gate': True}, eval={'num_episodes': 50}),
+            two_settings_run(99.5, 95.0))
   runs = omniglot_table.load_runs(str(tmp_path / '*'))
   text = omniglot_table.comparisons(runs)
   rows = {r.split(' | ')[0]: r for r in text.splitlines() if r.startswith('| ')}
+  assert not any('num_episodes=50' in r for r in rows), text
+  assert any('num_episodes=50' in r for r in omniglot_table.table(runs).splitlines()), text
   gated = rows['| protonet (hypernetwork: gated Conv-4) model.gate=True']
   assert '+1.00 apart; paired +1.00 ± 0.00 (3)' in gated, gated
   assert '+0.10 overlap; paired +0.10 ± 0.00 (3)' in gated and gated.endswith('| no |'), gated
