@@ -49,6 +49,7 @@ def test_seeds_of_one_config_are_one_row(tmp_path):
   three = next(r for r in rows if '| 3 |' in r)
   # mean 98, t-interval 4.303 / sqrt(3), pooled episodes interval sqrt(3 * 0.09) / 3.
   assert f'98.00 ± {4.303 / math.sqrt(3):.2f} [± {math.sqrt(3 * 0.09) / 3:.2f}]' in three
+  assert '| 3 | 10 |' in three  # seeds, then test episodes per setting of each run
   assert 'num_steps=100' in three and '| maml |' in three
   assert any('num_steps=200' in r and '95.00 [± 0.30]' in r for r in rows)
   assert '| official |' in rows[-1] and '90.00' in rows[-1]  # the MAML protocol's rows first
