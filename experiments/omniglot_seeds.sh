@@ -4,8 +4,8 @@
 # gated Conv-4 (seeds 0-4), then the support-set head (support_metric, seeds 0-2), on the
 # MAML/ProtoNets protocol; the same on the official one (background alphabets for
 # meta-training, evaluation alphabets for test; seeds 0-2); then one seed of every other
-# hypernetwork learner, and of MAML, at 5-way 1-shot and 20-way 1-shot; then the table. Each run takes 30-45
-# minutes on 2 CPU cores.
+# hypernetwork learner, and of MAML, at 5-way 1-shot and 20-way 1-shot; then the table. On 2
+# CPU cores a metric learner's run takes 30-45 minutes, a per-setting learner's 5-40.
 # Finished runs are skipped (each workdir resumes). Several processes can share the list: each
 # takes the next run no other has claimed (a `<workdir>.claim` directory while it runs):
 #

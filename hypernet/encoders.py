@@ -123,6 +123,9 @@ class SetEncoder(nn.Module):
     if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
       raise ValueError(f'x, y: expected [K, dx] and [K, dy] with the same K, received '
                        f'{x.shape} and {y.shape}.')
+    if self.pooling == 'class' and y.shape[-1] < 2:
+      raise ValueError(f"y: pooling='class' expects one-hot labels [K, C] with C >= 2 classes, "
+                       f'received shape {y.shape}.')
     if mask is not None and mask.shape != (x.shape[0],):
       raise ValueError(f'mask: expected shape ({x.shape[0]},), received {mask.shape}.')
     h = MLP(tuple(self.hidden), name='phi')(jnp.concatenate([x, y.astype(x.dtype)], -1))  # [K, H]

@@ -93,6 +93,17 @@ def test_class_pooling_keeps_each_labels_mean_in_its_block():
   absent = enc.apply(variables, x, y, keep)
   expected = means.at[1].set(0.0).reshape(-1) @ out['kernel'] + out['bias']
   np.testing.assert_allclose(absent, expected, rtol=1e-5, atol=1e-5)
+  # Relabelling the classes (c -> relabel[c]) moves each class's block to its new label.
+  relabel = jnp.array([2, 0, 1])
+  moved = enc.apply(variables, x, jax.nn.one_hot(relabel[labels], 3))
+  phi_moved = phi.apply({'params': variables['params']['phi']},
+                        jnp.concatenate([x, jax.nn.one_hot(relabel[labels], 3)], -1))
+  blocks = jnp.stack([phi_moved[relabel[labels] == c].mean(0) for c in range(3)])
+  np.testing.assert_allclose(moved, blocks.reshape(-1) @ out['kernel'] + out['bias'],
+                             rtol=1e-5, atol=1e-5)
+  # Labels that are not one-hot (a single column) are refused, naming the argument.
+  with pytest.raises(ValueError, match=r"y: pooling='class' expects one-hot labels \[K, C\]"):
+    enc.apply(variables, x, jnp.zeros((6, 1)))
 
 
 def test_set_encoder_shape_errors():
