@@ -122,6 +122,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       checks.check_int(config, 'hnet.chunk_emb_dim')
       if not isinstance(config.hnet.get('cond_chunk_embs', False), bool):
         checks.fail('hnet.cond_chunk_embs', 'True or False', config.hnet.cond_chunk_embs)
+    if not isinstance(config.hnet.get('init_with_prev_emb', False), bool):
+      checks.fail('hnet.init_with_prev_emb', 'True or False', config.hnet.init_with_prev_emb)
   if config.method in ('ewc', 'online_ewc'):
     checks.check_float(config, 'ewc.strength')
     checks.check_int(config, 'ewc.fisher_samples')
@@ -181,7 +183,8 @@ def build_method(config: ml_collections.ConfigDict, input_dim: int) -> cl.Contin
     # `cond_chunk_embs` (`ChunkedHypernet.cond_size`).
     cond_size = getattr(module, 'cond_size', h.emb_dim)
     return cl.HnetMethod(target, module, tasks, cond_size, h.beta, h.lookahead_lr,
-                         reg_samples=h.get('reg_samples', 0))
+                         reg_samples=h.get('reg_samples', 0),
+                         init_with_prev_emb=h.get('init_with_prev_emb', False))
   penalty = {'finetune': 'none', 'ewc': 'ewc', 'online_ewc': 'online_ewc',
              'si': 'si'}[config.method]
   if penalty == 'si':
@@ -397,6 +400,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       t_task = time.perf_counter()
       task_id = jnp.asarray(task, jnp.int32)
       task_key = jax.random.fold_in(train_key, task)
+      params = method.begin_task(params, task)  # resumes too: it reads finished tasks only
       if not carry_optimizer:
         opt_state = prog.tx.init(params)  # fresh optimiser state per task
 

@@ -7,10 +7,12 @@ The smoke runs use the real MNIST files where `data_sources.staged_root` finds t
 format (read with `data.verify=False`, since their sha256 cannot match the published one).
 """
 
+import dataclasses
 import gzip
 import json
 import struct
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -477,11 +479,37 @@ def test_conditional_chunk_embeddings_belong_to_each_task():
     continual.validate_config(config)
 
 
-def test_resume_after_interruption_gives_same_result(data_dir, tmp_path, monkeypatch):
+def test_init_with_prev_emb_starts_a_task_from_the_previous_tasks_weights():
+  """`begin_task` copies the previous task's embedding row (none for task 0, nothing without
+  the flag), so the new task's generated weights start as the previous task's."""
+  method = _hnet_method(beta=0.1, num_tasks=4)
+  warm = dataclasses.replace(method, init_with_prev_emb=True)
+  params = method.init(jax.random.key(0))
+  emb = np.asarray(params['embeddings'])
+  assert len({tuple(row) for row in emb}) == 4  # distinct draws
+  assert method.begin_task(params, 2) is params and warm.begin_task(params, 0) is params
+  started = warm.begin_task(params, 2)
+  np.testing.assert_array_equal(started['embeddings'][2], emb[1])
+  np.testing.assert_array_equal(np.delete(np.asarray(started['embeddings']), 2, 0),
+                                np.delete(emb, 2, 0))
+  assert started['hnet'] is params['hnet']
+  chex.assert_trees_all_equal(warm.generate(started, 2), warm.generate(params, 1))
+  with pytest.raises(ValueError, match=r'init_with_prev_emb: expected True or False, '
+                     r'received 1'):
+    dataclasses.replace(method, init_with_prev_emb=1)
+
+
+@pytest.mark.parametrize('init_with_prev_emb', [False, True])
+def test_resume_after_interruption_gives_same_result(data_dir, tmp_path, monkeypatch,
+                                                     init_with_prev_emb):
+  """With `init_with_prev_emb`, the resumed run's next task starts from the restored
+  embedding of the task before it, as the uninterrupted run's did."""
   config = _smoke(data_dir)
+  config.hnet.init_with_prev_emb = init_with_prev_emb
   ref = continual.train_and_evaluate(config, str(tmp_path / 'ref'))
-  again = continual.train_and_evaluate(_smoke(data_dir), str(tmp_path / 'again'))
-  assert again['accuracy_matrix'] == ref['accuracy_matrix']  # same seed, same result
+  if not init_with_prev_emb:
+    again = continual.train_and_evaluate(_smoke(data_dir), str(tmp_path / 'again'))
+    assert again['accuracy_matrix'] == ref['accuracy_matrix']  # same seed, same result
 
   class Interrupt(Exception):
     pass
@@ -659,6 +687,8 @@ def test_finetune_refused_workdir_and_non_finite_loss(data_dir, tmp_path, monkey
      r"received 'tanh'"),
     ('hnet.head_init', 'glorot', r"config.hnet.head_init: expected one of "
      r"\('hyperfan_in', .*received 'glorot'"),
+    ('hnet.init_with_prev_emb', None, r"config.hnet.init_with_prev_emb: expected True or "
+     r"False, received None"),
     ('data.num_tasks', 6, r'config.data.num_tasks: expected at most 5 .*received 6'),
     ('optimizer.schedule', 'step', r"config.optimizer.schedule: expected one of .*'step'"),
     ('train.batch_size', 0, r'config.train.batch_size: expected an integer >= 1, received 0'),

@@ -125,6 +125,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # chunked: True gives every task its own chunk embeddings (part of its embedding, frozen
     # with it), hypnettorch's `cond_chunk_embs`; False: one set shared by all tasks.
     config.hnet.cond_chunk_embs = False
+    # True: each task after the first starts from the previous task's trained embedding
+    # (hypnettorch's `init_with_prev_emb`), so from its generated weights; False: from its
+    # own random one.
+    config.hnet.init_with_prev_emb = False
     config.hnet.beta = 0.01  # output-regulariser strength.
     config.hnet.lookahead_lr = 0.0  # > 0: one-step SGD lookahead in the regulariser.
     # 0: the regulariser over every earlier task at each step (the paper's); k > 0: over k

@@ -9,6 +9,8 @@ A `ContinualMethod` has
 * `step_memory(memory, old_params, new_params, grads) -> memory`: called after every
   optimiser step (inside the jitted scan, the memory is part of its carry; the identity for
   every method but SI, whose running path integral lives there),
+* `begin_task(params, task_id) -> params`: called before each task's first step (the
+  identity for every method but `HnetMethod` with `init_with_prev_emb`),
 * `end_task(params, memory, task_id, x [n, D], key) -> memory`: called after each task,
 * `predict(params, task_id, x [N, D]) -> logits [N, C]`: the task-incremental prediction
   (the task identity is given).
@@ -81,6 +83,11 @@ class ContinualMethod:
     del old_params, new_params, grads
     return memory
 
+  def begin_task(self, params: PyTree, task_id: int) -> PyTree:
+    """Before task `task_id`'s first step; default: unchanged."""
+    del task_id
+    return params
+
   def end_task(self, params, memory, task_id, x, key) -> PyTree:
     raise NotImplementedError
 
@@ -106,6 +113,11 @@ class HnetMethod(ContinualMethod):
       equation (2): `T` generations per step); `k > 0`: over `k` earlier tasks drawn
       uniformly (with replacement) at each step, an unbiased estimate of the same mean that
       costs `k + 1` generations per step (long sequences: PermutedMNIST-100). Needs `key`.
+    init_with_prev_emb: True: each task after the first starts from the previous task's
+      trained embedding (the whole row: with `cond_chunk_embs`, its chunk embeddings too), so
+      it starts from the previous task's generated weights, as fine-tuning does, instead of
+      those of a random embedding (hypnettorch's `init_with_prev_emb`); False: from its own
+      initial draw.
   """
   target: Target
   hnet: nn.Module
@@ -114,10 +126,14 @@ class HnetMethod(ContinualMethod):
   beta: float
   lookahead_lr: float = 0.0
   reg_samples: int = 0
+  init_with_prev_emb: bool = False
 
   def __post_init__(self):
     if not isinstance(self.reg_samples, int) or self.reg_samples < 0:
       raise ValueError(f'reg_samples: expected an int >= 0, received {self.reg_samples!r}.')
+    if not isinstance(self.init_with_prev_emb, bool):
+      raise ValueError('init_with_prev_emb: expected True or False, received '
+                       f'{self.init_with_prev_emb!r}.')
 
   def init(self, key: jax.Array) -> PyTree:
     """`{'hnet': hypernetwork params, 'embeddings': [T, E]}`."""
@@ -193,6 +209,13 @@ class HnetMethod(ContinualMethod):
     per_task = jnp.sum(jnp.square(outs - memory['stored'][rows]), axis=-1)
     reg = self.beta * jnp.mean(per_task) * (task_id > 0)
     return ce + reg, {'loss': ce + reg, 'ce': ce, 'reg': reg, 'acc': _accuracy(logits, y)}
+
+  def begin_task(self, params: PyTree, task_id: int) -> PyTree:
+    """With `init_with_prev_emb`, task `task_id > 0`'s embedding row := row `task_id - 1`."""
+    if not self.init_with_prev_emb or task_id == 0:
+      return params
+    emb = params['embeddings']
+    return {**params, 'embeddings': emb.at[task_id].set(emb[task_id - 1])}
 
   def end_task(self, params, memory, task_id, x, key):
     """Stores the current outputs for every embedding (rows `<= task_id` are used next)."""
