@@ -241,8 +241,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.steps = (5, 10)
   # The metric learners evaluate forward passes only, so 5,000 episodes cost a few minutes: with
   # 1,000, the variance of a run's accuracy from the episodes drawn (its per-episode CI) was
-  # about as large as the variance across seeds of ProtoNets and of the gated Conv-4 (5 seeds each), so
-  # the intervals across seeds measured the test episodes more than the training.
+  # about as large as the variance across seeds of ProtoNets and of the gated Conv-4 (5 seeds
+  # each), so the intervals across seeds measured the test episodes more than the training.
   config.eval.num_episodes = 5000 if algo in METRIC_ALGOS else 1000
   config.eval.val_episodes = 100
   # Forward passes only, weights shared by the episodes for protonet / hyperhead: XLA's
