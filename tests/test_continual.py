@@ -623,6 +623,23 @@ def test_vandeven_permuted_chunked_hypernetwork_is_von_oswalds_and_compressive()
   assert ratio == pytest.approx(hn.count_params(params) / 2036010) and ratio < 1, ratio
 
 
+def test_vandeven_permuted_200_200_chunked_hypernetwork_is_compressive():
+  """The README's 3-seed compressive row (`permuted_task_hnet_chunked_d200_beta0001_cosine` in
+  `experiments/continual_vandeven.sh`): a 200-200 trunk emitting chunks of 9,750 values has
+  fewer trainable values (task embeddings counted) than its 2 x 1000 target."""
+  config = continual_config.get_config(
+      'benchmark=permuted_mnist,method=hnet_chunked,protocol=vandeven,scenario=task')
+  config.hnet.hidden, config.hnet.chunk_size, config.hnet.beta = (200, 200), 9750, 0.001
+  config.optimizer.schedule, config.optimizer.reset_per_task = 'cosine', True
+  continual.validate_config(config)
+  method = continual.build_method(config, 32 * 32)
+  params = jax.eval_shape(method.init, jax.random.key(0))
+  assert method.target.num_params == 2036010
+  ratio = hn.compression_ratio(params['hnet'], method.target, params['embeddings'])
+  assert hn.count_params(params) == 2010472 and ratio == pytest.approx(2010472 / 2036010)
+  assert ratio < 1, ratio
+
+
 def test_protocol_and_si_config_errors():
   with pytest.raises(ValueError, match=r"config benchmark: expected one of .*protocol=vandeven, "
                      r"received 'split_mnist1d'"):
