@@ -131,7 +131,7 @@ list() {  # one run per line: <workdir> <config argument> [overrides]; task-incr
   # The cosine run with a ten times weaker output regulariser (beta 0.001): it forgot almost
   # nothing at beta 0.01 (seed 0: BWT -0.09) while learning the later tasks 1-1.5 points below
   # fine-tuning, so a looser pin may buy more of each task than it costs of the earlier ones.
-  # Seeds 0-2 reached 97.37, 97.17, 97.09 (README row 97.22 +- 0.35; seed 0 at beta 0.01: 96.87).
+  # Seeds 0-2 reached 97.37, 97.19, 97.09 (README row 97.22 +- 0.35; seed 0 at beta 0.01: 96.87).
   for seed in 0 1 2; do
     echo "workdirs/continual_vandeven/permuted_task_hnet_chunked_d200_beta0001_cosine_s$seed" \
       "benchmark=permuted_mnist,method=hnet_chunked,protocol=vandeven,scenario=task" \
