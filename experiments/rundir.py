@@ -185,10 +185,14 @@ def _drop_closed_loop_noise(hook: Callable[[Any], None]) -> Callable[[Any], None
 
 
 class _AbandonedReads(pylogging.Filter):
-  """Drops asyncio's 'Future/Task exception was never retrieved' (orbax's abandoned reads)."""
+  """Drops asyncio's 'Future/Task exception was never retrieved' (orbax's abandoned reads).
+
+  asyncio logs it as that line, then `future: <...>` (and the exception's traceback), so the
+  first line is matched.
+  """
 
   def filter(self, record):
-    return not str(record.msg).endswith('exception was never retrieved')
+    return not str(record.msg).split('\n', 1)[0].endswith('exception was never retrieved')
 
 
 def quiet_failed_restores() -> None:
