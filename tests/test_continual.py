@@ -28,6 +28,7 @@ from hypernet import continual as cl
 from hypernet.data import mnist as mn
 
 import data_sources
+import run_lists
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
@@ -624,13 +625,14 @@ def test_vandeven_permuted_chunked_hypernetwork_is_von_oswalds_and_compressive()
 
 
 def test_vandeven_permuted_200_200_chunked_hypernetwork_is_compressive():
-  """The README's 3-seed compressive row (`permuted_task_hnet_chunked_d200_beta0001_cosine` in
-  `experiments/continual_vandeven.sh`): a 200-200 trunk emitting chunks of 9,750 values has
-  fewer trainable values (task embeddings counted) than its 2 x 1000 target."""
-  config = continual_config.get_config(
-      'benchmark=permuted_mnist,method=hnet_chunked,protocol=vandeven,scenario=task')
-  config.hnet.hidden, config.hnet.chunk_size, config.hnet.beta = (200, 200), 9750, 0.001
-  config.optimizer.schedule, config.optimizer.reset_per_task = 'cosine', True
+  """The README's 3-seed compressive row, its config read from the run list
+  (`permuted_task_hnet_chunked_d200_beta0001_cosine` in `experiments/continual_vandeven.sh`):
+  a 200-200 trunk emitting chunks of 9,750 values has fewer trainable values (task
+  embeddings counted) than its 2 x 1000 target."""
+  config = run_lists.listed_config(
+      'continual_vandeven.sh', continual_config,
+      'workdirs/continual_vandeven/permuted_task_hnet_chunked_d200_beta0001_cosine_s0')
+  assert (config.hnet.hidden, config.hnet.chunk_size) == ((200, 200), 9750)
   continual.validate_config(config)
   method = continual.build_method(config, 32 * 32)
   params = jax.eval_shape(method.init, jax.random.key(0))
