@@ -178,6 +178,35 @@ def test_compression_ratio_below_one_for_mlp_784_100_100_10():
   assert hn.compression_ratio(full.init(jax.random.key(0), jnp.zeros(8)), target) > 1
 
 
+@pytest.mark.parametrize('head_init', ['hyperfan_in', 'target', 'xavier'])
+@pytest.mark.parametrize('cond_chunk_embs', [False, True])
+def test_chunk_ids_generate_those_chunks_of_the_whole_generation(head_init, cond_chunk_embs):
+  """`chunk_ids`: the chosen chunks' values, `[k, chunk_size]`, equal the same stretches of
+  the whole generation (`layout.flatten` order), zeros past its last value, for each
+  output mode (scale and vector offset, whole offset, none) and with the condition's own
+  chunk embeddings; a repeated index repeats the chunk; anything but a 1-d int array is
+  refused."""
+  target, _ = make_target('mlp')
+  hnet = hn.ChunkedHypernet(target, COND_DIM, chunk_size=97, chunk_emb_dim=3, hidden=(16,),
+                            head_init=head_init, cond_chunk_embs=cond_chunk_embs)
+  n, p = hnet.num_chunks, hn.layout_for(target).num_generated
+  assert n * 97 > p  # the last chunk is padded
+  cond = jax.random.normal(jax.random.key(1), (hnet.cond_size,))
+  variables = hnet.init(jax.random.key(0), cond)
+  if head_init == 'target':  # its head starts at zero: move it so the head's output counts
+    variables = jax.tree.map(lambda v: v + 0.01, variables)
+  whole = np.asarray(hn.layout_for(target).flatten(hnet.apply(variables, cond)))
+  padded = np.concatenate([whole, np.zeros(n * 97 - p, np.float32)]).reshape(n, 97)
+  ids = jnp.array([n - 1, 0, 2, 0])
+  some = jax.jit(lambda v, c, i: hnet.apply(v, c, chunk_ids=i))(variables, cond, ids)
+  assert some.shape == (4, 97)
+  np.testing.assert_allclose(some, padded[np.asarray(ids)], rtol=1e-5, atol=1e-6)
+  assert not np.any(np.asarray(some[0, p - (n - 1) * 97:]))
+  with pytest.raises(ValueError, match=r'chunk_ids: expected a 1-d integer array of chunk '
+                     rf'indices in \[0, {n}\), received shape \(2, 2\) dtype int32'):
+    hnet.apply(variables, cond, chunk_ids=jnp.zeros((2, 2), jnp.int32))
+
+
 def test_conditional_chunk_embeddings_are_the_shared_ones_passed_in_cond():
   """`cond_chunk_embs=True` holds no chunk embeddings and reads them from `cond`: with the
   shared module's own passed in, it generates the same weights; changing one chunk's embedding

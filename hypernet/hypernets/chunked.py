@@ -47,6 +47,14 @@ from hypernet.layout import ParamLayout, Selection, layout_for
 from hypernet.target import PyTree, Target
 
 
+def _check_chunk_ids(chunk_ids: jax.typing.ArrayLike, num_chunks: int) -> jax.Array:
+  chunk_ids = jnp.asarray(chunk_ids)
+  if chunk_ids.ndim != 1 or not jnp.issubdtype(chunk_ids.dtype, jnp.integer):
+    raise ValueError(f'chunk_ids: expected a 1-d integer array of chunk indices in [0, '
+                     f'{num_chunks}), received shape {chunk_ids.shape} dtype {chunk_ids.dtype}.')
+  return chunk_ids
+
+
 def output_scale(layout: ParamLayout, mode: str, gain: float) -> np.ndarray:
   """`[num_generated]` fixed output scale of a chunked hypernetwork (see module doc)."""
   if mode == 'naive' or mode in init_lib.WHOLE_NETWORK_INITS:
@@ -110,8 +118,16 @@ class ChunkedHypernet(nn.Module):
     return self.cond_dim + (self.num_chunks * self.chunk_emb_dim if self.cond_chunk_embs else 0)
 
   @nn.compact
-  def __call__(self, cond: jax.Array) -> PyTree:
-    """One task: `cond [cond_size]` -> params matching `target.param_spec`."""
+  def __call__(self, cond: jax.Array, chunk_ids: jax.Array | None = None
+               ) -> PyTree | jax.Array:
+    """One task: `cond [cond_size]` -> params matching `target.param_spec`.
+
+    With `chunk_ids [k]` (ints in `[0, num_chunks)`): only those chunks are generated, as
+    `[k, chunk_size]` values in the order of `target_layout.flatten` (chunk `i` holds
+    values `i * chunk_size` onwards), zeros past the last value. Costs `k / num_chunks` of a
+    whole generation: an output regulariser can be estimated from a few chunks
+    (`hypernet.continual.HnetMethod.reg_chunks`).
+    """
     layout = layout_for(self.target, self.generate)
     cond = check_cond(cond, self.cond_size)
     n = self.num_chunks
@@ -120,7 +136,11 @@ class ChunkedHypernet(nn.Module):
     else:
       chunk_embs = self.param('chunk_embeddings', nn.initializers.normal(1.0),
                               (n, self.chunk_emb_dim))  # [C, E]
-    inputs = jnp.concatenate([jnp.broadcast_to(cond, (n, self.cond_dim)), chunk_embs], -1)
+    if chunk_ids is not None:
+      chunk_ids = _check_chunk_ids(chunk_ids, n)
+      chunk_embs = chunk_embs[chunk_ids]  # [k, E]
+    rows = chunk_embs.shape[0]
+    inputs = jnp.concatenate([jnp.broadcast_to(cond, (rows, self.cond_dim)), chunk_embs], -1)
     unscaled = self.head_init == 'naive' or self.head_init in init_lib.WHOLE_NETWORK_INITS
     trunk = MLP(tuple(self.hidden), trunk_activation(self.activation),
                 layer_init=trunk_init(self.head_init), name='trunk')
@@ -138,16 +158,23 @@ class ChunkedHypernet(nn.Module):
     else:
       kernel_init = init_lib.scaled_normal(1.0 / math.sqrt(d * m2))
     u = nn.Dense(self.chunk_size, kernel_init=kernel_init, bias_init=bias_init,
-                 name='head')(h)  # [C, chunk]
-    u = u.reshape(-1)[:layout.num_generated]  # [P]
-    scale = output_scale(layout, self.head_init, self.gain)
-    flat = scale * u
+                 name='head')(h)  # [C, chunk] ([k, chunk] with chunk_ids)
+    scale = output_scale(layout, self.head_init, self.gain)  # [P]
     draw = draw_fn(self.target, layout)
+    offset = None  # [P], or None: no offset
     if self.head_init == 'target':
-      flat = flat + self.param('offset', draw)  # [P]: the whole draw
+      offset = self.param('offset', draw)  # [P]: the whole draw
     elif not unscaled:
       vec_idx = np.flatnonzero(~layout.kernel_mask())  # vector leaves only
       if vec_idx.size:
-        offset = self.param('offset', lambda key: draw(key)[vec_idx])  # [V]
-        flat = flat.at[vec_idx].add(offset)
+        vec_offset = self.param('offset', lambda key: draw(key)[vec_idx])  # [V]
+        offset = jnp.zeros(layout.num_generated, vec_offset.dtype).at[vec_idx].set(vec_offset)
+    if chunk_ids is not None:  # [k, chunk]: padded to whole chunks, then the chosen rows
+      per_chunk = lambda v: jnp.pad(v, (0, n * self.chunk_size - v.shape[0])).reshape(n, -1)
+      mask = per_chunk(np.ones(layout.num_generated, np.float32))[chunk_ids]
+      values = per_chunk(scale)[chunk_ids] * u * mask
+      return values if offset is None else values + per_chunk(offset)[chunk_ids]
+    flat = scale * u.reshape(-1)[:layout.num_generated]  # [P]
+    if offset is not None:
+      flat = flat + offset
     return layout.unflatten(flat, shared_param(self, self.target, layout))
