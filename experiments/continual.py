@@ -114,6 +114,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     checks.check_float(config, 'hnet.lookahead_lr')
     if 'reg_samples' in config.hnet:
       checks.check_int(config, 'hnet.reg_samples', minimum=0)
+    if config.hnet.get('reg_chunks', 0):
+      checks.check_int(config, 'hnet.reg_chunks', minimum=0)
+      if not config.hnet.get('reg_samples', 0):
+        checks.fail('hnet.reg_chunks', '0 with hnet.reg_samples=0 (chunks are drawn for the '
+                    'drawn earlier tasks)', config.hnet.reg_chunks)
     if config.hnet.kind == 'chunked':
       if 'chunk_size' not in config.hnet:
         checks.fail('hnet.kind', "'full' for method hnet (the chunk keys live in "
@@ -183,7 +188,7 @@ def build_method(config: ml_collections.ConfigDict, input_dim: int) -> cl.Contin
     # `cond_chunk_embs` (`ChunkedHypernet.cond_size`).
     cond_size = getattr(module, 'cond_size', h.emb_dim)
     return cl.HnetMethod(target, module, tasks, cond_size, h.beta, h.lookahead_lr,
-                         reg_samples=h.get('reg_samples', 0),
+                         reg_samples=h.get('reg_samples', 0), reg_chunks=h.get('reg_chunks', 0),
                          init_with_prev_emb=h.get('init_with_prev_emb', False))
   penalty = {'finetune': 'none', 'ewc': 'ewc', 'online_ewc': 'online_ewc',
              'si': 'si'}[config.method]

@@ -63,6 +63,7 @@ ABSENT_MEANS = {'compute_dtype': 'float32', 'optimizer.decay_every': 0,
                 'optimizer.reset_per_task': True, 'ewc.fisher_labels': 'sample',
                 'hnet.reg_samples': 0, 'hnet.activation': 'relu', 'keep_checkpoints': 2,
                 'hnet.head_init': 'hyperfan_in', 'hnet.init_with_prev_emb': False,
+                'hnet.reg_chunks': 0,
                 # issue 14: the first step's weight in the multi-step loss.
                 'inner.first_step_weight': 0.0}
 # Keys renamed after runs were recorded (old -> new; issue 12: one name for one thing in

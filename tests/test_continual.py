@@ -107,6 +107,54 @@ def test_sampled_regularizer_is_an_unbiased_estimate_of_the_full_one(lookahead_l
     _hnet_method(beta=0.1, reg_samples=-1)
 
 
+def test_chunk_sampled_regularizer_is_an_unbiased_estimate_of_the_full_one():
+  """`reg_chunks=m` with a chunked hypernetwork: each drawn task's distance from m of its
+  chunks, scaled by num_chunks / m. Zero at the stored outputs for every draw (the chunks'
+  values are compared with the right stored ones), the full regulariser on average over
+  keys; the same tasks drawn as without it; refused where it cannot apply."""
+  target = hn.Target.from_linen(_MLP(), jnp.zeros((1, 8)), key=jax.random.key(0))
+  module = hn.ChunkedHypernet(target, 4, chunk_size=20, chunk_emb_dim=3, hidden=(16,))
+  assert module.num_chunks == 10 and target.num_params == 195  # the last chunk padded
+  full = cl.HnetMethod(target, module, 4, 4, 0.1)
+  rows_only = cl.HnetMethod(target, module, 4, 4, 0.1, reg_samples=2)
+  chunks = cl.HnetMethod(target, module, 4, 4, 0.1, reg_samples=2, reg_chunks=3)
+  params = jax.jit(full.init)(jax.random.key(0))
+  memory = {'stored': jax.jit(full.outputs)(params['hnet'], params['embeddings'])}
+  x, y = jnp.ones((5, 8)), jnp.zeros(5, jnp.int32)
+  keys = jax.random.split(jax.random.key(1), 4000)
+  loss_chunks = jax.jit(jax.vmap(chunks.loss, in_axes=(None, None, None, None, None, 0)))
+  _, m = loss_chunks(params, memory, 3, x, y, keys[:50])
+  at_stored = np.asarray(m['reg'])  # rounding only: a subset computed apart from the whole
+  # Moved: chunks of different distance (the head's bias moves the last chunk's padding too).
+  moved = {**params, 'hnet': jax.tree.map(lambda p: p * 1.05 + 0.02, params['hnet'])}
+  _, m_full = jax.jit(full.loss)(moved, memory, 3, x, y)
+  _, m = loss_chunks(moved, memory, 3, x, y, keys)
+  _, m_rows = jax.jit(jax.vmap(rows_only.loss, in_axes=(None, None, None, None, None, 0)))(
+      moved, memory, 3, x, y, keys)
+  np.testing.assert_allclose(m['ce'], float(m_full['ce']), rtol=1e-6)
+  assert np.max(at_stored) < 1e-9 * float(m_full['reg']), (at_stored, m_full['reg'])
+  assert float(jnp.std(m['reg'] - m_rows['reg'])) > 0
+  assert float(jnp.mean(m['reg'])) == pytest.approx(float(m_full['reg']), rel=0.03)
+  # One earlier task, every chunk drawn once: exact (chunk draws with replacement, so a draw
+  # of 10 covering all 10 chunks is found among the keys).
+  every = cl.HnetMethod(target, module, 4, 4, 0.1, reg_samples=1, reg_chunks=10)
+  _, m_full1 = jax.jit(full.loss)(moved, memory, 1, x, y)
+  _, m1 = jax.jit(jax.vmap(every.loss, in_axes=(None, None, None, None, None, 0)))(
+      moved, memory, 1, x, y, keys)
+  ids = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 1), (1, 10), 0, 10))(keys)
+  covering = np.flatnonzero([len(set(np.asarray(i).ravel())) == 10 for i in ids])
+  assert covering.size
+  np.testing.assert_allclose(np.asarray(m1['reg'])[covering], float(m_full1['reg']), rtol=1e-5)
+  with pytest.raises(ValueError, match=r'reg_chunks: expected 0 with reg_samples=0 .*received 3'):
+    cl.HnetMethod(target, module, 4, 4, 0.1, reg_chunks=3)
+  with pytest.raises(ValueError, match=r'reg_chunks: expected 0 unless hnet is a ChunkedHypernet'
+                     r'.*received 3 with FullHypernet'):
+    cl.HnetMethod(target, hn.FullHypernet(target, 4, hidden=(16,)), 4, 4, 0.1, reg_samples=2,
+                  reg_chunks=3)
+  with pytest.raises(ValueError, match=r'reg_chunks: expected an int >= 0, received -1'):
+    cl.HnetMethod(target, module, 4, 4, 0.1, reg_samples=2, reg_chunks=-1)
+
+
 def test_regularizer_rejects_mismatched_shapes():
   with pytest.raises(ValueError, match='outputs, stored'):
     cl.output_regularizer(jnp.zeros((3, 4)), jnp.zeros((3, 5)), 1, 0.1)
@@ -723,6 +771,22 @@ def test_config_errors_name_key_expected_received(key, value, match):
   config[section][name] = value
   with pytest.raises(ValueError, match=match):
     continual.validate_config(config)
+
+
+def test_reg_chunks_config_errors():
+  config = continual_config.get_config('benchmark=split_mnist,method=hnet_chunked,smoke')
+  config.hnet.reg_chunks = 2
+  with pytest.raises(ValueError, match=r'config.hnet.reg_chunks: expected 0 with '
+                     r'hnet.reg_samples=0 .*received 2'):
+    continual.validate_config(config)
+  config.hnet.reg_samples, config.hnet.reg_chunks = 2, -1
+  with pytest.raises(ValueError, match=r'config.hnet.reg_chunks: expected an integer >= 0, '
+                     r'received -1'):
+    continual.validate_config(config)
+  config.hnet.reg_chunks = 2
+  continual.validate_config(config)
+  assert continual.build_method(config, 784).reg_chunks == 2
+  assert 'reg_chunks' not in continual_config.get_config('benchmark=split_mnist,method=hnet').hnet
 
 
 def test_config_argument_errors():

@@ -134,8 +134,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # 0: the regulariser over every earlier task at each step (the paper's); k > 0: over k
     # earlier tasks drawn at random per step (unbiased; k + 1 generations per step, not T).
     config.hnet.reg_samples = 0
+    # Chunked, with reg_samples > 0: 0: each drawn task's distance over all its chunks; m > 0:
+    # over m of them drawn at random (unbiased; the regulariser costs m / num_chunks as much).
+    config.hnet.reg_chunks = 0
     if method != 'hnet_chunked':
       del config.hnet['chunk_size'], config.hnet['chunk_emb_dim'], config.hnet['cond_chunk_embs']
+      del config.hnet['reg_chunks']
   elif method in ('ewc', 'online_ewc'):
     config.ewc = ml_collections.ConfigDict()
     config.ewc.strength = 500.0  # lambda (one guess, not tuned; the Fisher is a mean over inputs;

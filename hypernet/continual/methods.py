@@ -31,6 +31,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
@@ -38,6 +39,8 @@ from hypernet.continual import ewc as ewc_lib
 from hypernet.continual import si as si_lib
 from hypernet.continual.regularizer import output_regularizer
 from hypernet.encoders import TaskEmbedding
+from hypernet.hypernets.chunked import ChunkedHypernet
+from hypernet.layout import layout_for
 from hypernet.target import PyTree, Target
 
 PENALTIES = ('none', 'ewc', 'online_ewc', 'si')
@@ -54,6 +57,18 @@ def _accuracy(logits: jax.Array, y: jax.Array) -> jax.Array:
 def _unravel_fn(target: Target):
   zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), target.param_spec)
   return ravel_pytree(zeros)[1]
+
+
+def _chunk_index(target: Target, chunk_size: int, num_chunks: int) -> np.ndarray:
+  """`[num_chunks, chunk_size]` int32: where each value of a chunked hypernetwork's chunks
+  (`layout.flatten` order) sits in `ravel_pytree`'s order (`HnetMethod.outputs`: the leaves
+  in `jax.tree.leaves` order, each raveled); -1 past the last value."""
+  sizes = [math.prod(s.shape) for s in jax.tree.leaves(target.param_spec)]
+  starts = np.cumsum([0] + sizes)
+  flat = np.concatenate([np.arange(starts[l.index], starts[l.index] + l.size)
+                         for l in layout_for(target).generated]).astype(np.int32)
+  pad = num_chunks * chunk_size - flat.shape[0]
+  return np.pad(flat, (0, pad), constant_values=-1).reshape(num_chunks, chunk_size)
 
 
 def select_head(logits: jax.Array, head: jax.typing.ArrayLike, num_classes: int) -> jax.Array:
@@ -113,6 +128,11 @@ class HnetMethod(ContinualMethod):
       equation (2): `T` generations per step); `k > 0`: over `k` earlier tasks drawn
       uniformly (with replacement) at each step, an unbiased estimate of the same mean that
       costs `k + 1` generations per step (long sequences: PermutedMNIST-100). Needs `key`.
+    reg_chunks: with `reg_samples > 0` and a `ChunkedHypernet` generating every target leaf:
+      `m > 0`: each drawn task's squared distance is estimated from `m` of its chunks drawn
+      uniformly (with replacement), scaled by `num_chunks / m` (unbiased), so the
+      regulariser costs `k * m / num_chunks` generations instead of `k`: more earlier tasks
+      held per step for the same cost. 0: every chunk.
     init_with_prev_emb: True: each task after the first starts from the previous task's
       trained embedding (the whole row: with `cond_chunk_embs`, its chunk embeddings too), so
       it starts from the previous task's generated weights, as fine-tuning does, instead of
@@ -127,10 +147,21 @@ class HnetMethod(ContinualMethod):
   lookahead_lr: float = 0.0
   reg_samples: int = 0
   init_with_prev_emb: bool = False
+  reg_chunks: int = 0
 
   def __post_init__(self):
     if not isinstance(self.reg_samples, int) or self.reg_samples < 0:
       raise ValueError(f'reg_samples: expected an int >= 0, received {self.reg_samples!r}.')
+    if not isinstance(self.reg_chunks, int) or self.reg_chunks < 0:
+      raise ValueError(f'reg_chunks: expected an int >= 0, received {self.reg_chunks!r}.')
+    if self.reg_chunks:
+      if not self.reg_samples:
+        raise ValueError(f'reg_chunks: expected 0 with reg_samples=0 (chunks are drawn for '
+                         f'the drawn tasks), received {self.reg_chunks}.')
+      if not isinstance(self.hnet, ChunkedHypernet) or self.hnet.generate is not None:
+        raise ValueError('reg_chunks: expected 0 unless hnet is a ChunkedHypernet generating '
+                         f'every target leaf, received {self.reg_chunks} with '
+                         f'{type(self.hnet).__name__}.')
     if not isinstance(self.init_with_prev_emb, bool):
       raise ValueError('init_with_prev_emb: expected True or False, received '
                        f'{self.init_with_prev_emb!r}.')
@@ -205,10 +236,27 @@ class HnetMethod(ContinualMethod):
     # Task 0 has no earlier task: any row is drawn and weighted 0.
     log_p = jnp.where(earlier | (task_id == 0), 0.0, -jnp.inf)
     rows = jax.random.categorical(key, log_p, shape=(self.reg_samples,))
-    outs = self.outputs(hnet_reg, jax.lax.stop_gradient(params['embeddings'])[rows])  # [k, P]
-    per_task = jnp.sum(jnp.square(outs - memory['stored'][rows]), axis=-1)
+    emb = jax.lax.stop_gradient(params['embeddings'])[rows]  # [k, E]
+    if self.reg_chunks:  # its own stream: the rows stay those drawn without reg_chunks
+      per_task = self._chunk_distances(hnet_reg, emb, memory['stored'][rows],
+                                       jax.random.fold_in(key, 1))
+    else:
+      outs = self.outputs(hnet_reg, emb)  # [k, P]
+      per_task = jnp.sum(jnp.square(outs - memory['stored'][rows]), axis=-1)
     reg = self.beta * jnp.mean(per_task) * (task_id > 0)
     return ce + reg, {'loss': ce + reg, 'ce': ce, 'reg': reg, 'acc': _accuracy(logits, y)}
+
+  def _chunk_distances(self, hnet_params, emb, stored, key):
+    """`[k]` estimates of `||f_h(e) - stored||^2` from `reg_chunks` chunks of each row
+    (`emb [k, E]`, `stored [k, P]` in `outputs`' order)."""
+    n = self.hnet.num_chunks
+    index = _chunk_index(self.target, self.hnet.chunk_size, n)  # [n, chunk], -1: padding
+    ids = jax.random.randint(key, (emb.shape[0], self.reg_chunks), 0, n)  # [k, m]
+    gen = jax.vmap(lambda e, i: self.hnet.apply(hnet_params, e, chunk_ids=i))(emb, ids)
+    where = jnp.asarray(index)[ids]  # [k, m, chunk]
+    old = jnp.take_along_axis(stored, jnp.maximum(where, 0).reshape(len(ids), -1), axis=1)
+    old = jnp.where(where >= 0, old.reshape(where.shape), 0.0)  # gen is 0 there too
+    return jnp.sum(jnp.square(gen - old), axis=(1, 2)) * (n / self.reg_chunks)
 
   def begin_task(self, params: PyTree, task_id: int) -> PyTree:
     """With `init_with_prev_emb`, task `task_id > 0`'s embedding row := row `task_id - 1`."""
