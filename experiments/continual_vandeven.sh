@@ -192,7 +192,7 @@ list() {  # one run per line: <workdir> <config argument> [overrides]; task-incr
   # The same hypernetwork with the schedule of the PermutedMNIST-10 row (Adam's rate decayed
   # to 0 over each task by a cosine, a fresh state per task) from 3e-3, and its regulariser
   # over 32 earlier tasks drawn per step, each from 32 of its 127 chunks (hnet.reg_chunks;
-  # about a third of the time per step of 16 whole tasks). Probes of ten tasks (seed 0, issue
+  # about half the time per step of 16 whole tasks). Probes of ten tasks (seed 0, issue
   # 15's notes), average over tasks 0-9 after task 9 (LA in brackets): the run above 88.37
   # (89.79); beta 1 instead of 0.1, 84.49 (85.34); a 170-170 trunk with chunks of 300, 87.16
   # (88.85); this schedule from 1e-3, 88.11 (89.06); from 3e-3, 90.88 (91.28).
