@@ -123,8 +123,8 @@ class ChunkedHypernet(nn.Module):
     """One task: `cond [cond_size]` -> params matching `target.param_spec`.
 
     With `chunk_ids [k]` (ints in `[0, num_chunks)`): only those chunks are generated, as
-    `[k, chunk_size]` values in the order of `target_layout.flatten` (chunk `i` holds
-    values `i * chunk_size` onwards), zeros past the last value. Costs `k / num_chunks` of a
+    `[k, chunk_size]` values in the order of `layout_for(target, generate).flatten` (chunk
+    `i` holds values `i * chunk_size` onwards), zeros past the last value. Costs `k / num_chunks` of a
     whole generation: an output regulariser can be estimated from a few chunks
     (`hypernet.continual.HnetMethod.reg_chunks`).
     """
