@@ -208,10 +208,10 @@ list() {  # one run per line: <workdir> <config argument> [overrides]; task-incr
   # Capacity, not the regulariser or the schedule, is what the compressive one lacks on this
   # small target (a hypothesis this tests): its seed 0 above, after 44 tasks, had learned them
   # to 88.2% on average right after each (LA; online EWC's target still held its first at
-  # 96.4 after ten tasks) and held them at 71.6 on average. The full hypernetwork (one 25-unit layer, its head
-  # emitting every value: about 26 times the target's size, not compressive) with the same
-  # optimiser, regulariser and draws: after 9 tasks it held 95.56 on average with no
-  # forgetting (LA 95.56).
+  # 96.4 after ten tasks) and held them at 71.6 on average. The full hypernetwork (one
+  # 25-unit layer, its head emitting every value: about 26 times the target's size, not
+  # compressive) with the same optimiser, regulariser and draws: after 9 tasks it held 95.56
+  # on average with no forgetting (LA 95.56).
   for seed in 0 1 2; do
     echo "workdirs/continual_vandeven/permuted100_task_hnet_full_s$seed" \
       "benchmark=permuted_mnist,method=hnet,protocol=vandeven,scenario=task" \

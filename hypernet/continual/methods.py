@@ -238,7 +238,7 @@ class HnetMethod(ContinualMethod):
     rows = jax.random.categorical(key, log_p, shape=(self.reg_samples,))
     emb = jax.lax.stop_gradient(params['embeddings'])[rows]  # [k, E]
     if self.reg_chunks:  # its own stream: the rows stay those drawn without reg_chunks
-      per_task = self._chunk_distances(hnet_reg, emb, memory['stored'][rows],
+      per_task = self._chunk_distances(hnet_reg, emb, memory['stored'], rows,
                                        jax.random.fold_in(key, 1))
     else:
       outs = self.outputs(hnet_reg, emb)  # [k, P]
@@ -246,16 +246,17 @@ class HnetMethod(ContinualMethod):
     reg = self.beta * jnp.mean(per_task) * (task_id > 0)
     return ce + reg, {'loss': ce + reg, 'ce': ce, 'reg': reg, 'acc': _accuracy(logits, y)}
 
-  def _chunk_distances(self, hnet_params, emb, stored, key):
-    """`[k]` estimates of `||f_h(e) - stored||^2` from `reg_chunks` chunks of each row
-    (`emb [k, E]`, `stored [k, P]` in `outputs`' order)."""
+  def _chunk_distances(self, hnet_params, emb, stored, rows, key):
+    """`[k]` estimates of `||f_h(e) - stored[row]||^2` from `reg_chunks` chunks of each drawn
+    row (`emb [k, E]`, `rows [k]`; `stored [T, P]` in `outputs`' order). Only the drawn
+    chunks' stored values are read."""
     n = self.hnet.num_chunks
     index = _chunk_index(self.target, self.hnet.chunk_size, n)  # [n, chunk], -1: padding
     ids = jax.random.randint(key, (emb.shape[0], self.reg_chunks), 0, n)  # [k, m]
     gen = jax.vmap(lambda e, i: self.hnet.apply(hnet_params, e, chunk_ids=i))(emb, ids)
     where = jnp.asarray(index)[ids]  # [k, m, chunk]
-    old = jnp.take_along_axis(stored, jnp.maximum(where, 0).reshape(len(ids), -1), axis=1)
-    old = jnp.where(where >= 0, old.reshape(where.shape), 0.0)  # gen is 0 there too
+    old = stored[rows[:, None, None], jnp.maximum(where, 0)]  # [k, m, chunk]
+    old = jnp.where(where >= 0, old, 0.0)  # gen is 0 there too
     return jnp.sum(jnp.square(gen - old), axis=(1, 2)) * (n / self.reg_chunks)
 
   def begin_task(self, params: PyTree, task_id: int) -> PyTree:

@@ -124,9 +124,9 @@ class ChunkedHypernet(nn.Module):
 
     With `chunk_ids [k]` (ints in `[0, num_chunks)`): only those chunks are generated, as
     `[k, chunk_size]` values in the order of `layout_for(target, generate).flatten` (chunk
-    `i` holds values `i * chunk_size` onwards), zeros past the last value. Costs `k / num_chunks` of a
-    whole generation: an output regulariser can be estimated from a few chunks
-    (`hypernet.continual.HnetMethod.reg_chunks`).
+    `i` holds values `i * chunk_size` onwards), zeros past the last value. Costs
+    `k / num_chunks` of a whole generation: an output regulariser can be estimated from a few
+    chunks (`hypernet.continual.HnetMethod.reg_chunks`).
     """
     layout = layout_for(self.target, self.generate)
     cond = check_cond(cond, self.cond_size)
